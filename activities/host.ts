@@ -1,0 +1,260 @@
+/**
+ * Activities that run on a compute host, inside its compute agent: they touch the local libvirt
+ * daemon (and the database for the device-name reservation). Volume steps run on the instance's own
+ * task queue `instance-<uuid>` with one activity at a time, which serializes them per instance the
+ * way Nova's `synchronized(instance.uuid)` does.
+ */
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Database } from '../src/db/database.ts';
+import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
+import { getInstance } from '../src/db/instances.ts';
+import { bdmConnectionInfo, getLiveBdmByUuid, insertVolumeBdm, liveBdm, liveBdmsOfInstance } from '../src/db/block-device-mappings.ts';
+import { busForDevice, nextDeviceName, stripDev } from '../src/domain/device-names.ts';
+import type { DiskBus, HostConnector } from '../src/domain/types.ts';
+import { hostConnector } from '../src/host/connector.ts';
+import { diskBySerial, diskElements } from '../src/host/domain-disks.ts';
+import { LibvirtError, type LibvirtConnection } from '../src/libvirt/binding.ts';
+import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
+import { buildDomainXml } from '../src/libvirt/domain-xml.ts';
+import type { FaultInjector } from '../src/faults.ts';
+import { businessFailure } from './failures.ts';
+
+/** libvirt errors that say the request itself is wrong: retrying cannot help. */
+const FINAL_LIBVIRT_ERRORS = new Set([
+  3, // VIR_ERR_NO_SUPPORT
+  8, // VIR_ERR_INVALID_ARG
+  27, // VIR_ERR_XML_ERROR
+  55, // VIR_ERR_OPERATION_INVALID (e.g. target already exists)
+  67, // VIR_ERR_CONFIG_UNSUPPORTED
+]);
+
+function libvirtFailure(err: unknown, type: 'DiskAttachFailed' | 'DiskDetachFailed' | 'SpawnFailed'): unknown {
+  if (err instanceof LibvirtError) {
+    const message = `libvirt: ${err.message} (code ${err.code})`;
+    return FINAL_LIBVIRT_ERRORS.has(err.code) || /Permission denied/.test(err.message)
+      ? ApplicationFailure.nonRetryable(message, type)
+      : ApplicationFailure.retryable(message, 'LibvirtUnavailable');
+  }
+  return err;
+}
+
+export interface ReserveDeviceInput {
+  bdmUuid: string;
+  operationId: string;
+  instanceUuid: string;
+  volumeId: string;
+  device: string | null;
+  tag: string | null;
+  deleteOnTermination: boolean;
+  diskBus: string | null;
+  deviceType: string | null;
+}
+
+export interface DetachDiskOptions {
+  /** How long to wait for the guest to release the disk before re-sending the unplug. */
+  unplugWaitMs?: number;
+  /** Give up (retryable failure) after this many unplug requests in one attempt. */
+  unplugRequests?: number;
+}
+
+export function createHostActivities(deps: { db: Database; libvirt: LibvirtConnection; host: string; faults: FaultInjector; detach?: DetachDiskOptions }) {
+  const { db, libvirt, host, faults } = deps;
+  const unplugWaitMs = deps.detach?.unplugWaitMs ?? 5_000;
+  const unplugRequests = deps.detach?.unplugRequests ?? 3;
+
+  /** Targets used by the domain's disks, persistent and live. */
+  async function domainTargets(instanceUuid: string): Promise<string[]> {
+    const info = await libvirt.lookupDomain(instanceUuid);
+    if (!info) return [];
+    const xmls = [await libvirt.getXml(instanceUuid, { inactive: true })];
+    if (info.active) xmls.push(await libvirt.getXml(instanceUuid));
+    return xmls.flatMap((x) => diskElements(x).map((d) => d.target).filter((t): t is string => t !== null));
+  }
+
+  return {
+    /**
+     * Create the BDM with a reserved device name: the next free name on the bus among the domain's
+     * disks and the instance's live BDMs (or the requested one when free). Idempotent by BDM uuid.
+     */
+    async reserveDeviceName(input: ReserveDeviceInput): Promise<{ bdmUuid: string; deviceName: string; diskBus: DiskBus }> {
+      faults.check('reserveDeviceName', 'before');
+      const targets = await domainTargets(input.instanceUuid).catch((err) => {
+        throw libvirtFailure(err, 'DiskAttachFailed');
+      });
+      let result;
+      try {
+        result = await withTransaction(db, async (tx) => {
+          // Lock the instance row: reservations of one instance serialize even across hosts.
+          const instance = await getInstance(tx, input.instanceUuid, { forUpdate: true });
+          if (!instance) throw businessFailure('InstanceNotFound', `Instance ${input.instanceUuid} could not be found.`);
+          const existing = await liveBdm(tx, input.instanceUuid, input.volumeId);
+          if (existing) {
+            if (existing.uuid === input.bdmUuid && existing.deviceName && existing.diskBus) {
+              return { bdmUuid: existing.uuid, deviceName: existing.deviceName, diskBus: existing.diskBus };
+            }
+            throw businessFailure('VolumeAlreadyAttached', `Invalid volume: volume ${input.volumeId} already attached to instance ${input.instanceUuid}.`);
+          }
+          const used = new Set<string>(targets);
+          for (const b of await liveBdmsOfInstance(tx, input.instanceUuid)) if (b.deviceName) used.add(stripDev(b.deviceName));
+          if (instance.rootDeviceName) used.add(stripDev(instance.rootDeviceName));
+          let deviceName: string;
+          let diskBus: DiskBus;
+          if (input.device) {
+            if (used.has(stripDev(input.device))) throw businessFailure('DevicePathInUse', `The supplied device path (${input.device}) is in use.`);
+            deviceName = input.device;
+            diskBus = busForDevice(input.device, (input.diskBus as DiskBus | null) ?? instance.defaultDiskBus);
+          } else {
+            diskBus = (input.diskBus as DiskBus | null) ?? instance.defaultDiskBus;
+            const next = nextDeviceName(diskBus, used);
+            if (!next) throw businessFailure('TooManyDiskDevices', `The maximum allowed number of disk devices on instance ${instance.uuid} has been reached.`);
+            deviceName = next;
+          }
+          const bdm = await insertVolumeBdm(tx, {
+            uuid: input.bdmUuid,
+            instanceUuid: input.instanceUuid,
+            volumeId: input.volumeId,
+            deviceName,
+            diskBus,
+            deviceType: input.deviceType ?? 'disk',
+            tag: input.tag,
+            deleteOnTermination: input.deleteOnTermination,
+            operationId: input.operationId,
+          });
+          return { bdmUuid: bdm.uuid, deviceName, diskBus };
+        });
+      } catch (err) {
+        // The unique indexes caught a race that the row lock did not (should not happen): try again.
+        if (isUniqueViolation(err)) throw ApplicationFailure.retryable(`Device name race: ${(err as Error).message}`, 'DeviceNameRace');
+        throw err;
+      }
+      faults.check('reserveDeviceName', 'after');
+      return result;
+    },
+
+    async getHostConnector(): Promise<HostConnector> {
+      faults.check('getHostConnector', 'before');
+      return hostConnector(host);
+    },
+
+    /**
+     * Hot-plug the volume's disk: AFFECT_CONFIG always, AFFECT_LIVE when the domain runs; only the
+     * parts not already present are attached, and presence is confirmed in the XML afterwards.
+     */
+    async attachDisk(input: { instanceUuid: string; bdmUuid: string; volumeId: string }): Promise<{ target: string; live: boolean }> {
+      faults.check('attachDisk', 'before');
+      const bdm = await getLiveBdmByUuid(db, input.bdmUuid);
+      const connectionInfo = await bdmConnectionInfo(db, input.bdmUuid);
+      if (!bdm?.deviceName || !connectionInfo) {
+        throw ApplicationFailure.nonRetryable(`Block device mapping ${input.bdmUuid} has no device name or connection info`, 'DiskAttachFailed');
+      }
+      const target = stripDev(bdm.deviceName);
+      try {
+        const info = await libvirt.lookupDomain(input.instanceUuid);
+        if (!info) throw ApplicationFailure.nonRetryable(`Domain of instance ${input.instanceUuid} is not defined on host ${host}`, 'DiskAttachFailed');
+        const present = async (live: boolean): Promise<boolean> => {
+          const xml = await libvirt.getXml(input.instanceUuid, { inactive: !live });
+          const byTarget = diskElements(xml).find((d) => d.target === target);
+          if (byTarget && byTarget.serial !== input.volumeId) {
+            throw businessFailure('DevicePathInUse', `The device ${bdm.deviceName} of the domain holds another disk (${byTarget.serial ?? 'no serial'}).`);
+          }
+          return byTarget !== undefined;
+        };
+        const needConfig = !(await present(false));
+        const needLive = info.active && !(await present(true));
+        if (needConfig || needLive) {
+          const xml = buildDiskXml({
+            connectionInfo,
+            targetDev: target,
+            bus: bdm.diskBus ?? 'scsi',
+            deviceType: (bdm.deviceType as 'disk' | 'cdrom' | 'lun' | null) ?? 'disk',
+            serial: input.volumeId,
+          });
+          await libvirt.attachDevice(input.instanceUuid, xml, { config: needConfig, live: needLive });
+        }
+        if (!(await present(false)) || (info.active && !(await present(true)))) {
+          throw ApplicationFailure.retryable(`Disk ${target} not found in the domain after attach`, 'DiskAttachUnconfirmed');
+        }
+        faults.check('attachDisk', 'after');
+        return { target, live: info.active };
+      } catch (err) {
+        throw libvirtFailure(err, 'DiskAttachFailed');
+      }
+    },
+
+    /**
+     * Remove the volume's disk (found by serial) from the persistent config and the live domain, and
+     * wait until it has left the live XML: a guest may take time, or ignore the unplug, in which case
+     * the unplug is re-sent and finally the attempt fails (retryable) so the workflow can retry.
+     * A no-op when the disk is not there.
+     */
+    async detachDisk(input: { instanceUuid: string; volumeId: string }): Promise<{ removed: boolean }> {
+      faults.check('detachDisk', 'before');
+      const ctx = Context.current();
+      try {
+        const info = await libvirt.lookupDomain(input.instanceUuid);
+        if (!info) return { removed: false };
+        let removed = false;
+        const inConfig = diskBySerial(await libvirt.getXml(input.instanceUuid, { inactive: true }), input.volumeId);
+        if (inConfig) {
+          await libvirt.detachDevice(input.instanceUuid, inConfig.xml, { config: true, live: false });
+          removed = true;
+        }
+        if (info.active) {
+          for (let request = 0; ; request++) {
+            const live = diskBySerial(await libvirt.getXml(input.instanceUuid), input.volumeId);
+            if (!live) break;
+            if (request >= unplugRequests) {
+              throw ApplicationFailure.retryable(
+                `The guest did not release disk ${live.target} of volume ${input.volumeId} after ${unplugRequests} unplug requests`,
+                'DiskDetachTimeout',
+              );
+            }
+            await libvirt.detachDevice(input.instanceUuid, live.xml, { config: false, live: true }).catch((err: unknown) => {
+              // "device not found" means the unplug finished between our read and this call.
+              if (!(err instanceof LibvirtError && /not found/i.test(err.message))) throw err;
+            });
+            removed = true;
+            const deadline = Date.now() + unplugWaitMs;
+            while (Date.now() < deadline && diskBySerial(await libvirt.getXml(input.instanceUuid), input.volumeId)) {
+              ctx.heartbeat({ request });
+              await sleep(100, undefined, { signal: ctx.cancellationSignal }).catch(() => undefined);
+            }
+          }
+        }
+        faults.check('detachDisk', 'after');
+        return { removed };
+      } catch (err) {
+        throw libvirtFailure(err, 'DiskDetachFailed');
+      }
+    },
+  };
+}
+
+/** Host-level activities on the `host-<name>` queue: the life of domains. */
+export function createDomainActivities(deps: { libvirt: LibvirtConnection; memoryMiB?: number }) {
+  const { libvirt } = deps;
+  return {
+    /** Define and start the instance's domain (domain uuid = instance uuid); idempotent. */
+    async spawnDomain(input: { instanceUuid: string; domainName: string }): Promise<{ state: string }> {
+      try {
+        let info = await libvirt.lookupDomain(input.instanceUuid);
+        if (!info) info = await libvirt.defineDomain(buildDomainXml({ uuid: input.instanceUuid, name: input.domainName, memoryMiB: deps.memoryMiB ?? 64 }));
+        if (!info.active) await libvirt.startDomain(input.instanceUuid);
+        const after = await libvirt.lookupDomain(input.instanceUuid);
+        return { state: after?.state ?? 'unknown' };
+      } catch (err) {
+        throw libvirtFailure(err, 'SpawnFailed');
+      }
+    },
+
+    /** Stop and undefine the domain; idempotent. */
+    async destroyDomain(input: { instanceUuid: string }): Promise<void> {
+      await libvirt.destroyDomain(input.instanceUuid);
+      await libvirt.undefineDomain(input.instanceUuid);
+    },
+  };
+}
+
+export type HostActivities = ReturnType<typeof createHostActivities>;
+export type DomainActivities = ReturnType<typeof createDomainActivities>;

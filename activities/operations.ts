@@ -1,0 +1,36 @@
+/**
+ * Ordering of operations on one (instance, volume): an attach and a detach of the same pair never run
+ * at the same time, and run in the order they were asked in. Each workflow first waits for its
+ * counterpart (detach for attach, attach for detach) when that one started earlier and is still running.
+ */
+import { Context } from '@temporalio/activity';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export function createOperationActivities(deps: { client: Client; pollIntervalMs?: number }) {
+  const pollIntervalMs = deps.pollIntervalMs ?? 250;
+  return {
+    /** Returns once the counterpart workflow is closed, or when it started after `startedAt` (it waits for us). */
+    async awaitEarlierOperation(input: { counterpartWorkflowId: string; startedAt: string }): Promise<{ waitedMs: number }> {
+      const ctx = Context.current();
+      const began = Date.now();
+      const mine = Date.parse(input.startedAt);
+      for (;;) {
+        let description;
+        try {
+          description = await deps.client.workflow.getHandle(input.counterpartWorkflowId).describe();
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) return { waitedMs: Date.now() - began };
+          throw err;
+        }
+        const running = description.status.name === 'RUNNING';
+        const earlier = description.startTime.getTime() < mine;
+        if (!running || !earlier) return { waitedMs: Date.now() - began };
+        ctx.heartbeat({ waitingFor: input.counterpartWorkflowId });
+        await sleep(pollIntervalMs, undefined, { signal: ctx.cancellationSignal });
+      }
+    },
+  };
+}
+
+export type OperationActivities = ReturnType<typeof createOperationActivities>;

@@ -1,0 +1,83 @@
+/**
+ * Control-plane activities that talk to the block storage (Cinder's attachments API shape).
+ * connection_info is written straight into the BDM row and never returned, so storage secrets
+ * never enter workflow history.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { Database } from '../src/db/database.ts';
+import { updateBdm } from '../src/db/block-device-mappings.ts';
+import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
+import type { HostConnector } from '../src/domain/types.ts';
+import type { FaultInjector } from '../src/faults.ts';
+import { rethrowAsFailure } from './failures.ts';
+
+export function createVolumeServiceActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultInjector }) {
+  const { db, blockStorage, faults } = deps;
+
+  async function recordOnBdm(bdmUuid: string, patch: Parameters<typeof updateBdm>[2]): Promise<void> {
+    if (!(await updateBdm(db, bdmUuid, patch))) {
+      throw ApplicationFailure.nonRetryable(`Block device mapping ${bdmUuid} no longer exists`, 'DiskAttachFailed');
+    }
+  }
+
+  return {
+    /** Reserve: create the attachment (volume -> reserved) and remember its id on the BDM. */
+    async reserveVolume(input: { bdmUuid: string; volumeId: string; instanceUuid: string }): Promise<{ attachmentId: string }> {
+      faults.check('reserveVolume', 'before');
+      const { attachmentId } = await blockStorage.createAttachment(input.volumeId, input.instanceUuid).catch(rethrowAsFailure);
+      await recordOnBdm(input.bdmUuid, { attachmentId });
+      faults.check('reserveVolume', 'after');
+      return { attachmentId };
+    },
+
+    /** Initialize the connection: the block storage exports the volume to the host's connector. */
+    async initializeConnection(input: {
+      bdmUuid: string;
+      attachmentId: string;
+      volumeId: string;
+      connector: HostConnector;
+      device: string | null;
+    }): Promise<{ driverVolumeType: string }> {
+      faults.check('initializeConnection', 'before');
+      const connectionInfo = await blockStorage
+        .updateAttachment(input.attachmentId, { ...input.connector, ...(input.device ? { mountpoint: input.device } : {}) })
+        .catch(rethrowAsFailure);
+      // Nova sets the serial to the volume id; the disk's <serial> is how tether finds it again.
+      await recordOnBdm(input.bdmUuid, { connectionInfo: { ...connectionInfo, serial: input.volumeId } });
+      faults.check('initializeConnection', 'after');
+      return { driverVolumeType: connectionInfo.driver_volume_type };
+    },
+
+    /** Complete the attachment (volume -> in-use). */
+    async completeAttachment(input: { attachmentId: string }): Promise<void> {
+      faults.check('completeAttachment', 'before');
+      await blockStorage.completeAttachment(input.attachmentId).catch(rethrowAsFailure);
+      faults.check('completeAttachment', 'after');
+    },
+
+    /** Detach begins at the block storage: in-use -> detaching. */
+    async beginDetaching(input: { volumeId: string }): Promise<void> {
+      faults.check('beginDetaching', 'before');
+      await blockStorage.beginDetaching(input.volumeId).catch(rethrowAsFailure);
+    },
+
+    /** Detach rolled back: detaching -> in-use. */
+    async rollDetaching(input: { volumeId: string }): Promise<void> {
+      await blockStorage.rollDetaching(input.volumeId).catch(rethrowAsFailure);
+    },
+
+    /**
+     * Compensation and detach: delete the attachment (terminate the connection, unreserve).
+     * Finds the attachment by (volume, instance) when the id was never learned; no-op when none exists.
+     */
+    async deleteAttachment(input: { volumeId: string; instanceUuid: string; attachmentId?: string | null }): Promise<{ deleted: boolean }> {
+      faults.check('deleteAttachment', 'before');
+      const attachmentId = input.attachmentId ?? (await blockStorage.findAttachment(input.volumeId, input.instanceUuid))?.attachmentId;
+      if (!attachmentId) return { deleted: false };
+      await blockStorage.deleteAttachment(attachmentId).catch(rethrowAsFailure);
+      return { deleted: true };
+    },
+  };
+}
+
+export type VolumeServiceActivities = ReturnType<typeof createVolumeServiceActivities>;

@@ -1,0 +1,45 @@
+/** Connections the CLI needs, opened on first use, with errors that say what to do. */
+import type { Client } from '@temporalio/client';
+import { loadConfig, type TetherConfig } from '../src/config.ts';
+import { createDatabase, type Database } from '../src/db/database.ts';
+import { createBlockStorage } from '../src/blockstorage/index.ts';
+import { connectClient } from '../src/temporal/client.ts';
+import { TetherService } from '../src/service/tether-service.ts';
+
+export class CliContext {
+  readonly config: TetherConfig = loadConfig();
+  private db: Database | undefined;
+  private client: Client | undefined;
+  private service: TetherService | undefined;
+
+  async tether(): Promise<TetherService> {
+    if (this.service) return this.service;
+    this.db = createDatabase(this.config.databaseUrl, { max: 4, applicationName: 'tether-cli' });
+    try {
+      await this.db.query('SELECT 1 FROM instances LIMIT 1');
+    } catch (err) {
+      throw new Error(`Cannot use the database at ${redactUrl(this.config.databaseUrl)}: ${(err as Error).message}. Is the stack running (npm start)?`);
+    }
+    try {
+      this.client = await connectClient(this.config);
+    } catch (err) {
+      throw new Error(`Cannot reach Temporal at ${this.config.temporalAddress}: ${(err as Error).message}. Is the stack running (npm start)?`);
+    }
+    this.service = new TetherService({
+      db: this.db,
+      client: this.client,
+      blockStorage: createBlockStorage(this.config, this.db),
+      config: this.config,
+    });
+    return this.service;
+  }
+
+  async close(): Promise<void> {
+    await this.client?.connection.close().catch(() => undefined);
+    await this.db?.end().catch(() => undefined);
+  }
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+}

@@ -1,0 +1,200 @@
+/**
+ * The `tether` command line: servers, volumes and attachments against a running stack, through the
+ * same service layer as the HTTP API. Names or UUIDs wherever a server or volume is named.
+ */
+import { Command, Option } from 'commander';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowHandle } from '@temporalio/client';
+import { TetherError } from '../src/errors.ts';
+import type { StepProgress } from '../src/domain/steps.ts';
+import type { TetherService } from '../src/service/tether-service.ts';
+import { CliContext } from './context.ts';
+import { elapsed, table } from './format.ts';
+
+const ctx = new CliContext();
+let json = false;
+
+function print(value: unknown, text: () => string): void {
+  process.stdout.write((json ? JSON.stringify(value, null, 2) : text()) + '\n');
+}
+
+/** Wraps an action: opens the service, prints errors as one line, sets the exit code. */
+function action<A extends unknown[]>(fn: (tether: TetherService, ...args: A) => Promise<void>) {
+  return async (...args: A) => {
+    try {
+      await fn(await ctx.tether(), ...args);
+    } catch (err) {
+      const message = err instanceof TetherError ? `${err.message} (${err.type})` : (err as Error).message;
+      process.stderr.write(`error: ${message}\n`);
+      process.exitCode = err instanceof TetherError && err.status < 500 ? 2 : 1;
+    } finally {
+      await ctx.close();
+    }
+  };
+}
+
+/** Prints each step as it completes (from the workflow's progress query) until the workflow ends. */
+async function followSteps(tether: TetherService, handle: WorkflowHandle, out: NodeJS.WritableStream): Promise<void> {
+  const printed = new Set<string>();
+  let finished = false;
+  const result = tether.awaitAttach(handle).finally(() => (finished = true));
+  const report = (steps: StepProgress[]) => {
+    steps.forEach((s, i) => {
+      const key = `${i}:${s.status}`;
+      if (s.status === 'running' || printed.has(key)) return;
+      printed.add(key);
+      const mark = s.status === 'completed' ? '✓' : s.status === 'compensated' ? '↺' : '✗';
+      out.write(`  ${mark} ${s.description}${s.endedAt ? ` (${elapsed(s.startedAt, s.endedAt)})` : ''}${s.error ? `: ${s.error}` : ''}\n`);
+    });
+  };
+  while (!finished) {
+    const progress = await tether.attachProgress(handle).catch(() => null);
+    if (progress) report(progress.steps);
+    await Promise.race([sleep(100), result.catch(() => undefined)]);
+  }
+  const final = await tether.attachProgress(handle).catch(() => null);
+  if (final) report(final.steps);
+  await result;
+}
+
+const program = new Command('tether')
+  .description('Durable volume attachment for libvirt clouds, on Temporal. Talks to a running stack (npm start).')
+  .addOption(new Option('--json', 'print machine-readable JSON'))
+  .hook('preAction', (cmd) => {
+    json = Boolean(cmd.opts().json);
+  })
+  .showHelpAfterError();
+
+const server = program.command('server').description('manage servers (instances backed by libvirt domains)');
+
+server
+  .command('create')
+  .description('define and start a small QEMU domain on a compute host and register it as a server')
+  .argument('<name>', 'server name')
+  .option('--host <host>', 'compute host (default: TETHER_COMPUTE_HOST or compute-1)')
+  .option('--no-wait', 'return once registered, without waiting for the domain to run')
+  .action(
+    action(async (tether, name: string, opts: { host?: string; wait: boolean }) => {
+      const { instance, handle } = await tether.createServer({ name, ...(opts.host ? { host: opts.host } : {}) });
+      if (opts.wait) {
+        if (!json) process.stderr.write(`Creating server ${name} (${instance.uuid}) on ${instance.host}…\n`);
+        await handle.result();
+      }
+      const created = await tether.resolveServer(instance.uuid);
+      print(created, () => `${created.name} ${created.uuid} ${created.vmState} on ${created.host}`);
+    }),
+  );
+
+server
+  .command('list')
+  .description('list servers')
+  .option('--host <host>', 'only servers on this compute host')
+  .option('--name <name>', 'only servers with this name')
+  .action(
+    action(async (tether, opts: { host?: string; name?: string }) => {
+      const servers = await tether.listServers(opts);
+      print(servers, () =>
+        table(['ID', 'Name', 'Status', 'Task', 'Host', 'AZ'], servers.map((s) => [s.uuid, s.name, s.vmState, s.taskState, s.host, s.availabilityZone])),
+      );
+    }),
+  );
+
+server
+  .command('show')
+  .description('show one server')
+  .argument('<server>', 'server name or UUID')
+  .action(
+    action(async (tether, ref: string) => {
+      const s = await tether.resolveServer(ref);
+      print(s, () => table(['Field', 'Value'], Object.entries(s).map(([k, v]) => [k, v as string])));
+    }),
+  );
+
+const volume = program.command('volume').description("manage volumes of tether's embedded volume service");
+
+volume
+  .command('create')
+  .description('create a volume (a qcow2 file in the data folder)')
+  .argument('<name>', 'volume name')
+  .requiredOption('--size <GiB>', 'size in GiB', (v) => Number(v))
+  .option('--multiattach', 'allow attaching to several servers at once')
+  .action(
+    action(async (tether, name: string, opts: { size: number; multiattach?: boolean }) => {
+      const v = await tether.createVolume({ name, size: opts.size, multiattach: opts.multiattach ?? false });
+      print(v, () => `${v.name} ${v.id} ${v.status} ${v.size} GiB`);
+    }),
+  );
+
+volume
+  .command('list')
+  .description('list volumes')
+  .action(
+    action(async (tether) => {
+      const volumes = await tether.listVolumes();
+      print(volumes, () =>
+        table(
+          ['ID', 'Name', 'Status', 'Size', 'Attached to'],
+          volumes.map((v) => [v.id, v.name, v.status, v.size, v.attachments.map((a) => `${a.serverId} on ${a.device ?? '-'}`).join(', ')]),
+        ),
+      );
+    }),
+  );
+
+volume
+  .command('delete')
+  .description('delete an available volume')
+  .argument('<volume>', 'volume name or UUID')
+  .action(
+    action(async (tether, ref: string) => {
+      await tether.deleteVolume(ref);
+      print({ deleted: ref }, () => `deleted ${ref}`);
+    }),
+  );
+
+program
+  .command('attach')
+  .description('attach a volume to a server; shows each step as it completes, then the device')
+  .argument('<server>', 'server name or UUID')
+  .argument('<volume>', 'volume name or UUID')
+  .option('--device <path>', 'device path to request, e.g. /dev/sdc (default: the next free one)')
+  .option('--tag <tag>', 'device tag')
+  .option('--delete-on-termination', 'delete the volume when the server is deleted')
+  .option('--no-wait', 'return once the device is reserved, without waiting for the attach to finish')
+  .action(
+    action(async (tether, serverRef: string, volumeRef: string, opts: { device?: string; tag?: string; deleteOnTermination?: boolean; wait: boolean }) => {
+      const out = json ? process.stderr : process.stdout;
+      const started = await tether.attachVolume({
+        server: serverRef,
+        volume: volumeRef,
+        device: opts.device ?? null,
+        tag: opts.tag ?? null,
+        deleteOnTermination: opts.deleteOnTermination ?? false,
+      });
+      out.write(`Attaching volume ${started.reservation.volumeId} to server ${started.reservation.instanceUuid} (workflow ${started.workflowId})\n`);
+      if (!opts.wait) {
+        print(started.reservation, () => `reserved ${started.reservation.device ?? '(device chosen at unshelve)'}`);
+        return;
+      }
+      await followSteps(tether, started.handle, out);
+      const result = await tether.awaitAttach(started.handle);
+      print(result, () => `attached ${result.device}`);
+    }),
+  );
+
+program
+  .command('attachments')
+  .description("list a server's volume attachments (its block device mappings)")
+  .argument('<server>', 'server name or UUID')
+  .action(
+    action(async (tether, ref: string) => {
+      const { bdms } = await tether.listAttachments(ref);
+      print(bdms, () =>
+        table(
+          ['Volume', 'Device', 'Status', 'Tag', 'Delete on termination', 'Attachment', 'BDM'],
+          bdms.map((b) => [b.volumeId, b.deviceName, b.attachStatus, b.tag, b.deleteOnTermination, b.attachmentId, b.uuid]),
+        ),
+      );
+    }),
+  );
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,50 @@
+/**
+ * The block-storage interface, shaped after Cinder's v3 attachments API (the flow Nova uses since
+ * Queens). Workflows and activities only ever see this interface: the embedded local volume service
+ * implements it today, a Cinder client can implement it without touching them.
+ *
+ *   createAttachment  = reserve            (volume: available -> reserved)
+ *   updateAttachment  = initialize connection with the host connector (-> attaching), gives connection_info
+ *   completeAttachment                      (-> in-use)
+ *   deleteAttachment  = unreserve / terminate connection / detach (-> available when it was the last one)
+ *
+ * Every method is idempotent: repeating a call that already took effect changes nothing more.
+ */
+import type { ConnectionInfo, HostConnector, Volume } from '../domain/types.ts';
+
+export interface AttachmentRef {
+  attachmentId: string;
+  status: 'reserved' | 'attaching' | 'attached' | 'detaching';
+}
+
+export interface BlockStorage {
+  readonly kind: string;
+  /** Throws TetherError VolumeNotFound. */
+  getVolume(volumeId: string): Promise<Volume>;
+  /** Reserve the volume for the instance; returns the existing attachment when this instance already holds one. */
+  createAttachment(volumeId: string, instanceUuid: string): Promise<AttachmentRef>;
+  /** The live attachment of the volume to the instance, if any. */
+  findAttachment(volumeId: string, instanceUuid: string): Promise<AttachmentRef | null>;
+  /** Export the volume to the host; connector.mountpoint carries the device name. */
+  updateAttachment(attachmentId: string, connector: HostConnector & { mountpoint?: string }): Promise<ConnectionInfo>;
+  completeAttachment(attachmentId: string): Promise<void>;
+  /** No-op when the attachment no longer exists. */
+  deleteAttachment(attachmentId: string): Promise<void>;
+  /** Legacy actions used by detach: in-use -> detaching, and back. */
+  beginDetaching(volumeId: string): Promise<void>;
+  rollDetaching(volumeId: string): Promise<void>;
+}
+
+/** Volume management served by tether's own `/v3` API and CLI when the embedded service is in use. */
+export interface VolumeAdmin {
+  createVolume(spec: {
+    name: string | null;
+    size: number;
+    projectId: string;
+    availabilityZone?: string;
+    multiattach?: boolean;
+    description?: string | null;
+  }): Promise<Volume>;
+  deleteVolume(volumeId: string): Promise<void>;
+  listVolumes(filter?: { name?: string; projectId?: string }): Promise<Volume[]>;
+}

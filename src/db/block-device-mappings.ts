@@ -1,0 +1,144 @@
+/** All SQL about block device mappings (BDMs). */
+import type { Queryable } from './database.ts';
+import type { BdmAttachStatus, BlockDeviceMapping, ConnectionInfo, DiskBus } from '../domain/types.ts';
+
+interface BdmRow {
+  uuid: string;
+  instance_uuid: string;
+  volume_id: string | null;
+  source_type: string;
+  destination_type: string;
+  device_name: string | null;
+  disk_bus: DiskBus | null;
+  device_type: string | null;
+  boot_index: number | null;
+  tag: string | null;
+  delete_on_termination: boolean;
+  attachment_id: string | null;
+  attach_status: BdmAttachStatus;
+  operation_id: string | null;
+  created_at: Date;
+}
+
+const COLUMNS = `uuid, instance_uuid, volume_id, source_type, destination_type, device_name, disk_bus, device_type,
+  boot_index, tag, delete_on_termination, attachment_id, attach_status, operation_id, created_at`;
+
+function toBdm(r: BdmRow): BlockDeviceMapping {
+  return {
+    uuid: r.uuid,
+    instanceUuid: r.instance_uuid,
+    volumeId: r.volume_id,
+    sourceType: r.source_type,
+    destinationType: r.destination_type,
+    deviceName: r.device_name,
+    diskBus: r.disk_bus,
+    deviceType: r.device_type,
+    bootIndex: r.boot_index,
+    tag: r.tag,
+    deleteOnTermination: r.delete_on_termination,
+    attachmentId: r.attachment_id,
+    attachStatus: r.attach_status,
+    operationId: r.operation_id,
+    createdAt: r.created_at.toISOString(),
+  };
+}
+
+export async function liveBdmsOfInstance(db: Queryable, instanceUuid: string): Promise<BlockDeviceMapping[]> {
+  const { rows } = await db.query<BdmRow>(
+    `SELECT ${COLUMNS} FROM block_device_mappings WHERE instance_uuid = $1 AND deleted_at IS NULL
+     ORDER BY device_name NULLS LAST, created_at`,
+    [instanceUuid],
+  );
+  return rows.map(toBdm);
+}
+
+export async function liveBdm(db: Queryable, instanceUuid: string, volumeId: string): Promise<BlockDeviceMapping | null> {
+  const { rows } = await db.query<BdmRow>(
+    `SELECT ${COLUMNS} FROM block_device_mappings WHERE instance_uuid = $1 AND volume_id = $2 AND deleted_at IS NULL`,
+    [instanceUuid, volumeId],
+  );
+  return rows[0] ? toBdm(rows[0]) : null;
+}
+
+export async function liveBdmsOfVolume(db: Queryable, volumeId: string): Promise<BlockDeviceMapping[]> {
+  const { rows } = await db.query<BdmRow>(
+    `SELECT ${COLUMNS} FROM block_device_mappings WHERE volume_id = $1 AND deleted_at IS NULL ORDER BY created_at`,
+    [volumeId],
+  );
+  return rows.map(toBdm);
+}
+
+export interface NewVolumeBdm {
+  uuid: string;
+  instanceUuid: string;
+  volumeId: string;
+  deviceName: string | null;
+  diskBus: DiskBus | null;
+  deviceType: string;
+  tag: string | null;
+  deleteOnTermination: boolean;
+  operationId: string;
+}
+
+export async function insertVolumeBdm(db: Queryable, b: NewVolumeBdm): Promise<BlockDeviceMapping> {
+  const { rows } = await db.query<BdmRow>(
+    `INSERT INTO block_device_mappings (uuid, instance_uuid, volume_id, source_type, destination_type, device_name,
+        disk_bus, device_type, tag, delete_on_termination, operation_id)
+     VALUES ($1, $2, $3, 'volume', 'volume', $4, $5, $6, $7, $8, $9)
+     RETURNING ${COLUMNS}`,
+    [b.uuid, b.instanceUuid, b.volumeId, b.deviceName, b.diskBus, b.deviceType, b.tag, b.deleteOnTermination, b.operationId],
+  );
+  return toBdm(rows[0]!);
+}
+
+/** Updates one live BDM; returns false when it no longer exists. */
+export async function updateBdm(
+  db: Queryable,
+  uuid: string,
+  patch: { attachmentId?: string; connectionInfo?: ConnectionInfo | null; attachStatus?: BdmAttachStatus; deviceName?: string },
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE block_device_mappings SET
+        attachment_id   = CASE WHEN $2::boolean THEN $3::uuid ELSE attachment_id END,
+        connection_info = CASE WHEN $4::boolean THEN $5::jsonb ELSE connection_info END,
+        attach_status   = COALESCE($6, attach_status),
+        device_name     = COALESCE($7, device_name),
+        updated_at = now()
+     WHERE uuid = $1 AND deleted_at IS NULL`,
+    [
+      uuid,
+      patch.attachmentId !== undefined,
+      patch.attachmentId ?? null,
+      patch.connectionInfo !== undefined,
+      patch.connectionInfo === undefined ? null : JSON.stringify(patch.connectionInfo),
+      patch.attachStatus ?? null,
+      patch.deviceName ?? null,
+    ],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+export async function bdmConnectionInfo(db: Queryable, uuid: string): Promise<ConnectionInfo | null> {
+  const { rows } = await db.query<{ connection_info: ConnectionInfo | null }>(
+    'SELECT connection_info FROM block_device_mappings WHERE uuid = $1 AND deleted_at IS NULL',
+    [uuid],
+  );
+  return rows[0]?.connection_info ?? null;
+}
+
+export async function getLiveBdmByUuid(db: Queryable, uuid: string): Promise<BlockDeviceMapping | null> {
+  const { rows } = await db.query<BdmRow>(
+    `SELECT ${COLUMNS} FROM block_device_mappings WHERE uuid = $1 AND deleted_at IS NULL`,
+    [uuid],
+  );
+  return rows[0] ? toBdm(rows[0]) : null;
+}
+
+/** Soft-deletes one BDM; false when it was already gone. */
+export async function softDeleteBdm(db: Queryable, uuid: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'UPDATE block_device_mappings SET deleted_at = now(), updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL',
+    [uuid],
+  );
+  return (rowCount ?? 0) > 0;
+}

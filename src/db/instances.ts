@@ -1,0 +1,99 @@
+/** All SQL about instances. */
+import type { Queryable } from './database.ts';
+import type { DiskBus, Instance, VmState } from '../domain/types.ts';
+
+interface InstanceRow {
+  uuid: string;
+  name: string;
+  project_id: string;
+  host: string | null;
+  vm_state: VmState;
+  task_state: string | null;
+  availability_zone: string;
+  libvirt_domain: string | null;
+  root_device_name: string | null;
+  default_disk_bus: DiskBus;
+  locked: boolean;
+  created_at: Date;
+}
+
+function toInstance(r: InstanceRow): Instance {
+  return {
+    uuid: r.uuid,
+    name: r.name,
+    projectId: r.project_id,
+    host: r.host,
+    vmState: r.vm_state,
+    taskState: r.task_state,
+    availabilityZone: r.availability_zone,
+    libvirtDomain: r.libvirt_domain,
+    rootDeviceName: r.root_device_name,
+    defaultDiskBus: r.default_disk_bus,
+    locked: r.locked,
+    createdAt: r.created_at.toISOString(),
+  };
+}
+
+export async function getInstance(db: Queryable, uuid: string, options: { forUpdate?: boolean } = {}): Promise<Instance | null> {
+  const { rows } = await db.query<InstanceRow>(
+    `SELECT * FROM instances WHERE uuid = $1 AND deleted_at IS NULL${options.forUpdate ? ' FOR UPDATE' : ''}`,
+    [uuid],
+  );
+  return rows[0] ? toInstance(rows[0]) : null;
+}
+
+export async function findInstancesByName(db: Queryable, name: string): Promise<Instance[]> {
+  const { rows } = await db.query<InstanceRow>(
+    'SELECT * FROM instances WHERE name = $1 AND deleted_at IS NULL ORDER BY created_at',
+    [name],
+  );
+  return rows.map(toInstance);
+}
+
+export async function listInstances(db: Queryable, filter: { host?: string; name?: string } = {}): Promise<Instance[]> {
+  const { rows } = await db.query<InstanceRow>(
+    `SELECT * FROM instances WHERE deleted_at IS NULL
+       AND ($1::text IS NULL OR host = $1) AND ($2::text IS NULL OR name = $2)
+     ORDER BY created_at, uuid`,
+    [filter.host ?? null, filter.name ?? null],
+  );
+  return rows.map(toInstance);
+}
+
+export interface NewInstance {
+  uuid: string;
+  name: string;
+  projectId: string;
+  host: string;
+  availabilityZone: string;
+  libvirtDomain: string;
+  rootDeviceName: string;
+  defaultDiskBus: DiskBus;
+}
+
+/** Insert as building/spawning; idempotent on uuid (a retried insert returns the existing row). */
+export async function insertInstance(db: Queryable, i: NewInstance): Promise<Instance> {
+  await db.query(
+    `INSERT INTO instances (uuid, name, project_id, host, vm_state, task_state, availability_zone, libvirt_domain,
+                            root_device_name, default_disk_bus)
+     VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8)
+     ON CONFLICT (uuid) DO NOTHING`,
+    [i.uuid, i.name, i.projectId, i.host, i.availabilityZone, i.libvirtDomain, i.rootDeviceName, i.defaultDiskBus],
+  );
+  const row = await getInstance(db, i.uuid);
+  if (!row) throw new Error(`instance ${i.uuid} vanished after insert`);
+  return row;
+}
+
+export async function setInstanceState(
+  db: Queryable,
+  uuid: string,
+  state: { vmState: VmState; taskState: string | null; host?: string | null },
+): Promise<void> {
+  await db.query(
+    `UPDATE instances SET vm_state = $2, task_state = $3,
+        host = CASE WHEN $4::boolean THEN $5 ELSE host END, updated_at = now()
+     WHERE uuid = $1 AND deleted_at IS NULL`,
+    [uuid, state.vmState, state.taskState, state.host !== undefined, state.host ?? null],
+  );
+}

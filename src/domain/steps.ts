@@ -1,0 +1,52 @@
+/** The steps of the sagas, in order, with the words the CLI prints for them. Safe to import from workflows. */
+export const ATTACH_STEPS = {
+  awaitEarlierOperation: 'Wait for an earlier detach of the same volume and server',
+  validate: 'Validate the request (instance state, device path, volume, availability zone)',
+  reserveDeviceName: 'Create the block device mapping with a reserved device name',
+  reserveVolume: 'Reserve the volume (create the block-storage attachment)',
+  getHostConnector: 'Get the host connector',
+  initializeConnection: 'Initialize the connection (export the volume to the host)',
+  attachDisk: 'Attach the disk to the libvirt domain',
+  completeAttachment: 'Save connection info and complete the attachment',
+} as const;
+
+export type AttachStep = keyof typeof ATTACH_STEPS;
+
+export const DETACH_STEPS = {
+  awaitEarlierOperation: 'Wait for an earlier attach of the same volume and server',
+  validateDetach: 'Validate the request (instance state, volume attached, not the root device)',
+  beginDetaching: 'Begin detaching at the block storage',
+  detachDisk: 'Detach the disk from the libvirt domain and confirm it left',
+  deleteAttachment: 'Delete the block-storage attachment (terminate the connection)',
+  destroyBdm: 'Destroy the block device mapping',
+} as const;
+
+export const COMPENSATION_STEPS = {
+  rollDetaching: 'Roll the volume back to in-use and keep the block device mapping',
+  reattachDisk: 'Put the disk back in the domain (persistent and live)',
+  detachDisk: 'Detach the disk from the libvirt domain',
+  deleteAttachment: 'Delete the block-storage attachment (terminate connection, unreserve)',
+  destroyBdm: 'Destroy the block device mapping',
+} as const;
+
+export type StepStatus = 'running' | 'completed' | 'failed' | 'compensated' | 'skipped';
+
+export interface StepProgress {
+  step: string;
+  description: string;
+  status: StepStatus;
+  startedAt: string;
+  endedAt?: string;
+  error?: string;
+}
+
+/** Values of the TetherState search attribute. */
+export type OperationState = 'attaching' | 'attached' | 'rolled-back' | 'detaching' | 'detached' | 'failed';
+
+export function attachWorkflowId(instanceUuid: string, volumeId: string): string {
+  return `attach-${instanceUuid}-${volumeId}`;
+}
+
+export function detachWorkflowId(instanceUuid: string, volumeId: string): string {
+  return `detach-${instanceUuid}-${volumeId}`;
+}

@@ -1,0 +1,108 @@
+/** Domain types shared by the service layer, the activities and the workflows (types only). */
+
+export type VmState =
+  | 'building'
+  | 'active'
+  | 'paused'
+  | 'stopped'
+  | 'suspended'
+  | 'resized'
+  | 'soft-delete'
+  | 'shelved'
+  | 'shelved_offloaded'
+  | 'rescued'
+  | 'error'
+  | 'deleted';
+
+export interface Instance {
+  uuid: string;
+  name: string;
+  projectId: string;
+  host: string | null;
+  vmState: VmState;
+  taskState: string | null;
+  availabilityZone: string;
+  libvirtDomain: string | null;
+  rootDeviceName: string | null;
+  defaultDiskBus: DiskBus;
+  locked: boolean;
+  createdAt: string;
+}
+
+export type DiskBus = 'virtio' | 'scsi' | 'ide' | 'sata' | 'usb';
+
+export type BdmAttachStatus = 'attaching' | 'attached' | 'detaching';
+
+export interface BlockDeviceMapping {
+  uuid: string;
+  instanceUuid: string;
+  volumeId: string | null;
+  sourceType: string;
+  destinationType: string;
+  deviceName: string | null;
+  diskBus: DiskBus | null;
+  deviceType: string | null;
+  bootIndex: number | null;
+  tag: string | null;
+  deleteOnTermination: boolean;
+  attachmentId: string | null;
+  attachStatus: BdmAttachStatus;
+  operationId: string | null;
+  createdAt: string;
+}
+
+export type VolumeStatus =
+  | 'creating'
+  | 'available'
+  | 'reserved'
+  | 'attaching'
+  | 'in-use'
+  | 'detaching'
+  | 'deleting'
+  | 'error'
+  | 'error_deleting';
+
+export interface VolumeAttachmentSummary {
+  id: string;
+  attachmentId: string;
+  volumeId: string;
+  serverId: string;
+  hostName: string | null;
+  device: string | null;
+  attachedAt: string | null;
+  status: string;
+}
+
+export interface Volume {
+  id: string;
+  name: string | null;
+  projectId: string;
+  size: number;
+  status: VolumeStatus;
+  availabilityZone: string;
+  multiattach: boolean;
+  bootable: boolean;
+  encrypted: boolean;
+  attachments: VolumeAttachmentSummary[];
+  createdAt: string;
+}
+
+/** What a host reports about itself to the block storage (os-brick's connector). */
+export interface HostConnector {
+  ip: string;
+  host: string;
+  initiator: string;
+  wwpns?: string[];
+  wwnns?: string[];
+  multipath: boolean;
+  platform: string;
+  os_type: string;
+  do_local_attach: boolean;
+}
+
+/** connection_info as Cinder returns it; `data` may hold secrets and never enters workflow history. */
+export interface ConnectionInfo {
+  driver_volume_type: string;
+  data: Record<string, unknown>;
+  serial?: string;
+}

@@ -1,0 +1,45 @@
+/**
+ * Business errors with a stable `type` string. The same type travels through Temporal as a
+ * non-retryable ApplicationFailure type and is mapped to an HTTP status by the API, so the API,
+ * the CLI and the workflow always agree on what went wrong.
+ */
+export const ERROR_STATUS = {
+  InstanceNotFound: 404,
+  VolumeNotFound: 404,
+  VolumeNotAttached: 404,
+  InvalidDevicePath: 400,
+  InvalidInput: 400,
+  VolumeNotAvailable: 400,
+  VolumeAlreadyAttached: 400,
+  AvailabilityZoneMismatch: 400,
+  RootDeviceDetach: 400,
+  TaggedAttachToShelvedNotSupported: 400,
+  MultiattachToShelvedNotSupported: 400,
+  TooManyDiskDevices: 403,
+  InstanceInvalidState: 409,
+  DevicePathInUse: 409,
+  InstanceLocked: 409,
+  OperationInProgress: 409,
+  DiskAttachFailed: 500,
+  DiskDetachFailed: 500,
+  HostUnavailable: 503,
+} as const;
+
+export type TetherErrorType = keyof typeof ERROR_STATUS;
+
+export function isTetherErrorType(type: unknown): type is TetherErrorType {
+  return typeof type === 'string' && Object.hasOwn(ERROR_STATUS, type);
+}
+
+export class TetherError extends Error {
+  override readonly name = 'TetherError';
+  constructor(
+    readonly type: TetherErrorType,
+    message: string,
+  ) {
+    super(message);
+  }
+  get status(): number {
+    return ERROR_STATUS[this.type];
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * The service layer shared by the HTTP API and the CLI, so they never disagree: name/UUID
+ * resolution, quick input checks, and starting the workflows. It holds no state of its own.
+ */
+import { randomUUID } from 'node:crypto';
+import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { TetherError } from '../errors.ts';
+import type { TetherConfig } from '../config.ts';
+import type { Database } from '../db/database.ts';
+import { findInstancesByName, getInstance, insertInstance, listInstances } from '../db/instances.ts';
+import { liveBdm, liveBdmsOfInstance } from '../db/block-device-mappings.ts';
+import { volumeOperationRefusal } from '../domain/instance-states.ts';
+import { isValidDevicePath } from '../domain/device-names.ts';
+import { attachWorkflowId, detachWorkflowId } from '../domain/steps.ts';
+import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
+import type { BlockStorage, VolumeAdmin } from '../blockstorage/block-storage.ts';
+import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
+import { fromTemporalFailure } from './temporal-errors.ts';
+import type { AttachProgress, AttachReservation, AttachResult, attachVolume } from '../../workflows/attach-volume.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(s: string): boolean {
+  return UUID.test(s);
+}
+
+export interface AttachVolumeRequest {
+  server: string;
+  volume: string;
+  device?: string | null;
+  tag?: string | null;
+  deleteOnTermination?: boolean;
+}
+
+export interface StartedAttach {
+  reservation: AttachReservation;
+  workflowId: string;
+  handle: WorkflowHandle;
+}
+
+export const DEFAULT_PROJECT_ID = 'tether';
+
+export class TetherService {
+  constructor(
+    private readonly deps: {
+      db: Database;
+      client: Client;
+      blockStorage: BlockStorage & Partial<VolumeAdmin>;
+      config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'>;
+    },
+  ) {}
+
+  // ---- servers ----
+
+  async resolveServer(nameOrId: string): Promise<Instance> {
+    if (isUuid(nameOrId)) {
+      const found = await getInstance(this.deps.db, nameOrId.toLowerCase());
+      if (found) return found;
+    }
+    const byName = await findInstancesByName(this.deps.db, nameOrId);
+    if (byName.length === 1) return byName[0]!;
+    if (byName.length > 1) throw new TetherError('InvalidInput', `More than one server exists with the name '${nameOrId}'; use its ID.`);
+    throw new TetherError('InstanceNotFound', `Instance ${nameOrId} could not be found.`);
+  }
+
+  listServers(filter: { name?: string; host?: string } = {}): Promise<Instance[]> {
+    return listInstances(this.deps.db, filter);
+  }
+
+  /** Registers the instance and starts CreateServer (define + start the domain on its host). */
+  async createServer(spec: { name: string; host?: string; projectId?: string }): Promise<{ instance: Instance; handle: WorkflowHandle }> {
+    if (!spec.name || spec.name.length > 255) throw new TetherError('InvalidInput', 'Server name must be 1 to 255 characters.');
+    const uuid = randomUUID();
+    const host = spec.host ?? this.deps.config.computeHost;
+    const bus = this.deps.config.defaultDiskBus;
+    const instance = await insertInstance(this.deps.db, {
+      uuid,
+      name: spec.name,
+      projectId: spec.projectId ?? DEFAULT_PROJECT_ID,
+      host,
+      availabilityZone: this.deps.config.availabilityZone,
+      libvirtDomain: `tether-${uuid.slice(0, 8)}`,
+      rootDeviceName: bus === 'virtio' ? '/dev/vda' : '/dev/sda',
+      defaultDiskBus: bus,
+    });
+    const handle = await this.deps.client.workflow.start('createServer', {
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowId: `create-server-${uuid}`,
+      args: [{ instanceUuid: uuid, domainName: instance.libvirtDomain!, host }],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: uuid },
+        { key: ComputeHost, value: host },
+      ],
+    });
+    return { instance, handle };
+  }
+
+  // ---- volumes ----
+
+  async resolveVolume(nameOrId: string): Promise<Volume> {
+    if (isUuid(nameOrId)) {
+      try {
+        return await this.deps.blockStorage.getVolume(nameOrId.toLowerCase());
+      } catch (err) {
+        if (!(err instanceof TetherError && err.type === 'VolumeNotFound')) throw err;
+      }
+    }
+    const byName = await this.volumeAdmin().listVolumes({ name: nameOrId });
+    if (byName.length === 1) return byName[0]!;
+    if (byName.length > 1) throw new TetherError('InvalidInput', `More than one volume exists with the name '${nameOrId}'; use its ID.`);
+    throw new TetherError('VolumeNotFound', `Volume ${nameOrId} could not be found.`);
+  }
+
+  private volumeAdmin(): VolumeAdmin {
+    const admin = this.deps.blockStorage;
+    if (!admin.createVolume || !admin.listVolumes || !admin.deleteVolume) {
+      throw new TetherError('InvalidInput', `Volume management is done by the block storage service (${this.deps.blockStorage.kind}), not tether.`);
+    }
+    return admin as VolumeAdmin;
+  }
+
+  listVolumes(filter: { name?: string; projectId?: string } = {}): Promise<Volume[]> {
+    return this.volumeAdmin().listVolumes(filter);
+  }
+
+  createVolume(spec: { name: string | null; size: number; projectId?: string; multiattach?: boolean; availabilityZone?: string; description?: string | null }): Promise<Volume> {
+    if (!Number.isInteger(spec.size) || spec.size < 1 || spec.size > 1024) throw new TetherError('InvalidInput', 'Volume size must be an integer number of GiB from 1 to 1024.');
+    return this.volumeAdmin().createVolume({ ...spec, projectId: spec.projectId ?? DEFAULT_PROJECT_ID });
+  }
+
+  async deleteVolume(nameOrId: string): Promise<void> {
+    const volume = await this.resolveVolume(nameOrId);
+    await this.volumeAdmin().deleteVolume(volume.id);
+  }
+
+  // ---- attachments ----
+
+  /**
+   * Starts (or joins) the AttachVolume workflow of (server, volume) and returns once the device name
+   * and the volume are reserved — Nova's POST answer. Validation failures come back as TetherErrors
+   * and change nothing.
+   */
+  async attachVolume(req: AttachVolumeRequest): Promise<StartedAttach> {
+    if (req.device != null && !isValidDevicePath(req.device)) {
+      throw new TetherError('InvalidDevicePath', `The supplied device path (${req.device}) is invalid.`);
+    }
+    if (req.tag != null && (req.tag.length === 0 || req.tag.length > 60 || /[/,]/.test(req.tag))) {
+      throw new TetherError('InvalidInput', `Invalid tag '${req.tag}': 1 to 60 characters, no '/' or ','.`);
+    }
+    const instance = await this.resolveServer(req.server);
+    const volume = await this.resolveVolume(req.volume);
+    const workflowId = attachWorkflowId(instance.uuid, volume.id);
+    const startWorkflowOperation = new WithStartWorkflowOperation<typeof attachVolume>('attachVolume', {
+      workflowId,
+      taskQueue: this.deps.config.controlTaskQueue,
+      // the same request while one is in flight joins it; after a failure, a new run (a retry)
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      args: [
+        {
+          instanceUuid: instance.uuid,
+          volumeId: volume.id,
+          device: req.device ?? null,
+          tag: req.tag ?? null,
+          deleteOnTermination: req.deleteOnTermination ?? false,
+          diskBus: null,
+          deviceType: null,
+        },
+      ],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: instance.uuid },
+        { key: VolumeId, value: volume.id },
+        { key: ComputeHost, value: instance.host ?? '' },
+        { key: TetherState, value: 'attaching' },
+      ],
+    });
+    try {
+      const reservation = await this.deps.client.workflow.executeUpdateWithStart<typeof attachVolume, AttachReservation, []>('reservation', {
+        startWorkflowOperation,
+      });
+      const handle = await startWorkflowOperation.workflowHandle();
+      return { reservation, workflowId, handle };
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  /** Waits for the attach to finish; throws the TetherError of a failure. */
+  async awaitAttach(handle: WorkflowHandle): Promise<AttachResult> {
+    try {
+      return (await handle.result()) as AttachResult;
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  async attachProgress(handle: WorkflowHandle): Promise<AttachProgress> {
+    return handle.query<AttachProgress>('progress');
+  }
+
+  async listAttachments(server: string): Promise<{ instance: Instance; bdms: BlockDeviceMapping[] }> {
+    const instance = await this.resolveServer(server);
+    const bdms = (await liveBdmsOfInstance(this.deps.db, instance.uuid)).filter((b) => b.volumeId !== null);
+    return { instance, bdms };
+  }
+
+  /**
+   * Starts the DetachVolume workflow of (server, volume); resolves once it is accepted (Nova's 202).
+   * Refusals that need no workflow (not attached, root device, instance state) come back as TetherErrors.
+   */
+  async detachVolume(req: { server: string; volume: string }): Promise<{ workflowId: string; handle: WorkflowHandle }> {
+    const instance = await this.resolveServer(req.server);
+    const volume = await this.resolveVolume(req.volume);
+    const refusal = volumeOperationRefusal(instance, 'detach_volume');
+    if (refusal) throw new TetherError('InstanceInvalidState', refusal);
+    const bdm = await liveBdm(this.deps.db, instance.uuid, volume.id);
+    if (!bdm && !(await this.isRunning(attachWorkflowId(instance.uuid, volume.id)))) {
+      throw new TetherError('VolumeNotAttached', `Instance ${instance.uuid} is not attached to volume ${volume.id}`);
+    }
+    if (bdm && (bdm.bootIndex === 0 || (bdm.deviceName !== null && bdm.deviceName === instance.rootDeviceName))) {
+      throw new TetherError('RootDeviceDetach', 'Cannot detach a root device volume');
+    }
+    const workflowId = detachWorkflowId(instance.uuid, volume.id);
+    const handle = await this.deps.client.workflow.start('detachVolume', {
+      workflowId,
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      args: [{ instanceUuid: instance.uuid, volumeId: volume.id }],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: instance.uuid },
+        { key: VolumeId, value: volume.id },
+        { key: ComputeHost, value: instance.host ?? '' },
+        { key: TetherState, value: 'detaching' },
+      ],
+    });
+    return { workflowId, handle };
+  }
+
+  private async isRunning(workflowId: string): Promise<boolean> {
+    try {
+      return (await this.deps.client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+    } catch {
+      return false;
+    }
+  }
+
+  /** Waits for a detach to finish; throws the TetherError of a failure. */
+  async awaitDetach(handle: WorkflowHandle): Promise<void> {
+    try {
+      await handle.result();
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+}

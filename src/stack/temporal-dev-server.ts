@@ -1,0 +1,326 @@
+/**
+ * Runs the Temporal development server (`temporal server start-dev` from the Temporal CLI
+ * built by scripts/build-temporal.sh) as a child process, and registers tether's search
+ * attributes on external servers.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Connection } from '@temporalio/client';
+
+/** Search attributes every tether namespace carries (all Keyword). */
+export const SEARCH_ATTRIBUTES = {
+  InstanceUuid: 'Keyword',
+  VolumeId: 'Keyword',
+  ComputeHost: 'Keyword',
+  TetherState: 'Keyword',
+} as const;
+
+export interface TemporalDevServer {
+  /** host:port of the gRPC frontend. */
+  address: string;
+  /** Web UI, unless started headless. */
+  uiUrl?: string;
+  pid: number;
+  /** SIGTERM, wait for exit (SIGKILL after 10 s). Idempotent. */
+  stop(): Promise<void>;
+  /** Sends a signal without waiting (tests use SIGKILL to simulate a crash). */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface StartTemporalDevServerOptions {
+  binary: string;
+  port: number;
+  /** Web UI port; omit to run headless. */
+  uiPort?: number;
+  /** Persistent SQLite file (--db-filename); omit for an in-memory server. */
+  dbFile?: string;
+  /** Namespace to create at launch (besides "default", which always exists). */
+  namespace?: string;
+  /** File that receives the server's stdout and stderr (appended); omit to discard them. */
+  logFile?: string;
+  /** Address the frontend binds to; default 127.0.0.1. */
+  ip?: string;
+  /** How long to wait for the frontend to answer; default 60 s. */
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Dynamic config that takes the dev server from ~100 ms per workflow step down to ~20 ms
+ * (see docs: the transfer queue reader polls only 20 times a second by default; eager
+ * activities skip matching; one partition per task queue suits queues with a single poller).
+ */
+const DYNAMIC_CONFIG: Record<string, string> = {
+  'history.transferProcessorMaxPollRPS': '10000',
+  'system.enableActivityEagerExecution': 'true',
+  'matching.numTaskqueueReadPartitions': '1',
+  'matching.numTaskqueueWritePartitions': '1',
+};
+
+/**
+ * SQLite pragmas for the persistent store. WAL with synchronous=normal loses no committed
+ * transaction when a process is killed (SIGKILL, crash of the server or of tether): the WAL
+ * is in the OS page cache and is replayed on the next open. Only an OS crash or power loss
+ * can lose the last transactions before a checkpoint. With the default pragmas (rollback
+ * journal, synchronous=full) every workflow step waits for an fsync and costs ~2x latency.
+ * Production runs a real Temporal cluster on PostgreSQL instead.
+ */
+const SQLITE_PRAGMAS: Record<string, string> = {
+  journal_mode: 'wal',
+  synchronous: 'normal',
+};
+
+const TAIL_BYTES = 16 * 1024;
+
+export async function startTemporalDevServer(o: StartTemporalDevServerOptions): Promise<TemporalDevServer> {
+  const ip = o.ip ?? '127.0.0.1';
+  const address = `${hostForUrl(ip)}:${o.port}`;
+  const readyTimeoutMs = o.readyTimeoutMs ?? 60_000;
+
+  try {
+    await fsp.access(o.binary, fs.constants.X_OK);
+  } catch {
+    throw new Error(
+      `Temporal CLI not found (or not executable) at ${o.binary}: run scripts/build-temporal.sh ` +
+        `(or set TETHER_TEMPORAL_BIN to an existing temporal binary, v1.5.1)`,
+    );
+  }
+
+  const args = ['server', 'start-dev', '--ip', ip, '--port', String(o.port)];
+  if (o.uiPort === undefined) args.push('--headless');
+  else args.push('--ui-port', String(o.uiPort));
+  if (o.namespace !== undefined && o.namespace !== 'default') args.push('--namespace', o.namespace);
+  for (const [key, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${key}=${type}`);
+  for (const [key, value] of Object.entries(DYNAMIC_CONFIG)) args.push('--dynamic-config-value', `${key}=${value}`);
+  let pidFile: string | undefined;
+  if (o.dbFile !== undefined) {
+    const dbFile = path.resolve(o.dbFile);
+    await fsp.mkdir(path.dirname(dbFile), { recursive: true });
+    args.push('--db-filename', dbFile);
+    for (const [key, value] of Object.entries(SQLITE_PRAGMAS)) args.push('--sqlite-pragma', `${key}=${value}`);
+    pidFile = `${dbFile}.pid`;
+    await reapOrphanedServer(pidFile, dbFile);
+  }
+
+  // Output: appended to logFile, or kept only as a short in-memory tail for error messages.
+  let logFd: number | undefined;
+  if (o.logFile !== undefined) {
+    await fsp.mkdir(path.dirname(path.resolve(o.logFile)), { recursive: true });
+    logFd = fs.openSync(o.logFile, 'a');
+    fs.writeSync(logFd, `\n=== ${new Date().toISOString()} ${o.binary} ${args.join(' ')}\n`);
+  }
+  let memoryTail = '';
+  const child = spawn(o.binary, args, {
+    stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'],
+    env: { ...process.env, TEMPORAL_CLI_SHOW_HINTS: 'false' },
+  });
+  if (logFd !== undefined) fs.closeSync(logFd);
+  const keepTail = (chunk: Buffer) => {
+    memoryTail = (memoryTail + chunk.toString('utf8')).slice(-TAIL_BYTES);
+  };
+  child.stdout?.on('data', keepTail);
+  child.stderr?.on('data', keepTail);
+
+  let exited = false;
+  let exitDescription = '';
+  const exitPromise = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = true;
+      exitDescription = signal !== null ? `signal ${signal}` : `code ${code}`;
+      resolve();
+    });
+  });
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  const tail = async () => (o.logFile !== undefined ? await readTail(o.logFile) : memoryTail).trim();
+
+  // Wait for the pid (or a spawn error).
+  const pid = child.pid;
+  if (pid === undefined) {
+    const err = await spawnError;
+    throw new Error(`could not start ${o.binary}: ${err.message}`);
+  }
+  if (pidFile !== undefined) await fsp.writeFile(pidFile, `${pid} ${process.pid}\n`);
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (!exited) {
+        child.kill('SIGTERM');
+        const killed = await Promise.race([exitPromise.then(() => false), sleep(10_000).then(() => true)]);
+        if (killed && !exited) {
+          child.kill('SIGKILL');
+          await exitPromise;
+        }
+      }
+      if (pidFile !== undefined) await fsp.rm(pidFile, { force: true });
+    })();
+    return stopping;
+  };
+
+  const deadline = Date.now() + readyTimeoutMs;
+  try {
+    await waitUntilReady(address, ip, o.port, deadline, () => exited);
+  } catch (err) {
+    const early = exited;
+    await stop();
+    const why = early
+      ? `Temporal dev server exited during startup (${exitDescription})`
+      : `Temporal dev server did not answer on ${address} within ${readyTimeoutMs} ms (${(err as Error).message})`;
+    const logTail = await tail();
+    throw new Error(`${why}${o.logFile !== undefined ? `; log: ${o.logFile}` : ''}${logTail ? `\n--- last output ---\n${logTail}` : ''}`);
+  }
+
+  const server: TemporalDevServer = {
+    address,
+    pid,
+    stop,
+    kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (!exited) child.kill(signal);
+    },
+  };
+  if (o.uiPort !== undefined) server.uiUrl = `http://${hostForUrl(ip)}:${o.uiPort}`;
+  return server;
+}
+
+/** Poll: TCP port open, then the frontend answers GetSystemInfo. */
+async function waitUntilReady(address: string, ip: string, port: number, deadline: number, hasExited: () => boolean): Promise<void> {
+  let lastError: unknown = new Error('not tried');
+  while (Date.now() < deadline) {
+    if (hasExited()) throw new Error('exited');
+    if (!(await tcpOpen(ip, port))) {
+      await sleep(50);
+      continue;
+    }
+    let connection: Connection | undefined;
+    try {
+      connection = await Connection.connect({ address, connectTimeout: 2_000 });
+      await connection.withDeadline(Date.now() + 2_000, () => connection!.workflowService.getSystemInfo({}));
+      return;
+    } catch (err) {
+      lastError = err;
+      await sleep(100);
+    } finally {
+      await connection?.close().catch(() => undefined);
+    }
+  }
+  throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}
+
+function tcpOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/** Numeric values of temporal.api.enums.v1.IndexedValueType. */
+const INDEXED_VALUE_TYPE = {
+  Text: 1,
+  Keyword: 2,
+  Int: 3,
+  Double: 4,
+  Bool: 5,
+  Datetime: 6,
+  KeywordList: 7,
+} as const;
+
+/**
+ * For an external Temporal server: adds those of SEARCH_ATTRIBUTES the namespace lacks.
+ * Idempotent; fails clearly when a name exists with another type.
+ * (The dev server started by startTemporalDevServer already has them.)
+ */
+export async function ensureSearchAttributes(connection: Connection, namespace: string): Promise<void> {
+  const existing = await connection.operatorService.listSearchAttributes({ namespace });
+  const custom = existing.customAttributes ?? {};
+  const system = existing.systemAttributes ?? {};
+  const missing: Record<string, number> = {};
+  for (const [name, typeName] of Object.entries(SEARCH_ATTRIBUTES)) {
+    const wanted = INDEXED_VALUE_TYPE[typeName];
+    const have = custom[name] ?? system[name];
+    if (have === undefined || have === null) missing[name] = wanted;
+    else if (Number(have) !== wanted) {
+      throw new Error(`search attribute ${name} exists in namespace ${namespace} with type ${String(have)}, tether needs ${typeName}`);
+    }
+  }
+  if (Object.keys(missing).length === 0) return;
+  try {
+    await connection.operatorService.addSearchAttributes({ namespace, searchAttributes: missing });
+  } catch (err) {
+    // Another process may have added them concurrently: ALREADY_EXISTS (gRPC code 6) is fine.
+    if ((err as { code?: number }).code !== 6) throw err;
+  }
+}
+
+function hostForUrl(ip: string): string {
+  return ip.includes(':') ? `[${ip}]` : ip;
+}
+
+async function readTail(file: string, bytes = 4096): Promise<string> {
+  try {
+    const handle = await fsp.open(file, 'r');
+    try {
+      const { size } = await handle.stat();
+      const start = Math.max(0, size - bytes);
+      const buf = Buffer.alloc(size - start);
+      await handle.read(buf, 0, buf.length, start);
+      return buf.toString('utf8');
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A dev server left running by a process that was killed (SIGKILL does not take children
+ * along) still holds the db file and the port. The pid file next to the db file records
+ * "serverPid ownerPid": when the owner is gone and the server still runs on this db file,
+ * stop it; when the owner is alive, refuse (two servers must never share one SQLite file).
+ */
+async function reapOrphanedServer(pidFile: string, dbFile: string): Promise<void> {
+  let content: string;
+  try {
+    content = await fsp.readFile(pidFile, 'utf8');
+  } catch {
+    return;
+  }
+  const [serverPid, ownerPid] = content.trim().split(/\s+/).map(Number);
+  if (serverPid && isAlive(serverPid)) {
+    let cmdline = '';
+    try {
+      cmdline = (await fsp.readFile(`/proc/${serverPid}/cmdline`, 'utf8')).split('\0').join(' ');
+    } catch {
+      /* not Linux or gone */
+    }
+    if (cmdline.includes('start-dev') && cmdline.includes(dbFile)) {
+      if (ownerPid && ownerPid !== process.pid && isAlive(ownerPid)) {
+        throw new Error(`a Temporal dev server (pid ${serverPid}, started by pid ${ownerPid}) is already running on ${dbFile}`);
+      }
+      process.kill(serverPid, 'SIGTERM');
+      const deadline = Date.now() + 10_000;
+      while (isAlive(serverPid) && Date.now() < deadline) await sleep(50);
+      if (isAlive(serverPid)) process.kill(serverPid, 'SIGKILL');
+      while (isAlive(serverPid)) await sleep(50);
+    }
+  }
+  await fsp.rm(pidFile, { force: true });
+}

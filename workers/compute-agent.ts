@@ -1,0 +1,179 @@
+/**
+ * The compute agent: one process per compute host. It holds the connection to the host's libvirt
+ * daemon and serves
+ *   - `host-<name>`: domain life (spawn, destroy), and
+ *   - `instance-<uuid>` for every instance on this host: the host steps of attach/detach, one
+ *     activity at a time, which serializes them per instance.
+ * It starts and stops those per-instance workers as instances arrive on or leave the host (a
+ * PostgreSQL notification wakes it; a periodic resync catches anything missed).
+ * Run alone with `node --import tsx workers/compute-agent.ts`; `npm start` runs one named compute-1.
+ */
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { Worker, type NativeConnection } from '@temporalio/worker';
+import type { Logger } from 'pino';
+import { createDomainActivities, createHostActivities, type DetachDiskOptions } from '../activities/host.ts';
+import type { Database } from '../src/db/database.ts';
+import { listInstances } from '../src/db/instances.ts';
+import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
+import { FaultInjector } from '../src/faults.ts';
+import { LibvirtConnection } from '../src/libvirt/binding.ts';
+
+export interface ComputeAgentOptions {
+  connection: NativeConnection;
+  namespace: string;
+  host: string;
+  db: Database;
+  databaseUrl: string;
+  libvirt: LibvirtConnection;
+  log?: Pick<Logger, 'info' | 'warn' | 'error'>;
+  faults?: FaultInjector;
+  detach?: DetachDiskOptions;
+  resyncIntervalMs?: number;
+}
+
+interface RunningWorker {
+  worker: Worker;
+  done: Promise<void>;
+}
+
+export class ComputeAgent {
+  private readonly instanceWorkers = new Map<string, RunningWorker>();
+  private hostWorker: RunningWorker | undefined;
+  private listener: pg.Client | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private readonly hostActivities;
+  private readonly log;
+
+  constructor(private readonly o: ComputeAgentOptions) {
+    this.log = o.log ?? { info: () => undefined, warn: () => undefined, error: () => undefined };
+    this.hostActivities = createHostActivities({
+      db: o.db,
+      libvirt: o.libvirt,
+      host: o.host,
+      faults: o.faults ?? new FaultInjector(),
+      ...(o.detach ? { detach: o.detach } : {}),
+    });
+  }
+
+  /** Task queues served right now (the host queue first). */
+  servedQueues(): string[] {
+    return [hostTaskQueue(this.o.host), ...[...this.instanceWorkers.keys()].map(instanceTaskQueue)];
+  }
+
+  async start(): Promise<void> {
+    const worker = await Worker.create({
+      connection: this.o.connection,
+      namespace: this.o.namespace,
+      taskQueue: hostTaskQueue(this.o.host),
+      activities: createDomainActivities({ libvirt: this.o.libvirt }),
+      maxConcurrentActivityTaskExecutions: 4,
+    });
+    this.hostWorker = { worker, done: this.runWorker(worker, hostTaskQueue(this.o.host)) };
+    await this.listen();
+    await this.sync();
+    this.timer = setInterval(() => void this.sync(), this.o.resyncIntervalMs ?? 10_000);
+  }
+
+  private runWorker(worker: Worker, queue: string): Promise<void> {
+    return worker.run().catch((err: unknown) => this.log.error({ err, queue }, 'worker stopped with an error'));
+  }
+
+  private async listen(): Promise<void> {
+    try {
+      const client = new pg.Client({ connectionString: this.o.databaseUrl, application_name: `tether-agent-${this.o.host}` });
+      client.on('error', () => {
+        this.listener = undefined;
+      });
+      client.on('notification', (n) => {
+        if (n.payload === this.o.host) void this.sync();
+      });
+      await client.connect();
+      await client.query('LISTEN tether_instances');
+      this.listener = client;
+    } catch (err) {
+      this.log.warn({ err }, 'cannot listen for instance changes; relying on periodic resync');
+    }
+  }
+
+  /** Make the set of per-instance workers match the instances on this host. */
+  sync(): Promise<void> {
+    this.syncing = this.syncing.then(() => this.syncOnce()).catch((err: unknown) => this.log.warn({ err }, 'instance sync failed'));
+    return this.syncing;
+  }
+
+  private async syncOnce(): Promise<void> {
+    if (this.stopped) return;
+    if (!this.listener) await this.listen();
+    const wanted = new Set((await listInstances(this.o.db, { host: this.o.host })).map((i) => i.uuid));
+    for (const uuid of wanted) {
+      if (this.instanceWorkers.has(uuid)) continue;
+      const queue = instanceTaskQueue(uuid);
+      const worker = await Worker.create({
+        connection: this.o.connection,
+        namespace: this.o.namespace,
+        taskQueue: queue,
+        activities: this.hostActivities,
+        // One host step at a time per instance: Nova's synchronized(instance.uuid), but durable.
+        maxConcurrentActivityTaskExecutions: 1,
+        maxConcurrentActivityTaskPolls: 1,
+      });
+      const running: RunningWorker = {
+        worker,
+        done: this.runWorker(worker, queue).finally(() => {
+          if (this.instanceWorkers.get(uuid) === running) this.instanceWorkers.delete(uuid);
+        }),
+      };
+      this.instanceWorkers.set(uuid, running);
+      this.log.info({ queue }, 'serving instance queue');
+    }
+    for (const [uuid, running] of this.instanceWorkers) {
+      if (wanted.has(uuid)) continue;
+      this.instanceWorkers.delete(uuid);
+      running.worker.shutdown();
+      this.log.info({ queue: instanceTaskQueue(uuid) }, 'instance left the host; queue released');
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.syncing;
+    await this.listener?.end().catch(() => undefined);
+    const all = [...this.instanceWorkers.values(), ...(this.hostWorker ? [this.hostWorker] : [])];
+    this.instanceWorkers.clear();
+    for (const r of all) if (r.worker.getState() === 'RUNNING') r.worker.shutdown();
+    await Promise.all(all.map((r) => r.done));
+  }
+}
+
+async function main(): Promise<void> {
+  const { runProcess } = await import('./process.ts');
+  await runProcess('compute-agent', async (ctx) => {
+    const libvirt = await LibvirtConnection.open(ctx.config.libvirtUri);
+    const agent = new ComputeAgent({
+      connection: await ctx.workerConnection(),
+      namespace: ctx.config.temporalNamespace,
+      host: ctx.config.computeHost,
+      db: ctx.db(),
+      databaseUrl: ctx.config.databaseUrl,
+      libvirt,
+      log: ctx.log,
+      faults: FaultInjector.fromEnv(),
+    });
+    let stopped!: () => void;
+    const done = new Promise<void>((resolve) => (stopped = resolve));
+    ctx.onShutdown(async () => {
+      await agent.stop();
+      await libvirt.close();
+      stopped();
+    });
+    await agent.start();
+    ctx.log.info({ host: ctx.config.computeHost, libvirt: ctx.config.libvirtUri, queues: agent.servedQueues().length }, 'compute agent ready');
+    await done;
+  });
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) void main();

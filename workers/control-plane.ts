@@ -1,0 +1,65 @@
+/**
+ * The control-plane worker: runs every workflow and the control-plane activities (tether's
+ * database and the block storage) on the control task queue.
+ * Run alone with `node --import tsx workers/control-plane.ts`; `npm start` runs it for you.
+ */
+import { fileURLToPath } from 'node:url';
+import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { createDatabaseActivities } from '../activities/database.ts';
+import { createVolumeServiceActivities } from '../activities/volume-service.ts';
+import { createOperationActivities } from '../activities/operations.ts';
+import type { Client } from '@temporalio/client';
+import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
+import type { Database } from '../src/db/database.ts';
+import { FaultInjector } from '../src/faults.ts';
+
+export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+export interface ControlPlaneWorkerOptions {
+  connection: NativeConnection;
+  /** A client for the activities that look at other workflows (operation ordering). */
+  client: Client;
+  namespace: string;
+  taskQueue: string;
+  db: Database;
+  blockStorage: BlockStorage;
+  faults?: FaultInjector;
+  /** A pre-built bundle (tests build it once); otherwise the workflows are bundled at start. */
+  workflowBundle?: WorkflowBundleWithSourceMap;
+}
+
+export async function createControlPlaneWorker(o: ControlPlaneWorkerOptions): Promise<Worker> {
+  const faults = o.faults ?? new FaultInjector();
+  const deps = { db: o.db, blockStorage: o.blockStorage, faults };
+  return Worker.create({
+    connection: o.connection,
+    namespace: o.namespace,
+    taskQueue: o.taskQueue,
+    ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath }),
+    activities: {
+      ...createDatabaseActivities(deps),
+      ...createVolumeServiceActivities(deps),
+      ...createOperationActivities({ client: o.client }),
+    },
+  });
+}
+
+async function main(): Promise<void> {
+  const { runProcess } = await import('./process.ts');
+  await runProcess('control-plane', async (ctx) => {
+    const worker = await createControlPlaneWorker({
+      connection: await ctx.workerConnection(),
+      client: await ctx.client(),
+      namespace: ctx.config.temporalNamespace,
+      taskQueue: ctx.config.controlTaskQueue,
+      db: ctx.db(),
+      blockStorage: ctx.blockStorage(),
+      faults: FaultInjector.fromEnv(),
+    });
+    ctx.log.info({ taskQueue: ctx.config.controlTaskQueue }, 'control-plane worker polling');
+    ctx.onShutdown(async () => worker.shutdown());
+    await worker.run();
+  });
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) void main();

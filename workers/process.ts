@@ -1,0 +1,79 @@
+/**
+ * What every tether process shares: configuration, a logger, lazily opened connections, migrations,
+ * and a clean shutdown on SIGINT/SIGTERM (second signal: exit at once).
+ */
+import type { NativeConnection } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import type { Logger } from 'pino';
+import { loadConfig, type TetherConfig } from '../src/config.ts';
+import { createDatabase, type Database } from '../src/db/database.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { createBlockStorage } from '../src/blockstorage/index.ts';
+import type { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
+import { connectClient, connectWorker } from '../src/temporal/client.ts';
+import { createLogger } from '../src/logger.ts';
+
+export interface ProcessContext {
+  config: TetherConfig;
+  log: Logger;
+  db(): Database;
+  blockStorage(): LocalVolumeService;
+  workerConnection(): Promise<NativeConnection>;
+  client(): Promise<Client>;
+  onShutdown(fn: () => Promise<void>): void;
+}
+
+export async function runProcess(name: string, body: (ctx: ProcessContext) => Promise<void>): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(name, config.logLevel);
+  let db: Database | undefined;
+  let blockStorage: LocalVolumeService | undefined;
+  let connection: NativeConnection | undefined;
+  let client: Client | undefined;
+  const shutdownHooks: Array<() => Promise<void>> = [];
+  let stopping = false;
+
+  const stop = async (signal: string) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    for (const fn of shutdownHooks.reverse()) await fn().catch((err) => log.error({ err }, 'shutdown hook failed'));
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+
+  const ctx: ProcessContext = {
+    config,
+    log,
+    db() {
+      db ??= createDatabase(config.databaseUrl, { applicationName: `tether-${name}` });
+      return db;
+    },
+    blockStorage() {
+      blockStorage ??= createBlockStorage(config, ctx.db());
+      return blockStorage;
+    },
+    async workerConnection() {
+      connection ??= await connectWorker(config);
+      return connection;
+    },
+    async client() {
+      client ??= await connectClient(config);
+      return client;
+    },
+    onShutdown(fn) {
+      shutdownHooks.push(fn);
+    },
+  };
+  try {
+    await migrate(config.databaseUrl);
+    await body(ctx);
+  } catch (err) {
+    log.fatal({ err }, `${name} failed`);
+    process.exitCode = 1;
+  } finally {
+    await connection?.close().catch(() => undefined);
+    await client?.connection.close().catch(() => undefined);
+    await db?.end().catch(() => undefined);
+  }
+}

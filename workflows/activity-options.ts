@@ -1,0 +1,58 @@
+/**
+ * Timeouts and retry policies by kind of step, shared by the sagas (one proxy per group, as in
+ * Temporal's samples). Forward steps give up eventually so that the saga can roll back; compensations
+ * and the steps after the point of no return retry until they succeed.
+ */
+import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import type { DatabaseActivities } from '../activities/database.ts';
+import type { VolumeServiceActivities } from '../activities/volume-service.ts';
+import type { HostActivities } from '../activities/host.ts';
+import type { OperationActivities } from '../activities/operations.ts';
+import { instanceTaskQueue } from '../src/domain/task-queues.ts';
+
+type ControlActivities = DatabaseActivities & VolumeServiceActivities & OperationActivities;
+
+/** Control-plane steps (database, block storage): quick, retried with backoff on infrastructure errors. */
+const controlForward = {
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: 10 },
+} as const satisfies ActivityOptions;
+
+/** Compensations and must-finish steps: retried until they succeed. */
+const controlMustFinish = {
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '60s' },
+} as const satisfies ActivityOptions;
+
+/** Waiting for an earlier operation on the same pair: long, heartbeating. */
+const waiting = {
+  startToCloseTimeout: '1h',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '1s', maximumInterval: '30s' },
+} as const satisfies ActivityOptions;
+
+export const control = proxyActivities<ControlActivities>(controlForward);
+export const controlMustFinishActivities = proxyActivities<ControlActivities>(controlMustFinish);
+export const ordering = proxyActivities<OperationActivities>(waiting);
+
+/** Host steps on the instance's own queue. */
+export function hostActivities(instanceUuid: string) {
+  const taskQueue = instanceTaskQueue(instanceUuid);
+  return {
+    // Forward host steps give up if no compute agent serves the instance for 5 minutes, then roll back.
+    forward: proxyActivities<HostActivities>({
+      taskQueue,
+      scheduleToCloseTimeout: '5m',
+      startToCloseTimeout: '2m',
+      heartbeatTimeout: '30s',
+      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 4 },
+    }),
+    // Compensations wait for the host for as long as it takes: a disk must not be left behind.
+    mustFinish: proxyActivities<HostActivities>({
+      taskQueue,
+      startToCloseTimeout: '2m',
+      heartbeatTimeout: '30s',
+      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '60s' },
+    }),
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * AttachVolume: Nova's attach path as a durable saga.
+ *
+ *   validate → reserve device name (BDM) → reserve volume → get connector → initialize connection
+ *   → libvirt attach → complete attachment
+ *
+ * Control-plane steps run on the workflow's own task queue; host steps on `instance-<uuid>`, served
+ * by the compute agent hosting the instance one activity at a time. Each step that changes state has
+ * its compensation registered before it runs (destroy BDM, delete attachment, detach disk).
+ * The `reservation` update answers once the device name and the volume are reserved (what Nova's
+ * POST returns); the `progress` query reports every step so far.
+ */
+import {
+  ApplicationFailure,
+  allHandlersFinished,
+  condition,
+  defineQuery,
+  defineUpdate,
+  setHandler,
+  upsertSearchAttributes,
+  uuid4,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { AttachRequest } from '../activities/database.ts';
+import { ATTACH_STEPS, COMPENSATION_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
+import { TetherState } from '../src/temporal/search-attributes.ts';
+import { control, controlMustFinishActivities as controlUndo, hostActivities, ordering } from './activity-options.ts';
+import { detachWorkflowId } from '../src/domain/steps.ts';
+import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
+
+export interface AttachVolumeInput extends AttachRequest {}
+
+export interface AttachReservation {
+  bdmUuid: string;
+  device: string | null;
+  attachmentId: string;
+  instanceUuid: string;
+  volumeId: string;
+  tag: string | null;
+  deleteOnTermination: boolean;
+}
+
+export interface AttachResult extends AttachReservation {
+  /** False for a shelved-offloaded instance: the BDM waits for unshelve, nothing was asked of a host. */
+  hostAttached: boolean;
+}
+
+export interface AttachProgress {
+  state: OperationState;
+  currentStep: string | null;
+  steps: StepProgress[];
+  reservation: AttachReservation | null;
+  error: { type: string; message: string } | null;
+}
+
+export const reservationUpdate = defineUpdate<AttachReservation>('reservation');
+export const progressQuery = defineQuery<AttachProgress>('progress');
+
+export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {
+  const saga = new Saga();
+  const operationId = workflowInfo().workflowId;
+  let state: OperationState = 'attaching';
+  let reservation: AttachReservation | null = null;
+  let error: { type: string; message: string } | null = null;
+  // Set once the rollback has finished, so that a refused POST answers only when nothing is left behind.
+  let refusal: { type: string; message: string } | null = null;
+
+  const setState = (s: OperationState) => {
+    state = s;
+    upsertSearchAttributes([{ key: TetherState, value: s }]);
+  };
+
+  setHandler(progressQuery, () => ({ state, currentStep: saga.current, steps: saga.steps, reservation, error }));
+  setHandler(reservationUpdate, async () => {
+    await condition(() => reservation !== null || refusal !== null);
+    if (reservation) return reservation;
+    throw ApplicationFailure.nonRetryable(refusal!.message, refusal!.type);
+  });
+  setState('attaching');
+
+  try {
+    await saga.step('awaitEarlierOperation', ATTACH_STEPS.awaitEarlierOperation, () =>
+      ordering.awaitEarlierOperation({
+        counterpartWorkflowId: detachWorkflowId(input.instanceUuid, input.volumeId),
+        startedAt: workflowInfo().startTime.toISOString(),
+      }),
+    );
+    const validated = await saga.step('validate', ATTACH_STEPS.validate, () => control.validateAttach(input));
+
+    if (validated.shelvedOffloaded) {
+      throw ApplicationFailure.nonRetryable('Attaching to a shelved-offloaded instance is not supported yet', 'InstanceInvalidState');
+    }
+
+    const host = hostActivities(input.instanceUuid);
+    const bdmUuid = uuid4();
+    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid }) });
+    const bdm = await saga.step('reserveDeviceName', ATTACH_STEPS.reserveDeviceName, () =>
+      host.forward.reserveDeviceName({ ...input, bdmUuid, operationId }),
+    );
+
+    saga.addCompensation({
+      step: 'deleteAttachment',
+      description: COMPENSATION_STEPS.deleteAttachment,
+      run: () => controlUndo.deleteAttachment({ volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
+    });
+    const { attachmentId } = await saga.step('reserveVolume', ATTACH_STEPS.reserveVolume, () =>
+      control.reserveVolume({ bdmUuid, volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
+    );
+    reservation = {
+      bdmUuid,
+      device: bdm.deviceName,
+      attachmentId,
+      instanceUuid: input.instanceUuid,
+      volumeId: input.volumeId,
+      tag: input.tag,
+      deleteOnTermination: input.deleteOnTermination,
+    };
+
+    const connector = await saga.step('getHostConnector', ATTACH_STEPS.getHostConnector, () => host.forward.getHostConnector());
+    await saga.step('initializeConnection', ATTACH_STEPS.initializeConnection, () =>
+      control.initializeConnection({ bdmUuid, attachmentId, volumeId: input.volumeId, connector, device: bdm.deviceName }),
+    );
+
+    saga.addCompensation({
+      step: 'detachDisk',
+      description: COMPENSATION_STEPS.detachDisk,
+      run: () => host.mustFinish.detachDisk({ instanceUuid: input.instanceUuid, volumeId: input.volumeId }),
+    });
+    await saga.step('attachDisk', ATTACH_STEPS.attachDisk, () =>
+      host.forward.attachDisk({ instanceUuid: input.instanceUuid, bdmUuid, volumeId: input.volumeId }),
+    );
+    await saga.step('completeAttachment', ATTACH_STEPS.completeAttachment, async () => {
+      await control.completeAttachment({ attachmentId });
+      await control.markBdmAttached({ bdmUuid });
+    });
+
+    setState('attached');
+    await condition(allHandlersFinished);
+    return { ...reservation, hostAttached: true };
+  } catch (err) {
+    const root = rootApplicationFailure(err);
+    const type = root?.type ?? 'AttachFailed';
+    const where = err instanceof StepFailed ? ` at step ${err.step}` : '';
+    error = { type, message: failureMessage(err) };
+    const rolledBack = await saga.compensate();
+    setState(rolledBack ? 'rolled-back' : 'failed');
+    refusal = error;
+    await condition(allHandlersFinished);
+    const outcome = rolledBack ? 'everything was rolled back' : 'the rollback could not finish and will need a retry';
+    throw ApplicationFailure.nonRetryable(
+      `Attaching volume ${input.volumeId} to instance ${input.instanceUuid} failed${where}: ${error.message} (${outcome})`,
+      type,
+      { step: err instanceof StepFailed ? err.step : null, rolledBack },
+    );
+  }
+}

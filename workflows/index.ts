@@ -1,0 +1,4 @@
+/** Every workflow the control-plane worker runs. */
+export { attachVolume } from './attach-volume.ts';
+export { detachVolume } from './detach-volume.ts';
+export { createServer } from './create-server.ts';
