@@ -205,7 +205,8 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
             const live = diskBySerial(await libvirt.getXml(input.instanceUuid), input.volumeId);
             if (!live) break;
             if (request >= unplugRequests) {
-              throw ApplicationFailure.retryable(
+              // The unplug was already retried here, as Nova's driver does; retrying the activity would only repeat it.
+              throw ApplicationFailure.nonRetryable(
                 `The guest did not release disk ${live.target} of volume ${input.volumeId} after ${unplugRequests} unplug requests`,
                 'DiskDetachTimeout',
               );

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import pg from 'pg';
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, NativeConnection, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createDatabase, type Database } from '../../src/db/database.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.ts';
@@ -21,6 +21,7 @@ import { ComputeAgent } from '../../workers/compute-agent.ts';
 import { listInstances } from '../../src/db/instances.ts';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+let runtimeInstalled = false;
 
 /** Bundles the workflows once per test file. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
@@ -50,6 +51,10 @@ export interface TestStack {
 }
 
 export async function startTestStack(options: { detachUnplugWaitMs?: number } = {}): Promise<TestStack> {
+  if (!runtimeInstalled) {
+    Runtime.install({ logger: new DefaultLogger('WARN') });
+    runtimeInstalled = true;
+  }
   const id = randomBytes(4).toString('hex');
   const temporalAddress = inject('temporalAddress');
   const adminUrl = inject('databaseAdminUrl');

@@ -1,0 +1,17 @@
+/**
+ * Resolving the ids in a URL through the service layer. A URL names a server or volume by UUID only:
+ * clients try GET /servers/{name} first and expect a 404 before they search by name.
+ */
+import { TetherError } from '../errors.ts';
+import { isUuid, type TetherService } from '../service/tether-service.ts';
+import type { Instance, Volume } from '../domain/types.ts';
+
+export async function serverById(service: TetherService, id: string): Promise<Instance> {
+  if (!isUuid(id)) throw new TetherError('InstanceNotFound', `Instance ${id} could not be found.`);
+  return service.resolveServer(id);
+}
+
+export async function volumeById(service: TetherService, id: string): Promise<Volume> {
+  if (!isUuid(id)) throw new TetherError('VolumeNotFound', `Volume ${id} could not be found.`);
+  return service.resolveVolume(id);
+}

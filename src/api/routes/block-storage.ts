@@ -1,0 +1,111 @@
+/** /v3/volumes: tether's embedded volume service, served the way Cinder serves volumes. */
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { TetherService } from '../../service/tether-service.ts';
+import { ApiError } from '../errors.ts';
+import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common.ts';
+import { CreateVolume, Volume, VolumeListQuery, VolumeRef } from '../schemas/volume.ts';
+import { volumeById } from '../lookups.ts';
+import { baseUrl } from '../views/links.ts';
+import { DEFAULT_VOLUME_TYPE, volumeRef, volumeView } from '../views/volume.ts';
+
+const SOURCES = ['snapshot_id', 'source_volid', 'imageRef', 'backup_id', 'consistencygroup_id', 'group_id'] as const;
+
+export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } & ScopeOptions> = async (app, { service, ...scope }) => {
+  const tags = ['block-storage'];
+  const noParams = pathParams(scope, {});
+  const volumeParams = pathParams(scope, { volume_id: Type.String() });
+
+  app.get(
+    '/volumes',
+    {
+      schema: {
+        summary: 'List volumes (`name`: exact match; `all_tenants` accepted)',
+        tags,
+        params: noParams,
+        querystring: VolumeListQuery,
+        response: { 200: Type.Object({ volumes: Type.Array(VolumeRef) }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const volumes = await service.listVolumes(request.query.name === undefined ? {} : { name: request.query.name });
+      return { volumes: volumes.map((v) => volumeRef(v, baseUrl(request))) };
+    },
+  );
+
+  app.get(
+    '/volumes/detail',
+    {
+      schema: {
+        summary: 'List volumes with details',
+        tags,
+        params: noParams,
+        querystring: VolumeListQuery,
+        response: { 200: Type.Object({ volumes: Type.Array(Volume) }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const volumes = await service.listVolumes(request.query.name === undefined ? {} : { name: request.query.name });
+      return { volumes: volumes.map((v) => volumeView(v, baseUrl(request), request.microversion)) };
+    },
+  );
+
+  app.get(
+    '/volumes/:volume_id',
+    {
+      schema: {
+        summary: 'Show a volume (by id)',
+        tags,
+        params: volumeParams,
+        response: { 200: Type.Object({ volume: Volume }), ...FAULTS },
+      },
+    },
+    async (request) => ({ volume: volumeView(await volumeById(service, request.params.volume_id), baseUrl(request), request.microversion) }),
+  );
+
+  app.post(
+    '/volumes',
+    {
+      schema: {
+        summary: 'Create a blank volume (answers 202 with the volume, available)',
+        tags,
+        params: noParams,
+        body: CreateVolume,
+        response: { 202: Type.Object({ volume: Volume }), ...FAULTS },
+      },
+    },
+    async (request, reply) => {
+      const spec = request.body.volume;
+      const sources = SOURCES.filter((key) => spec[key] != null);
+      if (sources.length > 0) throw new ApiError(400, `tether's volume service creates blank volumes only (${sources.join(', ')} not supported).`);
+      if (spec.volume_type != null && spec.volume_type !== DEFAULT_VOLUME_TYPE) {
+        throw new ApiError(404, `Volume type with name ${spec.volume_type} could not be found.`);
+      }
+      if (spec.metadata && Object.keys(spec.metadata).length > 0) throw new ApiError(400, "tether's volume service does not store volume metadata.");
+      const volume = await service.createVolume({
+        name: spec.name ?? null,
+        size: spec.size,
+        description: spec.description ?? null,
+        multiattach: spec.multiattach ?? false,
+        ...(spec.availability_zone ? { availabilityZone: spec.availability_zone } : {}),
+      });
+      return reply.code(202).send({ volume: volumeView(volume, baseUrl(request), request.microversion) });
+    },
+  );
+
+  app.delete(
+    '/volumes/:volume_id',
+    {
+      schema: {
+        summary: 'Delete an available volume',
+        tags,
+        params: volumeParams,
+        response: { 202: NoBody, ...FAULTS },
+      },
+    },
+    async (request, reply) => {
+      const volume = await volumeById(service, request.params.volume_id);
+      await service.deleteVolume(volume.id);
+      return reply.code(202).send();
+    },
+  );
+};

@@ -1,0 +1,66 @@
+/** GET /servers, /servers/detail and /servers/{server_id} (read-only: servers are created with the tether CLI). */
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { TetherService } from '../../service/tether-service.ts';
+import { FAULTS, pathParams, type ScopeOptions } from '../schemas/common.ts';
+import { Server, ServerListQuery, ServerRef } from '../schemas/compute.ts';
+import { serverById } from '../lookups.ts';
+import { baseUrl } from '../views/links.ts';
+import { serverRef, serverView } from '../views/server.ts';
+
+export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } & ScopeOptions> = async (app, { service, ...scope }) => {
+  const tags = ['compute'];
+  const detailed = async (nameOrId: string, base: string, microversion: number) => {
+    const { instance, bdms } = await service.listAttachments(nameOrId);
+    return serverView(instance, bdms, base, microversion);
+  };
+
+  app.get(
+    '/servers',
+    {
+      schema: {
+        summary: 'List servers (`name`: exact match)',
+        tags,
+        params: pathParams(scope, {}),
+        querystring: ServerListQuery,
+        response: { 200: Type.Object({ servers: Type.Array(ServerRef) }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const servers = await service.listServers(request.query.name === undefined ? {} : { name: request.query.name });
+      return { servers: servers.map((s) => serverRef(s, baseUrl(request))) };
+    },
+  );
+
+  app.get(
+    '/servers/detail',
+    {
+      schema: {
+        summary: 'List servers with details',
+        tags,
+        params: pathParams(scope, {}),
+        querystring: ServerListQuery,
+        response: { 200: Type.Object({ servers: Type.Array(Server) }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const servers = await service.listServers(request.query.name === undefined ? {} : { name: request.query.name });
+      return { servers: await Promise.all(servers.map((s) => detailed(s.uuid, baseUrl(request), request.microversion))) };
+    },
+  );
+
+  app.get(
+    '/servers/:server_id',
+    {
+      schema: {
+        summary: 'Show a server (by id; a name is a 404, as in Nova)',
+        tags,
+        params: pathParams(scope, { server_id: Type.String() }),
+        response: { 200: Type.Object({ server: Server }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const instance = await serverById(service, request.params.server_id);
+      return { server: await detailed(instance.uuid, baseUrl(request), request.microversion) };
+    },
+  );
+};

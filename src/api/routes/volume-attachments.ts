@@ -1,0 +1,134 @@
+/**
+ * /servers/{server_id}/os-volume_attachments: list, show, attach (POST) and detach (DELETE), with
+ * Nova's microversion rules. POST answers once the device name and the volume are reserved; the
+ * rest of the attach continues in its workflow.
+ */
+import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import { TetherError } from '../../errors.ts';
+import type { Instance } from '../../domain/types.ts';
+import type { TetherService } from '../../service/tether-service.ts';
+import { ApiError } from '../errors.ts';
+import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common.ts';
+import { AttachmentListQuery, CreateVolumeAttachment, VolumeAttachment } from '../schemas/compute.ts';
+import { serverById } from '../lookups.ts';
+import { attachmentView, factsOfBdm } from '../views/volume-attachment.ts';
+
+/** Request fields that exist only from a microversion on: below it, Nova's schema refuses them (400). */
+function refuseNewerFields(body: Static<typeof CreateVolumeAttachment>['volumeAttachment'], microversion: number): void {
+  const newer = [
+    ...(body.tag !== undefined && microversion < 49 ? ['tag (2.49)'] : []),
+    ...(body.delete_on_termination !== undefined && microversion < 79 ? ['delete_on_termination (2.79)'] : []),
+  ];
+  if (newer.length > 0) {
+    throw new ApiError(
+      400,
+      `Invalid input for field/attribute volumeAttachment. Additional properties are not allowed at microversion 2.${microversion}: ${newer.join(', ')}.`,
+    );
+  }
+}
+
+/** Attach and detach on a shelved or shelved-offloaded server need 2.20 (Nova answers 409 below it). */
+function refuseShelvedBefore220(instance: Instance, microversion: number, operation: 'attach_volume' | 'detach_volume'): void {
+  if (microversion < 20 && (instance.vmState === 'shelved' || instance.vmState === 'shelved_offloaded')) {
+    throw new TetherError('InstanceInvalidState', `Cannot '${operation}' instance ${instance.uuid} while it is in vm_state ${instance.vmState}`);
+  }
+}
+
+function notAttached(serverId: string, volumeId: string): TetherError {
+  return new TetherError('VolumeNotAttached', `Instance ${serverId} is not attached to volume ${volumeId}`);
+}
+
+export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } & ScopeOptions> = async (app, { service, ...scope }) => {
+  const tags = ['compute'];
+  const base = '/servers/:server_id/os-volume_attachments';
+  const serverParams = pathParams(scope, { server_id: Type.String() });
+  const attachmentParams = pathParams(scope, { server_id: Type.String(), volume_id: Type.String() });
+
+  const attachmentsOf = async (serverId: string) => {
+    const instance = await serverById(service, serverId);
+    const { bdms } = await service.listAttachments(instance.uuid);
+    return bdms.flatMap((b) => (b.volumeId === null ? [] : [factsOfBdm({ ...b, volumeId: b.volumeId })]));
+  };
+
+  app.get(
+    base,
+    {
+      schema: {
+        summary: "List a server's volume attachments",
+        tags,
+        params: serverParams,
+        querystring: AttachmentListQuery,
+        response: { 200: Type.Object({ volumeAttachments: Type.Array(VolumeAttachment) }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const { limit, offset = 0 } = request.query;
+      const all = await attachmentsOf(request.params.server_id);
+      const page = all.slice(offset, limit === undefined ? undefined : offset + limit);
+      return { volumeAttachments: page.map((a) => attachmentView(a, request.microversion)) };
+    },
+  );
+
+  app.get(
+    `${base}/:volume_id`,
+    {
+      schema: {
+        summary: 'Show one volume attachment (from 2.89, a 404 while the block-storage attachment is not created yet)',
+        tags,
+        params: attachmentParams,
+        response: { 200: Type.Object({ volumeAttachment: VolumeAttachment }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const { server_id: serverId, volume_id: volumeId } = request.params;
+      const found = (await attachmentsOf(serverId)).find((a) => a.volumeId === volumeId.toLowerCase());
+      if (!found || (request.microversion >= 89 && found.attachmentId === null)) throw notAttached(serverId, volumeId);
+      return { volumeAttachment: attachmentView(found, request.microversion) };
+    },
+  );
+
+  app.post(
+    base,
+    {
+      schema: {
+        summary: 'Attach a volume: answers 200 once the device name and the volume are reserved',
+        tags,
+        params: serverParams,
+        body: CreateVolumeAttachment,
+        response: { 200: Type.Object({ volumeAttachment: VolumeAttachment }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const body = request.body.volumeAttachment;
+      refuseNewerFields(body, request.microversion);
+      const instance = await serverById(service, request.params.server_id);
+      refuseShelvedBefore220(instance, request.microversion, 'attach_volume');
+      const { reservation } = await service.attachVolume({
+        server: instance.uuid,
+        volume: body.volumeId,
+        device: body.device ?? null,
+        tag: body.tag ?? null,
+        deleteOnTermination: body.delete_on_termination ?? false,
+      });
+      return { volumeAttachment: attachmentView(reservation, request.microversion, { forCreate: true }) };
+    },
+  );
+
+  app.delete(
+    `${base}/:volume_id`,
+    {
+      schema: {
+        summary: 'Detach a volume: answers 202 once the detach is accepted',
+        tags,
+        params: attachmentParams,
+        response: { 202: NoBody, ...FAULTS },
+      },
+    },
+    async (request, reply) => {
+      const instance = await serverById(service, request.params.server_id);
+      refuseShelvedBefore220(instance, request.microversion, 'detach_volume');
+      await service.detachVolume({ server: instance.uuid, volume: request.params.volume_id });
+      return reply.code(202).send();
+    },
+  );
+};

@@ -1,0 +1,90 @@
+/** Request and response schemas of the compute API (Nova v2.1). Fields that depend on the microversion are optional. */
+import { Type } from '@fastify/type-provider-typebox';
+import { Links, Nullable, UUID_PATTERN } from './common.ts';
+
+export const ServerRef = Type.Object({ id: Type.String(), name: Type.String(), links: Links });
+
+export const Flavor = Type.Object(
+  {
+    id: Type.Optional(Type.String()),
+    links: Type.Optional(Links),
+    vcpus: Type.Optional(Type.Integer()),
+    ram: Type.Optional(Type.Integer()),
+    disk: Type.Optional(Type.Integer()),
+    ephemeral: Type.Optional(Type.Integer()),
+    swap: Type.Optional(Type.Integer()),
+    original_name: Type.Optional(Type.String()),
+    extra_specs: Type.Optional(Type.Record(Type.String(), Type.String())),
+  },
+  { description: '{id, links} before 2.47, the embedded flavor from 2.47' },
+);
+
+export const Server = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  status: Type.String(),
+  tenant_id: Type.String(),
+  user_id: Type.String(),
+  metadata: Type.Record(Type.String(), Type.String()),
+  hostId: Type.String(),
+  image: Type.String({ description: 'always "" (no image service)' }),
+  flavor: Flavor,
+  created: Type.String(),
+  updated: Type.String(),
+  addresses: Type.Record(Type.String(), Type.Array(Type.Object({ addr: Type.String(), version: Type.Integer() }))),
+  accessIPv4: Type.String(),
+  accessIPv6: Type.String(),
+  links: Links,
+  'OS-DCF:diskConfig': Type.String(),
+  'OS-EXT-AZ:availability_zone': Type.String(),
+  config_drive: Type.String(),
+  key_name: Nullable(Type.String()),
+  'OS-SRV-USG:launched_at': Nullable(Type.String()),
+  'OS-SRV-USG:terminated_at': Nullable(Type.String()),
+  'OS-EXT-SRV-ATTR:host': Nullable(Type.String()),
+  'OS-EXT-SRV-ATTR:hypervisor_hostname': Nullable(Type.String()),
+  'OS-EXT-SRV-ATTR:instance_name': Type.String(),
+  'OS-EXT-STS:vm_state': Type.String(),
+  'OS-EXT-STS:task_state': Nullable(Type.String()),
+  'OS-EXT-STS:power_state': Type.Integer(),
+  'os-extended-volumes:volumes_attached': Type.Array(
+    Type.Object({ id: Type.String(), delete_on_termination: Type.Optional(Type.Boolean({ description: 'from 2.3' })) }),
+  ),
+  locked: Type.Optional(Type.Boolean({ description: 'from 2.9' })),
+  description: Type.Optional(Nullable(Type.String({ description: 'from 2.19' }))),
+  tags: Type.Optional(Type.Array(Type.String(), { description: 'from 2.26' })),
+  locked_reason: Type.Optional(Nullable(Type.String({ description: 'from 2.73' }))),
+});
+
+export const ServerListQuery = Type.Object({ name: Type.Optional(Type.String()) }, { additionalProperties: true });
+
+export const VolumeAttachment = Type.Object({
+  id: Type.Optional(Type.String({ description: 'the volume id; not in GET/list from 2.89' })),
+  serverId: Type.String(),
+  volumeId: Type.String(),
+  device: Nullable(Type.String()),
+  tag: Type.Optional(Nullable(Type.String({ description: 'from 2.70' }))),
+  delete_on_termination: Type.Optional(Type.Boolean({ description: 'from 2.79' })),
+  attachment_id: Type.Optional(Nullable(Type.String({ description: 'GET/list from 2.89' }))),
+  bdm_uuid: Type.Optional(Type.String({ description: 'GET/list from 2.89' })),
+});
+
+export const CreateVolumeAttachment = Type.Object(
+  {
+    volumeAttachment: Type.Object(
+      {
+        volumeId: Type.String({ pattern: UUID_PATTERN }),
+        device: Type.Optional(Nullable(Type.String({ maxLength: 255, description: 'null or absent: the host picks the next free name' }))),
+        tag: Type.Optional(Type.String({ maxLength: 60, pattern: '^[^,/]*$', description: 'from 2.49' })),
+        delete_on_termination: Type.Optional(Type.Boolean({ description: 'from 2.79' })),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const AttachmentListQuery = Type.Object(
+  { limit: Type.Optional(Type.Integer({ minimum: 0 })), offset: Type.Optional(Type.Integer({ minimum: 0 })) },
+  { additionalProperties: true },
+);

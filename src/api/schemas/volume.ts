@@ -1,0 +1,79 @@
+/** Request and response schemas of the block-storage API (Cinder v3) for tether's embedded volume service. */
+import { Type } from '@fastify/type-provider-typebox';
+import { Links, Nullable } from './common.ts';
+
+export const VolumeRef = Type.Object({ id: Type.String(), name: Nullable(Type.String()), links: Links });
+
+export const VolumeAttachmentSummary = Type.Object({
+  id: Type.String({ description: 'the volume id' }),
+  attachment_id: Type.String(),
+  volume_id: Type.String(),
+  server_id: Type.String(),
+  host_name: Nullable(Type.String()),
+  device: Nullable(Type.String()),
+  attached_at: Nullable(Type.String()),
+});
+
+export const Volume = Type.Object({
+  id: Type.String(),
+  name: Nullable(Type.String()),
+  description: Nullable(Type.String()),
+  status: Type.String(),
+  size: Type.Integer(),
+  availability_zone: Type.String(),
+  created_at: Type.String(),
+  updated_at: Nullable(Type.String()),
+  attachments: Type.Array(VolumeAttachmentSummary),
+  volume_type: Type.String(),
+  snapshot_id: Type.Null(),
+  source_volid: Type.Null(),
+  metadata: Type.Record(Type.String(), Type.String()),
+  links: Links,
+  user_id: Type.String(),
+  bootable: Type.String({ description: '"true" or "false", as Cinder sends it' }),
+  encrypted: Type.Boolean(),
+  replication_status: Type.Null(),
+  consistencygroup_id: Type.Null(),
+  multiattach: Type.Boolean(),
+  'os-vol-tenant-attr:tenant_id': Type.String(),
+  'os-vol-host-attr:host': Type.String(),
+  'os-vol-mig-status-attr:migstat': Type.Null(),
+  'os-vol-mig-status-attr:name_id': Type.Null(),
+  group_id: Type.Optional(Type.Null({ description: 'from 3.13' })),
+  shared_targets: Type.Optional(Type.Boolean({ description: 'from 3.48' })),
+  service_uuid: Type.Optional(Type.Null({ description: 'from 3.48' })),
+  volume_type_id: Type.Optional(Type.Null({ description: 'from 3.63' })),
+  consumes_quota: Type.Optional(Type.Boolean({ description: 'from 3.65' })),
+});
+
+export const VolumeListQuery = Type.Object(
+  { name: Type.Optional(Type.String()), all_tenants: Type.Optional(Type.String()) },
+  { additionalProperties: true },
+);
+
+/** What cinderclient and the SDK send; tether makes blank volumes only, so the source fields must be null. */
+const Source = Type.Optional(Nullable(Type.String()));
+export const CreateVolume = Type.Object(
+  {
+    volume: Type.Object(
+      {
+        size: Type.Integer({ minimum: 1, maximum: 1024 }),
+        name: Type.Optional(Nullable(Type.String({ maxLength: 255 }))),
+        description: Type.Optional(Nullable(Type.String({ maxLength: 255 }))),
+        availability_zone: Type.Optional(Nullable(Type.String())),
+        multiattach: Type.Optional(Nullable(Type.Boolean())),
+        volume_type: Type.Optional(Nullable(Type.String())),
+        metadata: Type.Optional(Nullable(Type.Record(Type.String(), Type.String()))),
+        snapshot_id: Source,
+        source_volid: Source,
+        imageRef: Source,
+        backup_id: Source,
+        consistencygroup_id: Source,
+        group_id: Source,
+      },
+      { additionalProperties: true },
+    ),
+    'OS-SCH-HNT:scheduler_hints': Type.Optional(Nullable(Type.Object({}, { additionalProperties: true }))),
+  },
+  { additionalProperties: false },
+);
