@@ -33,28 +33,35 @@ function action<A extends unknown[]>(fn: (tether: TetherService, ...args: A) => 
   };
 }
 
-/** Prints each step as it completes (from the workflow's progress query) until the workflow ends. */
-async function followSteps(tether: TetherService, handle: WorkflowHandle, out: NodeJS.WritableStream): Promise<void> {
+function stepLine(s: StepProgress): string {
+  const mark = s.status === 'completed' ? '✓' : s.status === 'compensated' ? '↺' : s.status === 'running' ? '…' : '✗';
+  return `  ${mark} ${s.description}${s.endedAt ? ` (${elapsed(s.startedAt, s.endedAt)})` : ''}${s.error ? `: ${s.error}` : ''}`;
+}
+
+/**
+ * Prints each step as it completes (from the workflow's `progress` query) until `done` settles,
+ * then rethrows its failure.
+ */
+async function followSteps<T>(tether: TetherService, handle: WorkflowHandle, done: Promise<T>, out: NodeJS.WritableStream): Promise<T> {
   const printed = new Set<string>();
   let finished = false;
-  const result = tether.awaitAttach(handle).finally(() => (finished = true));
+  const settled = done.finally(() => (finished = true));
   const report = (steps: StepProgress[]) => {
     steps.forEach((s, i) => {
       const key = `${i}:${s.status}`;
       if (s.status === 'running' || printed.has(key)) return;
       printed.add(key);
-      const mark = s.status === 'completed' ? '✓' : s.status === 'compensated' ? '↺' : '✗';
-      out.write(`  ${mark} ${s.description}${s.endedAt ? ` (${elapsed(s.startedAt, s.endedAt)})` : ''}${s.error ? `: ${s.error}` : ''}\n`);
+      out.write(`${stepLine(s)}\n`);
     });
   };
   while (!finished) {
     const progress = await tether.attachProgress(handle).catch(() => null);
     if (progress) report(progress.steps);
-    await Promise.race([sleep(100), result.catch(() => undefined)]);
+    await Promise.race([sleep(100), settled.catch(() => undefined)]);
   }
   const final = await tether.attachProgress(handle).catch(() => null);
   if (final) report(final.steps);
-  await result;
+  return settled;
 }
 
 const program = new Command('tether')
@@ -175,9 +182,81 @@ program
         print(started.reservation, () => `reserved ${started.reservation.device ?? '(device chosen at unshelve)'}`);
         return;
       }
-      await followSteps(tether, started.handle, out);
-      const result = await tether.awaitAttach(started.handle);
+      const result = await followSteps(tether, started.handle, tether.awaitAttach(started.handle), out);
       print(result, () => `attached ${result.device}`);
+    }),
+  );
+
+program
+  .command('detach')
+  .description('detach a volume from a server; shows each step as it completes')
+  .argument('<server>', 'server name or UUID')
+  .argument('<volume>', 'volume name or UUID')
+  .option('--no-wait', 'return once the detach is accepted')
+  .action(
+    action(async (tether, serverRef: string, volumeRef: string, opts: { wait: boolean }) => {
+      const out = json ? process.stderr : process.stdout;
+      const { workflowId, handle } = await tether.detachVolume({ server: serverRef, volume: volumeRef });
+      out.write(`Detaching (workflow ${workflowId})\n`);
+      if (!opts.wait) {
+        print({ workflowId }, () => 'accepted');
+        return;
+      }
+      await followSteps(tether, handle, tether.awaitDetach(handle), out);
+      print({ workflowId, detached: true }, () => 'detached');
+    }),
+  );
+
+program
+  .command('retry')
+  .description('retry the latest failed attach of a volume to a server (a fresh run of the same workflow id)')
+  .argument('<server>', 'server name or UUID')
+  .argument('<volume>', 'volume name or UUID')
+  .action(
+    action(async (tether, serverRef: string, volumeRef: string) => {
+      const out = json ? process.stderr : process.stdout;
+      const started = await tether.retryAttach(serverRef, volumeRef);
+      out.write(`Retrying the attach (workflow ${started.workflowId})\n`);
+      const result = await followSteps(tether, started.handle, tether.awaitAttach(started.handle), out);
+      print(result, () => `attached ${result.device}`);
+    }),
+  );
+
+program
+  .command('history')
+  .description('print each step of the latest (or a given) attach or detach of a volume to a server, with timing and outcome')
+  .argument('<server>', 'server name or UUID')
+  .argument('<volume>', 'volume name or UUID')
+  .addOption(new Option('--kind <kind>', 'only this kind of operation').choices(['attach', 'detach']))
+  .option('--run <runId>', 'a given run instead of the latest')
+  .action(
+    action(async (tether, serverRef: string, volumeRef: string, opts: { kind?: 'attach' | 'detach'; run?: string }) => {
+      const h = await tether.operationHistory(serverRef, volumeRef, { ...(opts.kind ? { kind: opts.kind } : {}), ...(opts.run ? { runId: opts.run } : {}) });
+      print(h, () =>
+        [
+          `${h.kind} ${h.workflowId} run ${h.runId}`,
+          `  status ${h.status} (${h.state}), started ${h.startTime}${h.closeTime ? `, closed ${h.closeTime}` : ''}`,
+          ...h.steps.map(stepLine),
+          ...(h.error ? [`  reason: ${h.error.message} (${h.error.type})`] : []),
+        ].join('\n'),
+      );
+    }),
+  );
+
+program
+  .command('operations')
+  .description('list recent attaches and detaches, newest first')
+  .option('--failed', 'only failed ones')
+  .option('--limit <n>', 'at most this many', (v) => Number(v), 50)
+  .action(
+    action(async (tether, opts: { failed?: boolean; limit: number }) => {
+      const ops = await tether.listOperations({ failed: opts.failed ?? false, limit: opts.limit });
+      print(ops, () =>
+        table(
+          ['Kind', 'Status', 'State', 'Server', 'Volume', 'Host', 'Started', 'Workflow'],
+          ops.map((o) => [o.kind, o.status, o.state, o.instanceUuid, o.volumeId, o.host, o.startTime, o.workflowId]),
+        ),
+      );
     }),
   );
 

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { TetherError } from '../errors.ts';
 import type { TetherConfig } from '../config.ts';
 import type { Database } from '../db/database.ts';
@@ -16,7 +17,8 @@ import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
 import type { BlockStorage, VolumeAdmin } from '../blockstorage/block-storage.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
-import type { AttachProgress, AttachReservation, AttachResult, attachVolume } from '../../workflows/attach-volume.ts';
+import type { AttachProgress, AttachReservation, AttachResult, AttachVolumeInput, attachVolume } from '../../workflows/attach-volume.ts';
+import type { StepProgress } from '../domain/steps.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -251,4 +253,124 @@ export class TetherService {
       throw fromTemporalFailure(err);
     }
   }
+
+  // ---- retry and inspection ----
+
+  /**
+   * Retries the latest attach of (server, volume) with the request it was made with: a fresh run of the
+   * same workflow id. Refused while the attach still runs or when it succeeded.
+   */
+  async retryAttach(server: string, volume: string): Promise<StartedAttach> {
+    const instance = await this.resolveServer(server);
+    const vol = await this.resolveVolume(volume);
+    const handle = this.deps.client.workflow.getHandle(attachWorkflowId(instance.uuid, vol.id));
+    let description;
+    try {
+      description = await handle.describe();
+    } catch {
+      throw new TetherError('InvalidInput', `There is no attach of volume ${vol.id} to server ${instance.uuid} to retry.`);
+    }
+    const status = description.status.name;
+    if (status === 'RUNNING') throw new TetherError('OperationInProgress', `The attach of volume ${vol.id} to server ${instance.uuid} is still running (${description.workflowId}).`);
+    if (status === 'COMPLETED') throw new TetherError('VolumeAlreadyAttached', `The latest attach of volume ${vol.id} to server ${instance.uuid} succeeded; nothing to retry.`);
+    const input = await firstRunInput<AttachVolumeInput>(handle);
+    return this.attachVolume({
+      server: instance.uuid,
+      volume: vol.id,
+      device: input?.device ?? null,
+      tag: input?.tag ?? null,
+      deleteOnTermination: input?.deleteOnTermination ?? false,
+    });
+  }
+
+  /** The steps of the latest (or a given) run of the attach or detach of (server, volume). */
+  async operationHistory(server: string, volume: string, options: { kind?: 'attach' | 'detach'; runId?: string } = {}): Promise<OperationHistory> {
+    const instance = await this.resolveServer(server);
+    const vol = await this.resolveVolume(volume);
+    const kinds = options.kind ? [options.kind] : (['attach', 'detach'] as const);
+    const candidates: OperationHistory[] = [];
+    for (const kind of kinds) {
+      const workflowId = kind === 'attach' ? attachWorkflowId(instance.uuid, vol.id) : detachWorkflowId(instance.uuid, vol.id);
+      const handle = this.deps.client.workflow.getHandle(workflowId, options.runId);
+      try {
+        const d = await handle.describe();
+        const progress = await handle.query<AttachProgress>('progress');
+        candidates.push({
+          kind,
+          workflowId,
+          runId: d.runId,
+          status: d.status.name,
+          startTime: d.startTime.toISOString(),
+          closeTime: d.closeTime?.toISOString() ?? null,
+          state: progress.state,
+          steps: progress.steps,
+          error: progress.error,
+        });
+      } catch {
+        // no such operation
+      }
+    }
+    if (candidates.length === 0) throw new TetherError('InvalidInput', `No attach or detach of volume ${vol.id} to server ${instance.uuid} was found.`);
+    return candidates.sort((a, b) => b.startTime.localeCompare(a.startTime))[0]!;
+  }
+
+  /** Recent attaches and detaches (newest first), from Temporal's visibility store. */
+  async listOperations(options: { failed?: boolean; limit?: number } = {}): Promise<OperationSummary[]> {
+    const clauses = [
+      `TaskQueue = '${this.deps.config.controlTaskQueue}'`,
+      `WorkflowType IN ('attachVolume', 'detachVolume')`,
+      ...(options.failed ? [`ExecutionStatus IN ('Failed', 'Terminated', 'TimedOut')`] : []),
+    ];
+    const result: OperationSummary[] = [];
+    for await (const w of this.deps.client.workflow.list({ query: clauses.join(' AND ') })) {
+      const sa = w.typedSearchAttributes;
+      result.push({
+        kind: w.type === 'attachVolume' ? 'attach' : 'detach',
+        workflowId: w.workflowId,
+        runId: w.runId,
+        status: w.status.name,
+        state: sa.get(TetherState) ?? null,
+        instanceUuid: sa.get(InstanceUuid) ?? null,
+        volumeId: sa.get(VolumeId) ?? null,
+        host: sa.get(ComputeHost) ?? null,
+        startTime: w.startTime.toISOString(),
+        closeTime: w.closeTime?.toISOString() ?? null,
+      });
+      if (result.length >= (options.limit ?? 50)) break;
+    }
+    return result;
+  }
+}
+
+export interface OperationHistory {
+  kind: 'attach' | 'detach';
+  workflowId: string;
+  runId: string;
+  status: string;
+  startTime: string;
+  closeTime: string | null;
+  state: string;
+  steps: StepProgress[];
+  error: { type: string; message: string } | null;
+}
+
+export interface OperationSummary {
+  kind: 'attach' | 'detach';
+  workflowId: string;
+  runId: string;
+  status: string;
+  state: string | null;
+  instanceUuid: string | null;
+  volumeId: string | null;
+  host: string | null;
+  startTime: string;
+  closeTime: string | null;
+}
+
+/** The input of a workflow run, read from its first history event. */
+async function firstRunInput<T>(handle: WorkflowHandle): Promise<T | null> {
+  const history = await handle.fetchHistory();
+  const payloads = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads;
+  if (!payloads?.[0]) return null;
+  return defaultPayloadConverter.fromPayload<T>(payloads[0]);
 }

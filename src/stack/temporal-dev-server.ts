@@ -149,10 +149,11 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
     stopping ??= (async () => {
       if (!exited) {
         child.kill('SIGTERM');
-        const killed = await Promise.race([exitPromise.then(() => false), sleep(10_000).then(() => true)]);
-        if (killed && !exited) {
-          child.kill('SIGKILL');
+        const escalate = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        try {
           await exitPromise;
+        } finally {
+          clearTimeout(escalate);
         }
       }
       if (pidFile !== undefined) await fsp.rm(pidFile, { force: true });

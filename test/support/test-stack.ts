@@ -52,7 +52,7 @@ export interface TestStack {
 
 export async function startTestStack(options: { detachUnplugWaitMs?: number } = {}): Promise<TestStack> {
   if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
   const id = randomBytes(4).toString('hex');

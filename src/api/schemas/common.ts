@@ -1,9 +1,13 @@
 /** Schema pieces shared by the compute and block-storage APIs. */
-import { Type, type TObject, type TProperties, type TSchema } from '@fastify/type-provider-typebox';
+import { Type, type Static, type TObject, type TProperties, type TSchema } from '@fastify/type-provider-typebox';
 
 export const UUID_PATTERN = '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$';
 
-export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+/**
+ * `{"type": [T, "null"]}` rather than `anyOf`: with fastify's type coercion, `anyOf: [string, null]`
+ * would turn a null into "" (the first branch wins), while a type list leaves matching values alone.
+ */
+export const Nullable = <T extends TSchema & { type: string }>(schema: T) => Type.Unsafe<Static<T> | null>({ ...schema, type: [schema.type, 'null'] });
 
 export const Link = Type.Object({ rel: Type.String(), href: Type.String(), type: Type.Optional(Type.String()) });
 export const Links = Type.Array(Link);

@@ -1,0 +1,12 @@
+import { ensureLibvirtd, isLibvirtAvailable } from './src/stack/libvirtd.ts';
+const uri = 'qemu:///system';
+console.log('available before', await isLibvirtAvailable(uri));
+const t0 = performance.now();
+const h = await ensureLibvirtd(uri);
+console.log('startedByUs', h.startedByUs, Math.round(performance.now() - t0), 'ms; available', await isLibvirtAvailable(uri));
+const again = await ensureLibvirtd(uri);
+console.log('second ensure startedByUs', again.startedByUs);
+console.log('test uri', (await ensureLibvirtd('test:///default')).startedByUs, await isLibvirtAvailable('test:///default'));
+const t1 = performance.now();
+await h.stop();
+console.log('stopped in', Math.round(performance.now() - t1), 'ms; available after', await isLibvirtAvailable(uri));
