@@ -4,8 +4,10 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Database } from '../src/db/database.ts';
-import { getInstance, setInstanceState } from '../src/db/instances.ts';
-import { liveBdm, softDeleteBdm, updateBdm } from '../src/db/block-device-mappings.ts';
+import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
+import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceState } from '../src/db/instances.ts';
+import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, softDeleteBdm, updateBdm } from '../src/db/block-device-mappings.ts';
+import type { DiskBus, VmState } from '../src/domain/types.ts';
 import { isValidDevicePath } from '../src/domain/device-names.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
@@ -27,6 +29,14 @@ export interface ValidatedAttach {
   host: string | null;
   shelvedOffloaded: boolean;
   multiattach: boolean;
+}
+
+export interface InstanceVolume {
+  bdmUuid: string;
+  volumeId: string;
+  deviceName: string | null;
+  attachmentId: string | null;
+  deleteOnTermination: boolean;
 }
 
 export interface ValidatedDetach {
@@ -114,6 +124,74 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
     async destroyBdm(input: { bdmUuid: string }): Promise<{ destroyed: boolean }> {
       faults.check('destroyBdm', 'before');
       return { destroyed: await softDeleteBdm(db, input.bdmUuid) };
+    },
+
+    /** Shelved-offloaded attach: the BDM without a device name (chosen at unshelve). Idempotent by uuid. */
+    async createShelvedBdm(input: {
+      bdmUuid: string;
+      operationId: string;
+      instanceUuid: string;
+      volumeId: string;
+      deleteOnTermination: boolean;
+      diskBus: string | null;
+      deviceType: string | null;
+    }): Promise<{ bdmUuid: string }> {
+      faults.check('createShelvedBdm', 'before');
+      const existing = await liveBdm(db, input.instanceUuid, input.volumeId);
+      if (existing) {
+        if (existing.uuid === input.bdmUuid) return { bdmUuid: existing.uuid };
+        throw businessFailure('VolumeAlreadyAttached', `Invalid volume: volume ${input.volumeId} already attached to instance ${input.instanceUuid}.`);
+      }
+      try {
+        await insertVolumeBdm(db, {
+          uuid: input.bdmUuid,
+          instanceUuid: input.instanceUuid,
+          volumeId: input.volumeId,
+          deviceName: null,
+          diskBus: (input.diskBus as DiskBus | null) ?? null,
+          deviceType: input.deviceType ?? 'disk',
+          tag: null,
+          deleteOnTermination: input.deleteOnTermination,
+          operationId: input.operationId,
+        });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw businessFailure('VolumeAlreadyAttached', `Invalid volume: volume ${input.volumeId} already attached to instance ${input.instanceUuid}.`);
+        throw err;
+      }
+      return { bdmUuid: input.bdmUuid };
+    },
+
+    /** The volume BDMs of an instance, for the server lifecycle workflows (no connection_info). */
+    async volumeBdmsOf(input: { instanceUuid: string }): Promise<InstanceVolume[]> {
+      return (await liveBdmsOfInstance(db, input.instanceUuid))
+        .filter((b) => b.volumeId !== null)
+        .map((b) => ({
+          bdmUuid: b.uuid,
+          volumeId: b.volumeId!,
+          deviceName: b.deviceName,
+          attachmentId: b.attachmentId,
+          deleteOnTermination: b.deleteOnTermination,
+        }));
+    },
+
+    /** Starts a task on the instance (task_state) if its vm_state allows it; final refusal otherwise. */
+    async beginInstanceTask(input: { instanceUuid: string; task: string; allowedVmStates: VmState[] | 'any' }): Promise<void> {
+      const refusal = await withTransaction(db, (tx) => beginInstanceTask(tx, input.instanceUuid, input.task, input.allowedVmStates));
+      if (refusal) throw businessFailure(refusal.endsWith('could not be found.') ? 'InstanceNotFound' : 'InstanceInvalidState', refusal);
+    },
+
+    /** Ends the task: the new vm_state (and host, when it changes), task_state cleared. */
+    async finishInstanceTask(input: { instanceUuid: string; vmState: VmState; host?: string | null }): Promise<void> {
+      await setInstanceState(db, input.instanceUuid, { vmState: input.vmState, taskState: null, ...(input.host !== undefined ? { host: input.host } : {}) });
+    },
+
+    /** Unshelve of an offloaded instance: it gets a host (whose compute agent then serves its queue). */
+    async setInstanceHost(input: { instanceUuid: string; host: string }): Promise<void> {
+      await db.query('UPDATE instances SET host = $2, updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL', [input.instanceUuid, input.host]);
+    },
+
+    async markInstanceDeleted(input: { instanceUuid: string }): Promise<void> {
+      await markInstanceDeleted(db, input.instanceUuid);
     },
 
     async markInstanceActive(input: { instanceUuid: string }): Promise<void> {

@@ -11,6 +11,7 @@ import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
 import { getInstance } from '../src/db/instances.ts';
 import { bdmConnectionInfo, getLiveBdmByUuid, insertVolumeBdm, liveBdm, liveBdmsOfInstance } from '../src/db/block-device-mappings.ts';
 import { busForDevice, nextDeviceName, stripDev } from '../src/domain/device-names.ts';
+import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
 import type { DiskBus, HostConnector } from '../src/domain/types.ts';
 import { hostConnector } from '../src/host/connector.ts';
 import { diskBySerial, diskElements } from '../src/host/domain-disks.ts';
@@ -88,6 +89,9 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
           // Lock the instance row: reservations of one instance serialize even across hosts.
           const instance = await getInstance(tx, input.instanceUuid, { forUpdate: true });
           if (!instance) throw businessFailure('InstanceNotFound', `Instance ${input.instanceUuid} could not be found.`);
+          // Checked again under the lock: a delete or shelve may have started since the validation.
+          const refusal = volumeOperationRefusal(instance, 'attach_volume');
+          if (refusal) throw businessFailure('InstanceInvalidState', refusal);
           const existing = await liveBdm(tx, input.instanceUuid, input.volumeId);
           if (existing) {
             if (existing.uuid === input.bdmUuid && existing.deviceName && existing.diskBus) {
@@ -130,6 +134,29 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
       }
       faults.check('reserveDeviceName', 'after');
       return result;
+    },
+
+    /** Unshelve: a BDM created while the instance was offloaded gets its device name now. Idempotent. */
+    async assignDeviceName(input: { instanceUuid: string; bdmUuid: string }): Promise<{ deviceName: string }> {
+      const targets = await domainTargets(input.instanceUuid).catch((err) => {
+        throw libvirtFailure(err, 'DiskAttachFailed');
+      });
+      return withTransaction(db, async (tx) => {
+        const instance = await getInstance(tx, input.instanceUuid, { forUpdate: true });
+        if (!instance) throw businessFailure('InstanceNotFound', `Instance ${input.instanceUuid} could not be found.`);
+        const bdms = await liveBdmsOfInstance(tx, input.instanceUuid);
+        const bdm = bdms.find((b) => b.uuid === input.bdmUuid);
+        if (!bdm) throw ApplicationFailure.nonRetryable(`Block device mapping ${input.bdmUuid} no longer exists`, 'DiskAttachFailed');
+        if (bdm.deviceName) return { deviceName: bdm.deviceName };
+        const used = new Set<string>(targets);
+        for (const b of bdms) if (b.deviceName) used.add(stripDev(b.deviceName));
+        if (instance.rootDeviceName) used.add(stripDev(instance.rootDeviceName));
+        const bus = bdm.diskBus ?? instance.defaultDiskBus;
+        const deviceName = nextDeviceName(bus, used);
+        if (!deviceName) throw businessFailure('TooManyDiskDevices', `The maximum allowed number of disk devices on instance ${instance.uuid} has been reached.`);
+        await tx.query('UPDATE block_device_mappings SET device_name = $2, disk_bus = $3, updated_at = now() WHERE uuid = $1', [bdm.uuid, deviceName, bus]);
+        return { deviceName };
+      });
     },
 
     async getHostConnector(): Promise<HostConnector> {
@@ -247,6 +274,11 @@ export function createDomainActivities(deps: { libvirt: LibvirtConnection; memor
       } catch (err) {
         throw libvirtFailure(err, 'SpawnFailed');
       }
+    },
+
+    /** Power the domain off, keeping its definition (shelve); idempotent. */
+    async stopDomain(input: { instanceUuid: string }): Promise<void> {
+      await libvirt.destroyDomain(input.instanceUuid);
     },
 
     /** Stop and undefine the domain; idempotent. */

@@ -30,6 +30,19 @@ export function createOperationActivities(deps: { client: Client; pollIntervalMs
         await sleep(pollIntervalMs, undefined, { signal: ctx.cancellationSignal });
       }
     },
+
+    /** Waits until no attach or detach of the instance runs (server delete waits for them). */
+    async awaitInstanceOperations(input: { instanceUuid: string }): Promise<{ waitedMs: number }> {
+      const ctx = Context.current();
+      const began = Date.now();
+      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume')`;
+      for (;;) {
+        const { count } = await deps.client.workflow.count(query);
+        if (count === 0) return { waitedMs: Date.now() - began };
+        ctx.heartbeat({ running: count });
+        await sleep(pollIntervalMs, undefined, { signal: ctx.cancellationSignal });
+      }
+    },
   };
 }
 

@@ -10,6 +10,7 @@ import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { HostConnector } from '../src/domain/types.ts';
 import type { FaultInjector } from '../src/faults.ts';
 import { rethrowAsFailure } from './failures.ts';
+import { TetherError } from '../src/errors.ts';
 
 export function createVolumeServiceActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultInjector }) {
   const { db, blockStorage, faults } = deps;
@@ -64,6 +65,30 @@ export function createVolumeServiceActivities(deps: { db: Database; blockStorage
     /** Detach rolled back: detaching -> in-use. */
     async rollDetaching(input: { volumeId: string }): Promise<void> {
       await blockStorage.rollDetaching(input.volumeId).catch(rethrowAsFailure);
+    },
+
+    /**
+     * Shelve-offload: the host's connection goes away but the volume stays reserved for the instance
+     * (Nova creates a new, connector-less attachment and deletes the old one). The BDM forgets its
+     * connection_info and waits for unshelve.
+     */
+    async reReserveAttachment(input: { bdmUuid: string; volumeId: string; instanceUuid: string; attachmentId: string | null }): Promise<{ attachmentId: string }> {
+      const current = await blockStorage.findAttachment(input.volumeId, input.instanceUuid);
+      if (current && current.status !== 'reserved') await blockStorage.deleteAttachment(current.attachmentId).catch(rethrowAsFailure);
+      const { attachmentId } = await blockStorage.createAttachment(input.volumeId, input.instanceUuid).catch(rethrowAsFailure);
+      await recordOnBdm(input.bdmUuid, { attachmentId, connectionInfo: null, attachStatus: 'attaching' });
+      return { attachmentId };
+    },
+
+    /** delete_on_termination: the volume goes with its server. No-op when it is already gone. */
+    async deleteVolume(input: { volumeId: string }): Promise<{ deleted: boolean }> {
+      try {
+        await blockStorage.deleteVolume(input.volumeId);
+        return { deleted: true };
+      } catch (err) {
+        if (err instanceof TetherError && err.type === 'VolumeNotFound') return { deleted: false };
+        return rethrowAsFailure(err);
+      }
     },
 
     /**

@@ -93,6 +93,55 @@ server
   );
 
 server
+  .command('shelve')
+  .description('shelve a server: power its domain off (volumes stay attached)')
+  .argument('<server>', 'server name or UUID')
+  .action(
+    action(async (tether, ref: string) => {
+      const s = await tether.shelveServer(ref);
+      print(s, () => `${s.name} ${s.uuid} ${s.vmState}`);
+    }),
+  );
+
+server
+  .command('shelve-offload')
+  .description('offload a shelved server from its host: its domain is removed, its volumes stay reserved')
+  .argument('<server>', 'server name or UUID')
+  .action(
+    action(async (tether, ref: string) => {
+      const s = await tether.shelveOffloadServer(ref);
+      print(s, () => `${s.name} ${s.uuid} ${s.vmState}`);
+    }),
+  );
+
+server
+  .command('unshelve')
+  .description('start a shelved server again (on a host, when offloaded) and connect its volumes')
+  .argument('<server>', 'server name or UUID')
+  .option('--host <host>', 'compute host for an offloaded server (default: TETHER_COMPUTE_HOST)')
+  .action(
+    action(async (tether, ref: string, opts: { host?: string }) => {
+      const { instance, devices } = await tether.unshelveServer(ref, opts.host);
+      print({ ...instance, devices }, () =>
+        [`${instance.name} ${instance.uuid} ${instance.vmState} on ${instance.host}`, ...Object.entries(devices).map(([v, d]) => `  volume ${v} on ${d}`)].join('\n'),
+      );
+    }),
+  );
+
+server
+  .command('delete')
+  .description('delete a server: its volumes are detached, those marked delete-on-termination deleted')
+  .argument('<server>', 'server name or UUID')
+  .action(
+    action(async (tether, ref: string) => {
+      const { instance, deletedVolumes } = await tether.deleteServer(ref);
+      print({ deleted: instance.uuid, deletedVolumes }, () =>
+        `deleted ${instance.name} ${instance.uuid}${deletedVolumes.length ? `; deleted volumes ${deletedVolumes.join(', ')}` : ''}`,
+      );
+    }),
+  );
+
+server
   .command('list')
   .description('list servers')
   .option('--host <host>', 'only servers on this compute host')

@@ -58,22 +58,35 @@ export interface TetherConfig {
   logLevel: string;
 }
 
-/**
- * QEMU runs as its own user (libvirt-qemu) and must reach volume files: a data folder under a
- * directory others cannot traverse (such as /root) gets its volumes in libvirt's image folder instead.
- */
-function defaultVolumeDir(dataDir: string): string {
-  for (let dir = path.dirname(dataDir); ; dir = path.dirname(dir)) {
+/** Whether users other than the owner (QEMU's libvirt-qemu, PostgreSQL's postgres) can reach `dir`. */
+function traversableByOthers(dir: string): boolean {
+  for (let d = dir; ; d = path.dirname(d)) {
     try {
-      if ((fs.statSync(dir).mode & 0o001) === 0) {
-        const tag = createHash('sha256').update(dataDir).digest('hex').slice(0, 8);
-        return `/var/lib/libvirt/images/tether-${tag}`;
-      }
+      if ((fs.statSync(d).mode & 0o001) === 0) return false;
     } catch {
       // not created yet: nothing to check
     }
-    if (dir === path.dirname(dir)) return path.join(dataDir, 'volumes');
+    if (d === path.dirname(d)) return true;
   }
+}
+
+function shortHash(value: string): string {
+  return createHash('sha256').update(value).digest('hex').slice(0, 8);
+}
+
+/**
+ * `.data` in the checkout, unless root runs a checkout that other users cannot reach (e.g. under
+ * /root, mode 0700): QEMU (as libvirt-qemu) and the embedded PostgreSQL (as postgres) could not
+ * open their files there, so the state goes to /var/lib/tether/<hash of the checkout path>.
+ */
+function defaultDataDir(): string {
+  if (process.getuid?.() !== 0 || traversableByOthers(projectRoot)) return path.join(projectRoot, '.data');
+  return `/var/lib/tether/data-${shortHash(projectRoot)}`;
+}
+
+/** Volume files must be reachable by QEMU: an explicit data folder that is not gets libvirt's image folder. */
+function defaultVolumeDir(dataDir: string): string {
+  return traversableByOthers(path.dirname(dataDir)) ? path.join(dataDir, 'volumes') : `/var/lib/libvirt/images/tether-${shortHash(dataDir)}`;
 }
 
 export function temporalCacheDir(): string {
@@ -83,7 +96,7 @@ export function temporalCacheDir(): string {
 export const TEMPORAL_CLI_VERSION = '1.5.1';
 
 export function loadConfig(): TetherConfig {
-  const dataDir = path.resolve(str('TETHER_DATA_DIR', path.join(projectRoot, '.data')));
+  const dataDir = path.resolve(str('TETHER_DATA_DIR', defaultDataDir()));
   const temporalPort = int('TETHER_TEMPORAL_PORT', 7233);
   const embeddedPgPort = int('TETHER_PG_PORT', 55432);
   const temporalAddress = optional('TEMPORAL_ADDRESS');

@@ -120,3 +120,22 @@ describe('inspection', () => {
     expect((await stack.service.attachProgress(started.handle)).state).toBe('attached');
   });
 });
+
+describe('multiattach', () => {
+  it('attaches a multiattach volume to two servers as a shareable disk', async () => {
+    const other = await runningServer(stack, 'vm-lifecycle-2');
+    const shared = await volume(stack, 'shared', { multiattach: true });
+    await stack.service.awaitAttach((await stack.service.attachVolume({ server: vm.uuid, volume: shared.id })).handle);
+    await stack.service.awaitAttach((await stack.service.attachVolume({ server: other.uuid, volume: shared.id })).handle);
+    const after = await stack.blockStorage.getVolume(shared.id);
+    expect(after.status).toBe('in-use');
+    expect(after.attachments.map((a) => a.serverId).sort()).toEqual([vm.uuid, other.uuid].sort());
+    for (const server of [vm.uuid, other.uuid]) {
+      const xml = await stack.libvirt.getXml(server);
+      expect(xml).toMatch(new RegExp(`<shareable/>[\\s\\S]*?<serial>${shared.id}</serial>|<serial>${shared.id}</serial>[\\s\\S]*?<shareable/>`));
+    }
+    // detaching from one keeps it in-use for the other
+    await stack.service.awaitDetach((await stack.service.detachVolume({ server: other.uuid, volume: shared.id })).handle);
+    expect(await stack.blockStorage.getVolume(shared.id)).toMatchObject({ status: 'in-use', attachments: [expect.objectContaining({ serverId: vm.uuid })] });
+  });
+});

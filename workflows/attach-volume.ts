@@ -78,6 +78,24 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
   });
   setState('attaching');
 
+  /** Nova's local attach: a BDM with no device name (chosen at unshelve), the volume reserved, no host asked. */
+  async function attachToShelvedOffloaded(bdmUuid: string): Promise<AttachResult> {
+    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid }) });
+    await saga.step('createBdm', ATTACH_STEPS.createShelvedBdm, () => control.createShelvedBdm({ ...input, bdmUuid, operationId }));
+    saga.addCompensation({
+      step: 'deleteAttachment',
+      description: COMPENSATION_STEPS.deleteAttachment,
+      run: () => controlUndo.deleteAttachment({ volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
+    });
+    const { attachmentId } = await saga.step('reserveVolume', ATTACH_STEPS.reserveVolume, () =>
+      control.reserveVolume({ bdmUuid, volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
+    );
+    reservation = { bdmUuid, device: null, attachmentId, instanceUuid: input.instanceUuid, volumeId: input.volumeId, tag: null, deleteOnTermination: input.deleteOnTermination };
+    setState('attached');
+    await condition(allHandlersFinished);
+    return { ...reservation, hostAttached: false };
+  }
+
   try {
     await saga.step('awaitEarlierOperation', ATTACH_STEPS.awaitEarlierOperation, () =>
       ordering.awaitEarlierOperation({
@@ -87,12 +105,10 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
     );
     const validated = await saga.step('validate', ATTACH_STEPS.validate, () => control.validateAttach(input));
 
-    if (validated.shelvedOffloaded) {
-      throw ApplicationFailure.nonRetryable('Attaching to a shelved-offloaded instance is not supported yet', 'InstanceInvalidState');
-    }
+    const bdmUuid = uuid4();
+    if (validated.shelvedOffloaded) return await attachToShelvedOffloaded(bdmUuid);
 
     const host = hostActivities(input.instanceUuid);
-    const bdmUuid = uuid4();
     saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid }) });
     const bdm = await saga.step('reserveDeviceName', ATTACH_STEPS.reserveDeviceName, () =>
       host.forward.reserveDeviceName({ ...input, bdmUuid, operationId }),

@@ -56,20 +56,21 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
     );
     const v = await saga.step('validateDetach', DETACH_STEPS.validateDetach, () => control.validateDetach(input));
 
-    saga.addCompensation({
-      step: 'rollDetaching',
-      description: COMPENSATION_STEPS.rollDetaching,
-      run: async () => {
-        await controlMustFinishActivities.rollDetaching({ volumeId: input.volumeId });
-        await controlMustFinishActivities.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'attached' });
-      },
-    });
-    await saga.step('beginDetaching', DETACH_STEPS.beginDetaching, async () => {
-      await control.beginDetaching({ volumeId: input.volumeId });
-      await control.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'detaching' });
-    });
-
+    // A shelved-offloaded instance has no host and its volume is only reserved: local cleanup only.
     if (!v.shelvedOffloaded) {
+      saga.addCompensation({
+        step: 'rollDetaching',
+        description: COMPENSATION_STEPS.rollDetaching,
+        run: async () => {
+          await controlMustFinishActivities.rollDetaching({ volumeId: input.volumeId });
+          await controlMustFinishActivities.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'attached' });
+        },
+      });
+      await saga.step('beginDetaching', DETACH_STEPS.beginDetaching, async () => {
+        await control.beginDetaching({ volumeId: input.volumeId });
+        await control.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'detaching' });
+      });
+
       saga.addCompensation({
         step: 'reattachDisk',
         description: COMPENSATION_STEPS.reattachDisk,

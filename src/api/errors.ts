@@ -38,14 +38,34 @@ export function faultBody(code: number, message: string): FaultBody {
   return { [FAULT_NAMES[code] ?? 'computeFault']: { code, message } };
 }
 
+/** "Invalid input for field/attribute volumeAttachment.device: must be string,null." (the first problem found). */
+function validationMessage(err: FastifyError): string {
+  const first = err.validation?.[0];
+  if (!first) return err.message;
+  const field = first.instancePath.split('/').filter(Boolean).join('.') || err.validationContext || 'request';
+  const unexpected = first.params['additionalProperty'];
+  return `Invalid input for field/attribute ${field}: ${first.message ?? 'is invalid'}${typeof unexpected === 'string' ? ` ('${unexpected}' was unexpected)` : ''}.`;
+}
+
 function describe(err: FastifyError | Error): { code: number; message: string; expected: boolean } {
   if (err instanceof TetherError) return { code: err.status, message: err.message, expected: true };
   if (err instanceof ApiError) return { code: err.statusCode, message: err.message, expected: true };
   const fastifyError = err as FastifyError;
-  if (fastifyError.validation) return { code: 400, message: `Invalid input for ${fastifyError.message}.`, expected: true };
+  if (fastifyError.validation) return { code: 400, message: validationMessage(fastifyError), expected: true };
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) return { code: status, message: err.message, expected: true };
   return { code: 500, message: '', expected: false };
+}
+
+/** JSON bodies as fastify parses them, except that an empty one (a DELETE sent with a JSON content type) is no body. */
+export function acceptEmptyJson(app: FastifyInstance): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body.toString();
+    if (text === '') done(null, undefined);
+    else parseJson(request, text, done);
+  });
 }
 
 export function installErrorHandlers(app: FastifyInstance): void {

@@ -4,7 +4,8 @@
  * maximum. A malformed version is a 400, one outside the range a 406. The version used is echoed.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@fastify/type-provider-typebox';
 import { ApiError } from './errors.ts';
 
 export interface MicroversionRange {
@@ -64,8 +65,23 @@ export function negotiate(range: MicroversionRange, headers: IncomingHttpHeaders
   return minor;
 }
 
-/** An onRequest hook: negotiates, stores the version on the request and echoes it (with Vary). */
-export function microversionHook(range: MicroversionRange) {
+/**
+ * Serves every route of `app` (an encapsulated plugin) at the negotiated version: documents the
+ * headers in the route schemas, stores the version on the request and echoes it (with Vary).
+ */
+export function useMicroversions(app: FastifyInstance, range: MicroversionRange): void {
+  const example = `${range.service} ${formatVersion(range, range.max)}`;
+  const headers = Type.Object({
+    'openstack-api-version': Type.Optional(Type.String({ description: `e.g. "${example}" or "${range.service} latest"` })),
+    ...(range.legacyHeader ? { [range.legacyHeader]: Type.Optional(Type.String({ description: 'legacy form: "2.N"' })) } : {}),
+  });
+  app.addHook('onRoute', (route) => {
+    route.schema = { ...route.schema, headers: route.schema?.headers ?? headers };
+  });
+  app.addHook('onRequest', microversionHook(range));
+}
+
+function microversionHook(range: MicroversionRange) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     request.microversion = negotiate(range, request.headers);
     const version = formatVersion(range, request.microversion);

@@ -11,8 +11,8 @@ import type { Client } from '@temporalio/client';
 import type { TetherConfig } from '../config.ts';
 import type { Queryable } from '../db/database.ts';
 import type { TetherService } from '../service/tether-service.ts';
-import { installErrorHandlers } from './errors.ts';
-import { COMPUTE_VERSIONS, VOLUME_VERSIONS, microversionHook } from './microversion.ts';
+import { acceptEmptyJson, installErrorHandlers } from './errors.ts';
+import { COMPUTE_VERSIONS, VOLUME_VERSIONS, useMicroversions } from './microversion.ts';
 import { blockStorageRoutes } from './routes/block-storage.ts';
 import { healthRoutes } from './routes/health.ts';
 import { serverRoutes } from './routes/servers.ts';
@@ -44,6 +44,7 @@ export async function buildApiServer(deps: ApiDeps) {
     reply.header('X-Compute-Request-Id', request.id);
   });
   installErrorHandlers(app);
+  acceptEmptyJson(app);
 
   await app.register(swagger, {
     openapi: {
@@ -68,7 +69,7 @@ export async function buildApiServer(deps: ApiDeps) {
     const scope = { service: deps.service, projectScoped };
     await app.register(
       async (compute) => {
-        compute.addHook('onRequest', microversionHook(COMPUTE_VERSIONS));
+        useMicroversions(compute, COMPUTE_VERSIONS);
         await compute.register(serverRoutes, scope);
         await compute.register(volumeAttachmentRoutes, scope);
       },
@@ -76,7 +77,7 @@ export async function buildApiServer(deps: ApiDeps) {
     );
     await app.register(
       async (volume) => {
-        volume.addHook('onRequest', microversionHook(VOLUME_VERSIONS));
+        useMicroversions(volume, VOLUME_VERSIONS);
         await volume.register(blockStorageRoutes, scope);
       },
       { prefix: projectScoped ? '/v3/:project_id' : '/v3' },

@@ -33,6 +33,8 @@ export interface BlockStorage {
   /** Legacy actions used by detach: in-use -> detaching, and back. */
   beginDetaching(volumeId: string): Promise<void>;
   rollDetaching(volumeId: string): Promise<void>;
+  /** Deletes an available volume (delete_on_termination when its server is deleted). */
+  deleteVolume(volumeId: string): Promise<void>;
 }
 
 /** Volume management served by tether's own `/v3` API and CLI when the embedded service is in use. */
@@ -45,6 +47,5 @@ export interface VolumeAdmin {
     multiattach?: boolean;
     description?: string | null;
   }): Promise<Volume>;
-  deleteVolume(volumeId: string): Promise<void>;
   listVolumes(filter?: { name?: string; projectId?: string }): Promise<Volume[]>;
 }

@@ -113,15 +113,17 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin {
       throw new TetherError('InvalidInput', `Availability zone '${availabilityZone}' is invalid.`);
     }
     const id = randomUUID();
-    const filePath = path.join(this.options.volumeDir, `volume-${id}.qcow2`);
+    // QEMU cannot share a qcow2 image between writers: a multiattach volume is a sparse raw file.
+    const format = spec.multiattach ? 'raw' : 'qcow2';
+    const filePath = path.join(this.options.volumeDir, `volume-${id}.${format}`);
     await this.db.query(
-      `INSERT INTO volumes (id, name, description, project_id, size_gb, status, availability_zone, multiattach, file_path)
-       VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8)`,
-      [id, spec.name, spec.description ?? null, spec.projectId, spec.size, availabilityZone, spec.multiattach ?? false, filePath],
+      `INSERT INTO volumes (id, name, description, project_id, size_gb, status, availability_zone, multiattach, file_path, file_format)
+       VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9)`,
+      [id, spec.name, spec.description ?? null, spec.projectId, spec.size, availabilityZone, spec.multiattach ?? false, filePath, format],
     );
     try {
       await mkdir(this.options.volumeDir, { recursive: true });
-      await run('qemu-img', ['create', '-q', '-f', 'qcow2', filePath, `${spec.size}G`]);
+      await run('qemu-img', ['create', '-q', '-f', format, filePath, `${spec.size}G`]);
       await this.db.query(`UPDATE volumes SET status = 'available', updated_at = now() WHERE id = $1`, [id]);
     } catch (err) {
       await this.db.query(`UPDATE volumes SET status = 'error', updated_at = now() WHERE id = $1`, [id]);
@@ -218,6 +220,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin {
           encrypted: volume.encrypted,
         },
         serial: volume.id,
+        multiattach: volume.multiattach,
       };
     });
   }

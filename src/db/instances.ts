@@ -97,3 +97,32 @@ export async function setInstanceState(
     [uuid, state.vmState, state.taskState, state.host !== undefined, state.host ?? null],
   );
 }
+
+/**
+ * Starts an instance task (Nova's task_state) when the instance is in one of `allowed` vm_states and
+ * no other task runs; idempotent when the same task already runs. Returns the refusal, or null.
+ */
+export async function beginInstanceTask(db: Queryable, uuid: string, task: string, allowed: readonly VmState[] | 'any'): Promise<string | null> {
+  const { rows } = await db.query<{ vm_state: VmState; task_state: string | null }>(
+    'SELECT vm_state, task_state FROM instances WHERE uuid = $1 AND deleted_at IS NULL FOR UPDATE',
+    [uuid],
+  );
+  const row = rows[0];
+  if (!row) return `Instance ${uuid} could not be found.`;
+  if (row.task_state === task) return null;
+  if (row.task_state !== null) return `Cannot '${task}' instance ${uuid} while it is in task_state ${row.task_state}`;
+  if (allowed !== 'any' && !allowed.includes(row.vm_state)) return `Cannot '${task}' instance ${uuid} while it is in vm_state ${row.vm_state}`;
+  await db.query('UPDATE instances SET task_state = $2, updated_at = now() WHERE uuid = $1', [uuid, task]);
+  return null;
+}
+
+export async function markInstanceDeleted(db: Queryable, uuid: string): Promise<void> {
+  await db.query(
+    `UPDATE block_device_mappings SET deleted_at = now(), updated_at = now() WHERE instance_uuid = $1 AND deleted_at IS NULL`,
+    [uuid],
+  );
+  await db.query(
+    `UPDATE instances SET vm_state = 'deleted', task_state = NULL, deleted_at = now(), updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL`,
+    [uuid],
+  );
+}

@@ -3,6 +3,7 @@ export const ATTACH_STEPS = {
   awaitEarlierOperation: 'Wait for an earlier detach of the same volume and server',
   validate: 'Validate the request (instance state, device path, volume, availability zone)',
   reserveDeviceName: 'Create the block device mapping with a reserved device name',
+  createShelvedBdm: 'Create the block device mapping (shelved-offloaded: device chosen at unshelve)',
   reserveVolume: 'Reserve the volume (create the block-storage attachment)',
   getHostConnector: 'Get the host connector',
   initializeConnection: 'Initialize the connection (export the volume to the host)',

@@ -105,4 +105,6 @@ export interface ConnectionInfo {
   driver_volume_type: string;
   data: Record<string, unknown>;
   serial?: string;
+  /** A multiattach volume becomes a shareable disk. */
+  multiattach?: boolean;
 }

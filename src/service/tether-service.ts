@@ -97,6 +97,56 @@ export class TetherService {
     return { instance, handle };
   }
 
+  /** Runs one server action workflow (shelve, shelve-offload, unshelve, delete) and waits for it. */
+  private async serverAction<R>(
+    workflowType: 'shelveServer' | 'shelveOffloadServer' | 'unshelveServer' | 'deleteServer',
+    server: string,
+    extra: (instance: Instance) => Record<string, unknown> = () => ({}),
+  ): Promise<{ instance: Instance; result: R }> {
+    const instance = await this.resolveServer(server);
+    const handle = await this.deps.client.workflow.start(workflowType, {
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowId: `${workflowType}-${instance.uuid}`,
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      args: [{ instanceUuid: instance.uuid, host: instance.host, ...extra(instance) }],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: instance.uuid },
+        { key: ComputeHost, value: instance.host ?? '' },
+      ],
+    });
+    try {
+      return { instance, result: (await handle.result()) as R };
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  /** Power off, keep everything (volumes stay attached to the stopped domain). */
+  async shelveServer(server: string): Promise<Instance> {
+    const { instance } = await this.serverAction('shelveServer', server, (i) => ({ vmState: i.vmState }));
+    return this.resolveServer(instance.uuid);
+  }
+
+  /** Remove the shelved server from its host: volumes stay reserved, nothing is left on the host. */
+  async shelveOffloadServer(server: string): Promise<Instance> {
+    const { instance } = await this.serverAction('shelveOffloadServer', server);
+    return this.resolveServer(instance.uuid);
+  }
+
+  /** Start the server again (on `host`, or the default compute host, when it was offloaded) and connect its volumes. */
+  async unshelveServer(server: string, host?: string): Promise<{ instance: Instance; devices: Record<string, string> }> {
+    const { instance, result } = await this.serverAction<{ devices: Record<string, string> }>('unshelveServer', server, (i) => ({
+      host: host ?? i.host ?? this.deps.config.computeHost,
+    }));
+    return { instance: await this.resolveServer(instance.uuid), devices: result.devices };
+  }
+
+  /** Delete the server: every volume is detached, those marked delete_on_termination are deleted. */
+  async deleteServer(server: string): Promise<{ instance: Instance; deletedVolumes: string[] }> {
+    const { instance, result } = await this.serverAction<{ deletedVolumes: string[] }>('deleteServer', server);
+    return { instance, deletedVolumes: result.deletedVolumes };
+  }
+
   // ---- volumes ----
 
   async resolveVolume(nameOrId: string): Promise<Volume> {
@@ -115,7 +165,7 @@ export class TetherService {
 
   private volumeAdmin(): VolumeAdmin {
     const admin = this.deps.blockStorage;
-    if (!admin.createVolume || !admin.listVolumes || !admin.deleteVolume) {
+    if (!admin.createVolume || !admin.listVolumes) {
       throw new TetherError('InvalidInput', `Volume management is done by the block storage service (${this.deps.blockStorage.kind}), not tether.`);
     }
     return admin as VolumeAdmin;
@@ -132,7 +182,7 @@ export class TetherService {
 
   async deleteVolume(nameOrId: string): Promise<void> {
     const volume = await this.resolveVolume(nameOrId);
-    await this.volumeAdmin().deleteVolume(volume.id);
+    await this.deps.blockStorage.deleteVolume(volume.id);
   }
 
   // ---- attachments ----

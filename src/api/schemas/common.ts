@@ -1,8 +1,6 @@
 /** Schema pieces shared by the compute and block-storage APIs. */
 import { Type, type Static, type TObject, type TProperties, type TSchema } from '@fastify/type-provider-typebox';
 
-export const UUID_PATTERN = '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$';
-
 /**
  * `{"type": [T, "null"]}` rather than `anyOf`: with fastify's type coercion, `anyOf: [string, null]`
  * would turn a null into "" (the first branch wins), while a type list leaves matching values alone.

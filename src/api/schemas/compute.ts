@@ -1,6 +1,6 @@
 /** Request and response schemas of the compute API (Nova v2.1). Fields that depend on the microversion are optional. */
 import { Type } from '@fastify/type-provider-typebox';
-import { Links, Nullable, UUID_PATTERN } from './common.ts';
+import { Links, Nullable } from './common.ts';
 
 export const ServerRef = Type.Object({ id: Type.String(), name: Type.String(), links: Links });
 
@@ -73,7 +73,7 @@ export const CreateVolumeAttachment = Type.Object(
   {
     volumeAttachment: Type.Object(
       {
-        volumeId: Type.String({ pattern: UUID_PATTERN }),
+        volumeId: Type.String({ format: 'uuid' }),
         device: Type.Optional(Nullable(Type.String({ maxLength: 255, description: 'null or absent: the host picks the next free name' }))),
         tag: Type.Optional(Type.String({ maxLength: 60, pattern: '^[^,/]*$', description: 'from 2.49' })),
         delete_on_termination: Type.Optional(Type.Boolean({ description: 'from 2.79' })),

@@ -1,0 +1,104 @@
+/**
+ * Server actions that move volumes with them: shelve, shelve-offload, unshelve, delete.
+ * Each takes the instance's task_state first (so attaches and detaches are refused meanwhile, as in
+ * Nova) and gives it back at the end, also on failure.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { DomainActivities } from '../activities/host.ts';
+import type { VmState } from '../src/domain/types.ts';
+import { hostTaskQueue } from '../src/domain/task-queues.ts';
+import { control, controlMustFinishActivities, hostActivities, ordering } from './activity-options.ts';
+
+export interface ServerActionInput {
+  instanceUuid: string;
+  /** The compute host the instance is on (or goes to, for unshelve). */
+  host: string | null;
+}
+
+function domains(host: string) {
+  return proxyActivities<DomainActivities>({
+    taskQueue: hostTaskQueue(host),
+    scheduleToCloseTimeout: '5m',
+    startToCloseTimeout: '60s',
+    retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 5 },
+  });
+}
+
+/** Runs `body` inside the instance task; on failure the instance returns to `onFailure` state. */
+async function withInstanceTask<T>(
+  input: ServerActionInput,
+  task: string,
+  allowed: VmState[] | 'any',
+  onFailure: VmState | null,
+  body: () => Promise<T>,
+): Promise<T> {
+  await control.beginInstanceTask({ instanceUuid: input.instanceUuid, task, allowedVmStates: allowed });
+  try {
+    return await body();
+  } catch (err) {
+    if (onFailure) await controlMustFinishActivities.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: onFailure });
+    throw err;
+  }
+}
+
+export async function shelveServer(input: ServerActionInput & { vmState: VmState }): Promise<void> {
+  await withInstanceTask(input, 'shelving', ['active', 'paused', 'stopped'], input.vmState, async () => {
+    if (input.host) await domains(input.host).stopDomain({ instanceUuid: input.instanceUuid });
+    await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: 'shelved' });
+  });
+}
+
+export async function shelveOffloadServer(input: ServerActionInput): Promise<void> {
+  await withInstanceTask(input, 'shelving_offloading', ['shelved'], 'shelved', async () => {
+    // The host's connections go: each volume stays reserved for the instance, its BDM keeps its device name.
+    for (const v of await control.volumeBdmsOf({ instanceUuid: input.instanceUuid })) {
+      await control.reReserveAttachment({ bdmUuid: v.bdmUuid, volumeId: v.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId });
+    }
+    if (input.host) await domains(input.host).destroyDomain({ instanceUuid: input.instanceUuid });
+    await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: 'shelved_offloaded', host: null });
+  });
+}
+
+/** Starts the domain again (defining it on `host` if it was offloaded) and connects every volume. */
+export async function unshelveServer(input: ServerActionInput & { host: string }): Promise<{ devices: Record<string, string> }> {
+  return withInstanceTask(input, 'unshelving', ['shelved', 'shelved_offloaded'], null, async () => {
+    await control.setInstanceHost({ instanceUuid: input.instanceUuid, host: input.host });
+    await domains(input.host).spawnDomain({ instanceUuid: input.instanceUuid, domainName: `tether-${input.instanceUuid.slice(0, 8)}` });
+    const host = hostActivities(input.instanceUuid);
+    const devices: Record<string, string> = {};
+    const volumes = await control.volumeBdmsOf({ instanceUuid: input.instanceUuid });
+    const connector = volumes.length > 0 ? await host.forward.getHostConnector() : null;
+    for (const v of volumes) {
+      const { deviceName } = await host.forward.assignDeviceName({ instanceUuid: input.instanceUuid, bdmUuid: v.bdmUuid });
+      const attachmentId =
+        v.attachmentId ??
+        (await control.reserveVolume({ bdmUuid: v.bdmUuid, volumeId: v.volumeId, instanceUuid: input.instanceUuid })).attachmentId;
+      await control.initializeConnection({ bdmUuid: v.bdmUuid, attachmentId, volumeId: v.volumeId, connector: connector!, device: deviceName });
+      await host.forward.attachDisk({ instanceUuid: input.instanceUuid, bdmUuid: v.bdmUuid, volumeId: v.volumeId });
+      await control.completeAttachment({ attachmentId });
+      await control.markBdmAttached({ bdmUuid: v.bdmUuid });
+      devices[v.volumeId] = deviceName;
+    }
+    await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: 'active' });
+    return { devices };
+  });
+}
+
+/**
+ * Deletes the server: waits for attaches/detaches in flight, destroys the domain (its disks go with
+ * it), deletes every attachment and BDM, deletes the volumes marked delete_on_termination.
+ */
+export async function deleteServer(input: ServerActionInput): Promise<{ deletedVolumes: string[] }> {
+  return withInstanceTask(input, 'deleting', 'any', null, async () => {
+    await ordering.awaitInstanceOperations({ instanceUuid: input.instanceUuid });
+    if (input.host) await domains(input.host).destroyDomain({ instanceUuid: input.instanceUuid });
+    const deletedVolumes: string[] = [];
+    for (const v of await control.volumeBdmsOf({ instanceUuid: input.instanceUuid })) {
+      await controlMustFinishActivities.deleteAttachment({ volumeId: v.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId });
+      await controlMustFinishActivities.destroyBdm({ bdmUuid: v.bdmUuid });
+      if (v.deleteOnTermination && (await controlMustFinishActivities.deleteVolume({ volumeId: v.volumeId })).deleted) deletedVolumes.push(v.volumeId);
+    }
+    await controlMustFinishActivities.markInstanceDeleted({ instanceUuid: input.instanceUuid });
+    return { deletedVolumes };
+  });
+}
