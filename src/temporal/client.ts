@@ -1,13 +1,64 @@
-/** Connections to Temporal for clients and workers, from configuration. */
-import { Client, Connection } from '@temporalio/client';
+/**
+ * Connections to Temporal for clients and workers, from configuration. Both kinds get the same
+ * address, TLS (server CA, mTLS client pair, server name) and API key.
+ */
+import { readFileSync } from 'node:fs';
+import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import type { TetherConfig } from '../config.ts';
+import type { TemporalTlsSettings, TetherConfig } from '../config.ts';
 
-export async function connectClient(config: Pick<TetherConfig, 'temporalAddress' | 'temporalNamespace'>): Promise<Client> {
-  const connection = await Connection.connect({ address: config.temporalAddress });
+/** What both `Connection.connect` (client) and `NativeConnection.connect` (worker) accept. */
+export interface TemporalConnectionOptions {
+  address: string;
+  /** Absent: plaintext. */
+  tls?: TLSConfig;
+  /** Sent as `Authorization: Bearer <key>`. */
+  apiKey?: string;
+}
+
+export type TemporalConnectionConfig = Pick<TetherConfig, 'temporalAddress'> & Partial<Pick<TetherConfig, 'temporalTls' | 'temporalApiKey'>>;
+
+/** Reads a PEM file named by an environment variable; the error names the variable. */
+export type PemReader = (file: string, variable: string) => Uint8Array;
+
+export const readPemFile: PemReader = (file, variable) => {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.message;
+    throw new Error(`${variable}=${file}: cannot read the file (${why})`, { cause: err });
+  }
+};
+
+/**
+ * The connection options for a configuration: `address`, `tls` when TLS is on (files read through
+ * `read`, by default from disk now), `apiKey` when set. Pure apart from `read`.
+ */
+export function temporalConnectionOptions(config: TemporalConnectionConfig, read: PemReader = readPemFile): TemporalConnectionOptions {
+  const options: TemporalConnectionOptions = { address: config.temporalAddress };
+  const tls: TemporalTlsSettings | undefined = config.temporalTls;
+  if (tls?.enabled) {
+    const t: TLSConfig = {};
+    if (tls.caFile !== undefined) t.serverRootCACertificate = read(tls.caFile, 'TEMPORAL_TLS_CA');
+    if (tls.certFile !== undefined || tls.keyFile !== undefined) {
+      if (tls.certFile === undefined || tls.keyFile === undefined) {
+        throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY must be set together (mTLS client certificate pair)');
+      }
+      t.clientCertPair = { crt: read(tls.certFile, 'TEMPORAL_TLS_CERT'), key: read(tls.keyFile, 'TEMPORAL_TLS_KEY') };
+    }
+    if (tls.serverName !== undefined) t.serverNameOverride = tls.serverName;
+    options.tls = t;
+  }
+  if (config.temporalApiKey !== undefined) options.apiKey = config.temporalApiKey;
+  return options;
+}
+
+export async function connectClient(config: TemporalConnectionConfig & Pick<TetherConfig, 'temporalNamespace'>): Promise<Client> {
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   return new Client({ connection, namespace: config.temporalNamespace });
 }
 
-export async function connectWorker(config: Pick<TetherConfig, 'temporalAddress'>): Promise<NativeConnection> {
-  return NativeConnection.connect({ address: config.temporalAddress });
+export async function connectWorker(config: TemporalConnectionConfig): Promise<NativeConnection> {
+  return NativeConnection.connect(temporalConnectionOptions(config));
 }

@@ -1,0 +1,34 @@
+# tether's image: one image for every process; the command chooses which one
+#   node --import tsx workers/api-server.ts      (default)
+#   node --import tsx workers/control-plane.ts
+#   node --import tsx workers/compute-agent.ts
+# docker-compose.yml sets it per service. No build step: tsx runs the TypeScript as it is.
+FROM node:20-bookworm-slim
+
+# libvirt0: the C library that tether's libvirt binding (koffi) loads in the compute agent.
+# qemu-utils: qemu-img, with which the embedded volume service creates volume files.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libvirt0 qemu-utils \
+ && rm -rf /var/lib/apt/lists/*
+
+# Unprivileged user for the API and the control plane (the compute agent runs as root: it talks
+# to the host's libvirt socket; docker-compose.yml says `user: root` for it alone).
+RUN groupadd --system --gid 10001 tether \
+ && useradd --system --uid 10001 --gid tether --create-home --home-dir /home/tether --shell /usr/sbin/nologin tether
+
+ENV NODE_ENV=production
+WORKDIR /app
+
+# Dependencies first, so this layer is reused until package*.json change. tsx (which runs the
+# processes) is in "dependencies", so --omit=dev keeps it and leaves out vitest, typescript, vite.
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error && npm cache clean --force
+
+# The source (see .dockerignore), owned by root: the processes cannot change their own code.
+COPY . .
+COPY deploy/docker-entrypoint.sh /usr/local/bin/tether-entrypoint
+
+USER tether
+EXPOSE 8774
+ENTRYPOINT ["tether-entrypoint"]
+CMD ["node", "--import", "tsx", "workers/api-server.ts"]
