@@ -8,7 +8,7 @@ import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
 import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, softDeleteBdm, updateBdm } from '../src/db/block-device-mappings.ts';
 import type { DiskBus, VmState } from '../src/domain/types.ts';
-import { isValidDevicePath } from '../src/domain/device-names.ts';
+import { attachRefusal } from '../src/domain/attach-rules.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { FaultInjector } from '../src/faults.ts';
@@ -55,34 +55,10 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
       faults.check('validate', 'before');
       const instance = await getInstance(db, req.instanceUuid);
       if (!instance) throw businessFailure('InstanceNotFound', `Instance ${req.instanceUuid} could not be found.`);
-      const refusal = volumeOperationRefusal(instance, 'attach_volume');
-      if (refusal) throw businessFailure('InstanceInvalidState', refusal);
-      if (instance.locked) throw businessFailure('InstanceLocked', `Instance ${instance.uuid} is locked`);
-      if (req.device !== null && !isValidDevicePath(req.device)) {
-        throw businessFailure('InvalidDevicePath', `The supplied device path (${req.device}) is invalid.`);
-      }
-      const shelvedOffloaded = instance.vmState === 'shelved_offloaded';
-      if (shelvedOffloaded && req.tag !== null) {
-        throw businessFailure('TaggedAttachToShelvedNotSupported', 'Tagged volume attachment is not supported for shelved-offloaded instances.');
-      }
       const volume = await blockStorage.getVolume(req.volumeId).catch(rethrowAsFailure);
-      const existing = await liveBdm(db, instance.uuid, volume.id);
-      if (existing || volume.attachments.some((a) => a.serverId === instance.uuid)) {
-        throw businessFailure('VolumeAlreadyAttached', `Invalid volume: volume ${volume.id} already attached to instance ${instance.uuid}.`);
-      }
-      if (shelvedOffloaded && volume.multiattach) {
-        throw businessFailure('MultiattachToShelvedNotSupported', 'Attaching multiattach volumes is not supported for shelved-offloaded instances.');
-      }
-      const usable = volume.status === 'available' || (volume.multiattach && volume.status === 'in-use');
-      if (!usable) {
-        throw businessFailure('VolumeNotAvailable', `Invalid volume: volume ${volume.id} status must be available, but current status is: ${volume.status}.`);
-      }
-      if (volume.availabilityZone !== instance.availabilityZone) {
-        throw businessFailure(
-          'AvailabilityZoneMismatch',
-          `Invalid volume: Instance ${instance.uuid} and volume ${volume.id} are not in the same availability_zone. Instance is in ${instance.availabilityZone}. Volume is in ${volume.availabilityZone}.`,
-        );
-      }
+      const refusal = attachRefusal(instance, volume, await liveBdm(db, instance.uuid, volume.id), req);
+      if (refusal) throw businessFailure(refusal.type, refusal.message);
+      const shelvedOffloaded = instance.vmState === 'shelved_offloaded';
       faults.check('validate', 'after');
       return { instanceUuid: instance.uuid, host: instance.host, shelvedOffloaded, multiattach: volume.multiattach };
     },

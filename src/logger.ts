@@ -14,6 +14,8 @@ export const REDACTED_PATHS = [
   '*.data.secret',
   '*.connection_info.data',
   'connectionInfo.data',
+  'temporalApiKey',
+  '*.temporalApiKey',
   'req.headers.authorization',
   'req.headers["x-auth-token"]',
 ];

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
-import { formatDisagreements, inspectInvariants, checkInvariants, type Disagreement } from '../src/checker/invariants.ts';
+import { formatDisagreements, inspectInvariants, checkInvariants, type Disagreement, type LibvirtReader } from '../src/checker/invariants.ts';
 import { diskBySerial } from '../src/host/domain-disks.ts';
 import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
 import { liveBdm } from '../src/db/block-device-mappings.ts';
@@ -135,6 +135,40 @@ describe('a stack tether alone has worked on', () => {
       const all = await checkInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: stack.libvirt, client: stack.client, host: stack.host }, { includeInFlight: true });
       expect(all.every((d) => d.inFlightBy !== undefined)).toBe(true);
       await stack.service.awaitAttach(started.handle);
+    } finally {
+      stack.faults.clear();
+    }
+    await expectClean();
+  });
+
+  it('keeps in flight what was read while a workflow ran even when the workflow has closed by the time Temporal is asked', async () => {
+    const v = await volume(stack, 'closes-during-check');
+    stack.faults.inject('attachDisk', 'before', { times: 2, nonRetryable: false });
+    try {
+      const started = await stack.service.attachVolume({ server: vm.uuid, volume: v.id });
+      const deadline = Date.now() + 10_000;
+      while ((await stack.blockStorage.getVolume(v.id)).status !== 'attaching') {
+        if (Date.now() > deadline) throw new Error('the volume never became attaching');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // The database and the block storage are read mid-attach; libvirt answers only once the attach is over.
+      let finished: Promise<unknown> | undefined;
+      const slowLibvirt: LibvirtReader = {
+        lookupDomain: (uuid) => stack.libvirt.lookupDomain(uuid),
+        getXml: async (uuid, options) => {
+          finished ??= stack.service.awaitAttach(started.handle);
+          await finished;
+          return stack.libvirt.getXml(uuid, options);
+        },
+      };
+      const report = await inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: slowLibvirt, client: stack.client, host: stack.host });
+      expect((await started.handle.describe()).status.name).toBe('COMPLETED');
+      expect(report.disagreements, formatDisagreements(report.disagreements)).toEqual([]);
+      const attachId = `attach-${vm.uuid}-${v.id}`;
+      expect(report.inFlight).toEqual([
+        expect.objectContaining({ kind: 'stuck-volume', volumeId: v.id, inFlightBy: [attachId] }),
+        expect.objectContaining({ kind: 'stuck-bdm', instanceUuid: vm.uuid, volumeId: v.id, inFlightBy: [attachId] }),
+      ]);
     } finally {
       stack.faults.clear();
     }

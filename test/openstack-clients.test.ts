@@ -2,7 +2,7 @@
  * The real OpenStack clients from Debian (python3-openstackclient 6.0.0, python3-openstacksdk 0.101)
  * against the API, served in-process over a real stack, with a clouds.yaml of `auth_type: none`.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
 import { openstack, openstackJson, python, startTestApi, writeCloud, type Cloud, type RunningApi } from './support/clouds.ts';
@@ -14,6 +14,9 @@ let api: RunningApi;
 let cloud: Cloud;
 
 const UNKNOWN = '00000000-0000-4000-8000-000000000000';
+
+// each CLI run starts a Python interpreter (1-4 s on these machines); some tests make several
+vi.setConfig({ testTimeout: 180_000 });
 
 beforeAll(async () => {
   stack = await startTestStack();

@@ -11,6 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
+import { temporalConnectionOptions } from '../src/temporal/client.ts';
 import { loadConfig, projectRoot } from '../src/config.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { ensureLibvirtd } from '../src/stack/libvirtd.ts';
@@ -123,7 +124,7 @@ async function main(): Promise<void> {
   let uiUrl: string | undefined;
   if (config.temporalAddressFromEnv) {
     await timed(`Temporal at ${config.temporalAddress}`, async () => {
-      const connection = await Connection.connect({ address: config.temporalAddress });
+      const connection = await Connection.connect(temporalConnectionOptions(config));
       await ensureSearchAttributes(connection, config.temporalNamespace);
       await connection.close();
     });

@@ -57,17 +57,6 @@ function describe(err: FastifyError | Error): { code: number; message: string; e
   return { code: 500, message: '', expected: false };
 }
 
-/** JSON bodies as fastify parses them, except that an empty one (a DELETE sent with a JSON content type) is no body. */
-export function acceptEmptyJson(app: FastifyInstance): void {
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    const text = body.toString();
-    if (text === '') done(null, undefined);
-    else parseJson(request, text, done);
-  });
-}
-
 export function installErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | Error, request, reply) => {
     const { code, message, expected } = describe(err);

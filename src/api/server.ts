@@ -4,14 +4,14 @@
  * /healthz and /openapi.json. Every route has a schema; all work goes through the TetherService.
  */
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Client } from '@temporalio/client';
 import type { TetherConfig } from '../config.ts';
 import type { Queryable } from '../db/database.ts';
 import type { TetherService } from '../service/tether-service.ts';
-import { acceptEmptyJson, installErrorHandlers } from './errors.ts';
+import { installErrorHandlers } from './errors.ts';
 import { COMPUTE_VERSIONS, VOLUME_VERSIONS, useMicroversions } from './microversion.ts';
 import { blockStorageRoutes } from './routes/block-storage.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -27,6 +27,17 @@ export interface ApiDeps {
   config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost'>;
   /** Request logs go here; none when absent. */
   logger?: FastifyBaseLogger;
+}
+
+/** JSON bodies as fastify parses them, except that an empty one (a DELETE sent with a JSON content type) is no body. */
+function acceptEmptyJson(app: FastifyInstance): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body.toString();
+    if (text === '') done(null, undefined);
+    else parseJson(request, text, done);
+  });
 }
 
 export async function buildApiServer(deps: ApiDeps) {
@@ -63,7 +74,7 @@ export async function buildApiServer(deps: ApiDeps) {
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(healthRoutes, { db: deps.db, client: deps.client, ...deps.config });
+  await app.register(healthRoutes, { db: deps.db, client: deps.client, controlTaskQueue: deps.config.controlTaskQueue, computeHost: deps.config.computeHost });
   await app.register(versionRoutes);
   for (const projectScoped of [false, true]) {
     const scope = { service: deps.service, projectScoped };

@@ -11,6 +11,7 @@ import type { Database } from '../db/database.ts';
 import { findInstancesByName, getInstance, insertInstance, listInstances } from '../db/instances.ts';
 import { liveBdm, liveBdmsOfInstance } from '../db/block-device-mappings.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
+import { attachRefusal } from '../domain/attach-rules.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
 import { attachWorkflowId, detachWorkflowId } from '../domain/steps.ts';
 import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
@@ -202,6 +203,12 @@ export class TetherService {
     const instance = await this.resolveServer(req.server);
     const volume = await this.resolveVolume(req.volume);
     const workflowId = attachWorkflowId(instance.uuid, volume.id);
+    // A plain refusal needs no workflow run, unless this very attach is in flight (then the request joins it).
+    const refusal = attachRefusal(instance, volume, await liveBdm(this.deps.db, instance.uuid, volume.id), {
+      device: req.device ?? null,
+      tag: req.tag ?? null,
+    });
+    if (refusal && !(await this.isRunning(workflowId))) throw refusal;
     const startWorkflowOperation = new WithStartWorkflowOperation<typeof attachVolume>('attachVolume', {
       workflowId,
       taskQueue: this.deps.config.controlTaskQueue,
