@@ -8,8 +8,9 @@
  *
  * Scope: the live instances (all of them, or with `host` only those whose `host` column is that
  * host); their live volume BDMs; the volumes that have an attachment or a BDM of an instance in
- * scope, or neither attachment nor BDM of any instance (without `host`: every live volume). `libvirt` is taken to be the hypervisor of `host`
- * (without `host`: of every instance that has a host).
+ * scope, or neither attachment nor BDM of any instance (without `host`: every live volume).
+ * `libvirt` is taken to be the hypervisor of `host` (without `host`: of every instance that has a
+ * host).
  *
  * Instance ↔ libvirt (instances with a host that are not shelved_offloaded):
  * - `missing-domain`: libvirt has no domain with the instance's uuid although the instance is not
@@ -68,6 +69,7 @@
  * `stuck-task` is in flight when a workflow of the instance other than attachVolume/detachVolume is active,
  * or its task_state changed between the snapshot and the Temporal lookup. `duplicate-*` findings are
  * never in flight: no saga step creates them.
+ * Visibility queries are also restricted to `TaskQueue = controlTaskQueue` when it is given.
  * A workflow that never ends (a compensation retrying against a host that is gone) keeps its findings
  * in flight for as long as it runs: look for long-running workflows in Temporal for those.
  */
