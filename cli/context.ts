@@ -34,6 +34,12 @@ export class CliContext {
     return this.service;
   }
 
+  /** The raw connections, for commands that look past the service layer (tether check). */
+  async stores(): Promise<{ db: Database; client: Client; blockStorage: ReturnType<typeof createBlockStorage> }> {
+    await this.tether();
+    return { db: this.db!, client: this.client!, blockStorage: createBlockStorage(this.config, this.db!) };
+  }
+
   async close(): Promise<void> {
     await this.client?.connection.close().catch(() => undefined);
     await this.db?.end().catch(() => undefined);

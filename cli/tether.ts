@@ -9,6 +9,8 @@ import { TetherError } from '../src/errors.ts';
 import type { StepProgress } from '../src/domain/steps.ts';
 import type { TetherService } from '../src/service/tether-service.ts';
 import { CliContext } from './context.ts';
+import { LibvirtConnection } from '../src/libvirt/binding.ts';
+import { formatDisagreements, inspectInvariants } from '../src/checker/invariants.ts';
 import { elapsed, table } from './format.ts';
 
 const ctx = new CliContext();
@@ -308,6 +310,41 @@ program
       );
     }),
   );
+
+program
+  .command('check')
+  .description('compare the three stores (BDMs, block storage, libvirt XML) and report every disagreement')
+  .option('--host <host>', 'only instances on this compute host (default: TETHER_COMPUTE_HOST)')
+  .option('--all-hosts', 'every instance (needs this host to reach every libvirt, so only for one-host setups)')
+  .option('--in-flight', 'also list findings explained by an attach or detach still running')
+  .action(async (opts: { host?: string; allHosts?: boolean; inFlight?: boolean }) => {
+    let libvirt: LibvirtConnection | undefined;
+    try {
+      const { db, client, blockStorage } = await ctx.stores();
+      libvirt = await LibvirtConnection.open(ctx.config.libvirtUri);
+      const report = await inspectInvariants({
+        db,
+        blockStorage,
+        libvirt,
+        client,
+        controlTaskQueue: ctx.config.controlTaskQueue,
+        ...(opts.allHosts ? {} : { host: opts.host ?? ctx.config.computeHost }),
+      });
+      print(report, () =>
+        [
+          formatDisagreements(report.disagreements),
+          ...(opts.inFlight && report.inFlight.length ? ['', 'in flight:', formatDisagreements(report.inFlight)] : []),
+        ].join('\n'),
+      );
+      process.exitCode = report.disagreements.length ? 1 : 0;
+    } catch (err) {
+      process.stderr.write(`error: ${(err as Error).message}\n`);
+      process.exitCode = 2;
+    } finally {
+      await libvirt?.close();
+      await ctx.close();
+    }
+  });
 
 program
   .command('attachments')

@@ -63,6 +63,10 @@ describe('tether CLI', () => {
     expect(detached.stdout).toContain('✓ Detach the disk from the libvirt domain and confirm it left');
     expect(detached.stdout.trim().split('\n').at(-1)).toBe('detached');
     expect((await tether('volume', 'list')).stdout).toMatch(/cli-vol\s+available/);
+
+    const check = await tether('check');
+    expect(check).toMatchObject({ code: 0 });
+    expect(check.stdout).toContain('no disagreements');
   });
 
   it('a failed attach exits non-zero with the reason; retry completes it; operations --failed lists it', async () => {
