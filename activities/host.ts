@@ -281,6 +281,24 @@ export function createDomainActivities(deps: { libvirt: LibvirtConnection; memor
       await libvirt.destroyDomain(input.instanceUuid);
     },
 
+    /** The domain's persistent XML (with its attached disks), for a move to another host. */
+    async exportDomain(input: { instanceUuid: string }): Promise<{ xml: string | null }> {
+      if (!(await libvirt.lookupDomain(input.instanceUuid))) return { xml: null };
+      return { xml: await libvirt.getXml(input.instanceUuid, { inactive: true }) };
+    },
+
+    /** Define the domain from its XML on this host (start it when asked); idempotent. */
+    async importDomain(input: { instanceUuid: string; xml: string; start: boolean }): Promise<{ state: string }> {
+      try {
+        let info = await libvirt.lookupDomain(input.instanceUuid);
+        if (!info) info = await libvirt.defineDomain(input.xml);
+        if (input.start && !info.active) await libvirt.startDomain(input.instanceUuid);
+        return { state: (await libvirt.lookupDomain(input.instanceUuid))?.state ?? 'unknown' };
+      } catch (err) {
+        throw libvirtFailure(err, 'SpawnFailed');
+      }
+    },
+
     /** Stop and undefine the domain; idempotent. */
     async destroyDomain(input: { instanceUuid: string }): Promise<void> {
       await libvirt.destroyDomain(input.instanceUuid);

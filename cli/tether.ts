@@ -131,6 +131,18 @@ server
   );
 
 server
+  .command('migrate')
+  .description('move a server to another compute host (its domain, with every attached disk, is defined there)')
+  .argument('<server>', 'server name or UUID')
+  .requiredOption('--host <host>', 'target compute host')
+  .action(
+    action(async (tether, ref: string, opts: { host: string }) => {
+      const s = await tether.migrateServer(ref, opts.host);
+      print(s, () => `${s.name} ${s.uuid} ${s.vmState} on ${s.host}`);
+    }),
+  );
+
+server
   .command('delete')
   .description('delete a server: its volumes are detached, those marked delete-on-termination deleted')
   .argument('<server>', 'server name or UUID')

@@ -58,6 +58,11 @@ export class ComputeAgent {
     });
   }
 
+  /** The worker identity in history names the compute host that ran each step. */
+  private identity(): string {
+    return `compute-agent@${this.o.host} (pid ${process.pid})`;
+  }
+
   /** Task queues served right now (the host queue first). */
   servedQueues(): string[] {
     return [hostTaskQueue(this.o.host), ...[...this.instanceWorkers.keys()].map(instanceTaskQueue)];
@@ -68,6 +73,7 @@ export class ComputeAgent {
       connection: this.o.connection,
       namespace: this.o.namespace,
       taskQueue: hostTaskQueue(this.o.host),
+      identity: this.identity(),
       activities: createDomainActivities({ libvirt: this.o.libvirt }),
       maxConcurrentActivityTaskExecutions: 4,
     });
@@ -115,6 +121,7 @@ export class ComputeAgent {
         connection: this.o.connection,
         namespace: this.o.namespace,
         taskQueue: queue,
+        identity: this.identity(),
         activities: this.hostActivities,
         // One host step at a time per instance: Nova's synchronized(instance.uuid), but durable.
         maxConcurrentActivityTaskExecutions: 1,

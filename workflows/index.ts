@@ -2,4 +2,4 @@
 export { attachVolume } from './attach-volume.ts';
 export { detachVolume } from './detach-volume.ts';
 export { createServer } from './create-server.ts';
-export { shelveServer, shelveOffloadServer, unshelveServer, deleteServer } from './server-lifecycle.ts';
+export { shelveServer, shelveOffloadServer, unshelveServer, deleteServer, migrateServer } from './server-lifecycle.ts';

@@ -3,7 +3,7 @@
  * Each takes the instance's task_state first (so attaches and detaches are refused meanwhile, as in
  * Nova) and gives it back at the end, also on failure.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
 import type { DomainActivities } from '../activities/host.ts';
 import type { VmState } from '../src/domain/types.ts';
 import { hostTaskQueue } from '../src/domain/task-queues.ts';
@@ -21,6 +21,14 @@ function domains(host: string) {
     scheduleToCloseTimeout: '5m',
     startToCloseTimeout: '60s',
     retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 5 },
+  });
+}
+
+function domainsMustFinish(host: string) {
+  return proxyActivities<DomainActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '60s',
+    retry: { initialInterval: '1s', maximumInterval: '60s' },
   });
 }
 
@@ -100,5 +108,35 @@ export async function deleteServer(input: ServerActionInput): Promise<{ deletedV
     }
     await controlMustFinishActivities.markInstanceDeleted({ instanceUuid: input.instanceUuid });
     return { deletedVolumes };
+  });
+}
+
+/**
+ * Moves the instance to another compute host (a cold move: the domain's persistent XML, with every
+ * attached disk, is defined on the target). Attaches and detaches in flight finish first; new ones
+ * are refused while the task runs. Its queue `instance-<uuid>` follows it: the target's agent
+ * serves it once the database says the instance lives there.
+ */
+export async function migrateServer(input: ServerActionInput & { targetHost: string; vmState: VmState }): Promise<{ host: string }> {
+  const source = input.host;
+  if (!source) throw ApplicationFailure.nonRetryable(`Instance ${input.instanceUuid} has no host to move from`, 'InstanceInvalidState');
+  return withInstanceTask(input, 'migrating', ['active', 'paused', 'stopped'], input.vmState, async () => {
+    await ordering.awaitInstanceOperations({ instanceUuid: input.instanceUuid });
+    if (input.targetHost === source) return { host: source };
+    const { xml } = await domains(source).exportDomain({ instanceUuid: input.instanceUuid });
+    if (!xml) throw ApplicationFailure.nonRetryable(`Domain of instance ${input.instanceUuid} is not defined on ${source}`, 'SpawnFailed');
+    const start = input.vmState === 'active' || input.vmState === 'paused';
+    await domains(source).destroyDomain({ instanceUuid: input.instanceUuid });
+    try {
+      await control.setInstanceHost({ instanceUuid: input.instanceUuid, host: input.targetHost });
+      await domains(input.targetHost).importDomain({ instanceUuid: input.instanceUuid, xml, start });
+    } catch (err) {
+      // The target could not take it: the domain goes back where it was.
+      await controlMustFinishActivities.setInstanceHost({ instanceUuid: input.instanceUuid, host: source });
+      await domainsMustFinish(source).importDomain({ instanceUuid: input.instanceUuid, xml, start });
+      throw err;
+    }
+    await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: input.vmState });
+    return { host: input.targetHost };
   });
 }

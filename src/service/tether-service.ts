@@ -100,7 +100,7 @@ export class TetherService {
 
   /** Runs one server action workflow (shelve, shelve-offload, unshelve, delete) and waits for it. */
   private async serverAction<R>(
-    workflowType: 'shelveServer' | 'shelveOffloadServer' | 'unshelveServer' | 'deleteServer',
+    workflowType: 'shelveServer' | 'shelveOffloadServer' | 'unshelveServer' | 'deleteServer' | 'migrateServer',
     server: string,
     extra: (instance: Instance) => Record<string, unknown> = () => ({}),
   ): Promise<{ instance: Instance; result: R }> {
@@ -146,6 +146,13 @@ export class TetherService {
   async deleteServer(server: string): Promise<{ instance: Instance; deletedVolumes: string[] }> {
     const { instance, result } = await this.serverAction<{ deletedVolumes: string[] }>('deleteServer', server);
     return { instance, deletedVolumes: result.deletedVolumes };
+  }
+
+  /** Move the server to another compute host; attaches in flight finish first. */
+  async migrateServer(server: string, targetHost: string): Promise<Instance> {
+    if (!targetHost) throw new TetherError('InvalidInput', 'A target host is required.');
+    const { instance } = await this.serverAction('migrateServer', server, (i) => ({ targetHost, vmState: i.vmState }));
+    return this.resolveServer(instance.uuid);
   }
 
   // ---- volumes ----
