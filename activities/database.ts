@@ -7,22 +7,14 @@ import type { Database } from '../src/db/database.ts';
 import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
 import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, softDeleteBdm, updateBdm } from '../src/db/block-device-mappings.ts';
-import type { DiskBus, VmState } from '../src/domain/types.ts';
+import type { AttachRequest, DiskBus, VmState } from '../src/domain/types.ts';
 import { attachRefusal } from '../src/domain/attach-rules.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { FaultInjector } from '../src/faults.ts';
 import { businessFailure, rethrowAsFailure } from './failures.ts';
 
-export interface AttachRequest {
-  instanceUuid: string;
-  volumeId: string;
-  device: string | null;
-  tag: string | null;
-  deleteOnTermination: boolean;
-  diskBus: string | null;
-  deviceType: string | null;
-}
+export type { AttachRequest };
 
 export interface ValidatedAttach {
   instanceUuid: string;

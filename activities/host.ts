@@ -12,7 +12,7 @@ import { getInstance } from '../src/db/instances.ts';
 import { bdmConnectionInfo, getLiveBdmByUuid, insertVolumeBdm, liveBdm, liveBdmsOfInstance } from '../src/db/block-device-mappings.ts';
 import { busForDevice, nextDeviceName, stripDev } from '../src/domain/device-names.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
-import type { DiskBus, HostConnector } from '../src/domain/types.ts';
+import type { AttachRequest, DiskBus, HostConnector } from '../src/domain/types.ts';
 import { hostConnector } from '../src/host/connector.ts';
 import { diskBySerial, diskElements } from '../src/host/domain-disks.ts';
 import { LibvirtError, type LibvirtConnection } from '../src/libvirt/binding.ts';
@@ -40,16 +40,10 @@ function libvirtFailure(err: unknown, type: 'DiskAttachFailed' | 'DiskDetachFail
   return err;
 }
 
-export interface ReserveDeviceInput {
+export interface ReserveDeviceInput extends AttachRequest {
+  /** Chosen by the workflow, so that a retried or repeated reservation finds its own BDM. */
   bdmUuid: string;
   operationId: string;
-  instanceUuid: string;
-  volumeId: string;
-  device: string | null;
-  tag: string | null;
-  deleteOnTermination: boolean;
-  diskBus: string | null;
-  deviceType: string | null;
 }
 
 export interface DetachDiskOptions {

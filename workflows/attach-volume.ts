@@ -21,7 +21,7 @@ import {
   uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { AttachRequest } from '../activities/database.ts';
+import type { AttachRequest } from '../src/domain/types.ts';
 import { ATTACH_STEPS, COMPENSATION_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
 import { TetherState } from '../src/temporal/search-attributes.ts';
 import { control, controlMustFinishActivities as controlUndo, hostActivities, ordering } from './activity-options.ts';
@@ -78,10 +78,11 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
   });
   setState('attaching');
 
-  /** Nova's local attach: a BDM with no device name (chosen at unshelve), the volume reserved, no host asked. */
-  async function attachToShelvedOffloaded(bdmUuid: string): Promise<AttachResult> {
+  const destroyBdmOnFailure = (bdmUuid: string) =>
     saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid }) });
-    await saga.step('createBdm', ATTACH_STEPS.createShelvedBdm, () => control.createShelvedBdm({ ...input, bdmUuid, operationId }));
+
+  /** Reserve the volume (its compensation first), then record the reservation the POST answers with. */
+  async function reserveVolume(bdmUuid: string, device: string | null): Promise<AttachReservation> {
     saga.addCompensation({
       step: 'deleteAttachment',
       description: COMPENSATION_STEPS.deleteAttachment,
@@ -90,10 +91,26 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
     const { attachmentId } = await saga.step('reserveVolume', ATTACH_STEPS.reserveVolume, () =>
       control.reserveVolume({ bdmUuid, volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
     );
-    reservation = { bdmUuid, device: null, attachmentId, instanceUuid: input.instanceUuid, volumeId: input.volumeId, tag: null, deleteOnTermination: input.deleteOnTermination };
+    reservation = {
+      bdmUuid,
+      device,
+      attachmentId,
+      instanceUuid: input.instanceUuid,
+      volumeId: input.volumeId,
+      tag: input.tag,
+      deleteOnTermination: input.deleteOnTermination,
+    };
+    return reservation;
+  }
+
+  /** Nova's local attach: a BDM with no device name (chosen at unshelve), the volume reserved, no host asked. */
+  async function attachToShelvedOffloaded(bdmUuid: string): Promise<AttachResult> {
+    destroyBdmOnFailure(bdmUuid);
+    await saga.step('createBdm', ATTACH_STEPS.createShelvedBdm, () => control.createShelvedBdm({ ...input, bdmUuid, operationId }));
+    const reserved = await reserveVolume(bdmUuid, null);
     setState('attached');
     await condition(allHandlersFinished);
-    return { ...reservation, hostAttached: false };
+    return { ...reserved, hostAttached: false };
   }
 
   try {
@@ -109,28 +126,12 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
     if (validated.shelvedOffloaded) return await attachToShelvedOffloaded(bdmUuid);
 
     const host = hostActivities(input.instanceUuid);
-    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid }) });
+    destroyBdmOnFailure(bdmUuid);
     const bdm = await saga.step('reserveDeviceName', ATTACH_STEPS.reserveDeviceName, () =>
       host.forward.reserveDeviceName({ ...input, bdmUuid, operationId }),
     );
-
-    saga.addCompensation({
-      step: 'deleteAttachment',
-      description: COMPENSATION_STEPS.deleteAttachment,
-      run: () => controlUndo.deleteAttachment({ volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
-    });
-    const { attachmentId } = await saga.step('reserveVolume', ATTACH_STEPS.reserveVolume, () =>
-      control.reserveVolume({ bdmUuid, volumeId: input.volumeId, instanceUuid: input.instanceUuid }),
-    );
-    reservation = {
-      bdmUuid,
-      device: bdm.deviceName,
-      attachmentId,
-      instanceUuid: input.instanceUuid,
-      volumeId: input.volumeId,
-      tag: input.tag,
-      deleteOnTermination: input.deleteOnTermination,
-    };
+    const reserved = await reserveVolume(bdmUuid, bdm.deviceName);
+    const { attachmentId } = reserved;
 
     const connector = await saga.step('getHostConnector', ATTACH_STEPS.getHostConnector, () => host.forward.getHostConnector());
     await saga.step('initializeConnection', ATTACH_STEPS.initializeConnection, () =>
@@ -152,7 +153,7 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
 
     setState('attached');
     await condition(allHandlersFinished);
-    return { ...reservation, hostAttached: true };
+    return { ...reserved, hostAttached: true };
   } catch (err) {
     const root = rootApplicationFailure(err);
     const type = root?.type ?? 'AttachFailed';

@@ -108,3 +108,14 @@ export interface ConnectionInfo {
   /** A multiattach volume becomes a shareable disk. */
   multiattach?: boolean;
 }
+
+/** What an attach asks for (the AttachVolume workflow's input). */
+export interface AttachRequest {
+  instanceUuid: string;
+  volumeId: string;
+  device: string | null;
+  tag: string | null;
+  deleteOnTermination: boolean;
+  diskBus: string | null;
+  deviceType: string | null;
+}
