@@ -15,6 +15,7 @@ import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
 import type { AttachRequest, DiskBus, HostConnector } from '../src/domain/types.ts';
 import { hostConnector } from '../src/host/connector.ts';
 import { diskBySerial, diskElements } from '../src/host/domain-disks.ts';
+import { authSecretUuid, ensureAuthSecret } from '../src/host/disk-secrets.ts';
 import { LibvirtError, type LibvirtConnection } from '../src/libvirt/binding.ts';
 import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
 import { buildDomainXml } from '../src/libvirt/domain-xml.ts';
@@ -184,12 +185,14 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
         const needConfig = !(await present(false));
         const needLive = info.active && !(await present(true));
         if (needConfig || needLive) {
+          const authSecretUuid = await ensureAuthSecret(libvirt, input.volumeId, connectionInfo);
           const xml = buildDiskXml({
             connectionInfo,
             targetDev: target,
             bus: bdm.diskBus ?? 'scsi',
             deviceType: (bdm.deviceType as 'disk' | 'cdrom' | 'lun' | null) ?? 'disk',
             serial: input.volumeId,
+            ...(authSecretUuid ? { authSecretUuid } : {}),
           });
           await libvirt.attachDevice(input.instanceUuid, xml, { config: needConfig, live: needLive });
         }
@@ -244,6 +247,7 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
             }
           }
         }
+        await libvirt.undefineSecret(authSecretUuid(input.volumeId));
         faults.check('detachDisk', 'after');
         return { removed };
       } catch (err) {

@@ -1,0 +1,154 @@
+/**
+ * The compute host's activities in isolation (MockActivityEnvironment): a real PostgreSQL, a fake
+ * libvirt that records what it is asked, so the storage-secret path (CHAP over iSCSI) and the
+ * idempotency of the device reservation can be checked without an iSCSI target.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import pg from 'pg';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createHostActivities } from '../activities/host.ts';
+import { createDatabase, type Database } from '../src/db/database.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { insertInstance, setInstanceState } from '../src/db/instances.ts';
+import { insertVolumeBdm, updateBdm } from '../src/db/block-device-mappings.ts';
+import { FaultInjector } from '../src/faults.ts';
+import { authSecretUuid } from '../src/host/disk-secrets.ts';
+import type { LibvirtConnection } from '../src/libvirt/binding.ts';
+
+/** Just enough of libvirt: one running domain whose disks are kept as XML elements. */
+class FakeLibvirt {
+  disks: string[] = [];
+  secrets = new Map<string, { xml: string; value: string }>();
+  undefinedSecrets: string[] = [];
+  async lookupDomain(uuid: string) {
+    return { uuid, name: 'fake', state: 'running' as const, active: true, persistent: true };
+  }
+  async getXml() {
+    return `<domain><devices>${this.disks.join('')}</devices></domain>`;
+  }
+  async attachDevice(_uuid: string, xml: string) {
+    this.disks.push(xml);
+  }
+  async detachDevice(_uuid: string, xml: string) {
+    this.disks = this.disks.filter((d) => !d.includes(xml));
+  }
+  async defineSecret(xml: string, value: Buffer) {
+    const uuid = /<uuid>([^<]+)<\/uuid>/.exec(xml)![1]!;
+    this.secrets.set(uuid, { xml, value: value.toString('utf8') });
+    return uuid;
+  }
+  async undefineSecret(uuid: string) {
+    this.undefinedSecrets.push(uuid);
+    this.secrets.delete(uuid);
+  }
+}
+
+let db: Database;
+let dbName: string;
+
+beforeAll(async () => {
+  const adminUrl = inject('databaseAdminUrl');
+  dbName = `tether_unit_${randomUUID().slice(0, 8)}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${dbName}`;
+  await migrate(url.toString());
+  db = createDatabase(url.toString());
+});
+
+afterAll(async () => {
+  await db?.end();
+});
+
+async function instance(): Promise<string> {
+  const uuid = randomUUID();
+  await insertInstance(db, {
+    uuid,
+    name: 'unit',
+    projectId: 'p',
+    host: 'h',
+    availabilityZone: 'nova',
+    libvirtDomain: 'fake',
+    rootDeviceName: '/dev/sda',
+    defaultDiskBus: 'scsi',
+  });
+  await setInstanceState(db, uuid, { vmState: 'active', taskState: null });
+  return uuid;
+}
+
+function activities(libvirt: FakeLibvirt) {
+  return createHostActivities({ db, libvirt: libvirt as unknown as LibvirtConnection, host: 'h', faults: new FaultInjector() });
+}
+
+describe('attachDisk with a CHAP-protected iSCSI volume', () => {
+  it('puts the password in a libvirt secret, only its UUID in the disk XML, and removes the secret on detach', async () => {
+    const libvirt = new FakeLibvirt();
+    const acts = activities(libvirt);
+    const instanceUuid = await instance();
+    const volumeId = randomUUID();
+    const bdmUuid = randomUUID();
+    await insertVolumeBdm(db, { uuid: bdmUuid, instanceUuid, volumeId, deviceName: '/dev/sdb', diskBus: 'scsi', deviceType: 'disk', tag: null, deleteOnTermination: false, operationId: 'op' });
+    await updateBdm(db, bdmUuid, {
+      connectionInfo: {
+        driver_volume_type: 'iscsi',
+        data: {
+          target_portal: '192.0.2.10:3260',
+          target_iqn: 'iqn.2010-10.org.openstack:volume-x',
+          target_lun: 1,
+          auth_method: 'CHAP',
+          auth_username: 'chap-user',
+          auth_password: 's3cr3t-chap-password',
+          access_mode: 'rw',
+        },
+      },
+    });
+    const env = new MockActivityEnvironment();
+    const result = await env.run(acts.attachDisk, { instanceUuid, bdmUuid, volumeId });
+    expect(result).toEqual({ target: 'sdb', live: true });
+    const secretUuid = authSecretUuid(volumeId);
+    expect(libvirt.secrets.get(secretUuid)).toMatchObject({ value: 's3cr3t-chap-password' });
+    expect(libvirt.disks).toHaveLength(1);
+    expect(libvirt.disks[0]).toContain(`uuid='${secretUuid}'`);
+    expect(libvirt.disks[0]).not.toContain('s3cr3t-chap-password');
+
+    // attaching again changes nothing (the disk is found by its serial)
+    await env.run(acts.attachDisk, { instanceUuid, bdmUuid, volumeId });
+    expect(libvirt.disks).toHaveLength(1);
+
+    await env.run(acts.detachDisk, { instanceUuid, volumeId });
+    expect(libvirt.disks).toEqual([]);
+    expect(libvirt.undefinedSecrets).toEqual([secretUuid]);
+  });
+});
+
+describe('reserveDeviceName', () => {
+  it('is idempotent by BDM uuid, refuses a second mapping of the volume and a device in use', async () => {
+    const acts = activities(new FakeLibvirt());
+    const instanceUuid = await instance();
+    const base = { operationId: 'op', instanceUuid, tag: null, deleteOnTermination: false, diskBus: null, deviceType: null };
+    const env = new MockActivityEnvironment();
+    const volumeId = randomUUID();
+    const bdmUuid = randomUUID();
+    const first = await env.run(acts.reserveDeviceName, { ...base, bdmUuid, volumeId, device: null });
+    const again = await env.run(acts.reserveDeviceName, { ...base, bdmUuid, volumeId, device: null });
+    expect(first).toEqual({ bdmUuid, deviceName: '/dev/sdb', diskBus: 'scsi' });
+    expect(again).toEqual(first);
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM block_device_mappings WHERE instance_uuid = $1', [instanceUuid]);
+    expect(rows[0].n).toBe(1);
+
+    await expect(env.run(acts.reserveDeviceName, { ...base, bdmUuid: randomUUID(), volumeId, device: null })).rejects.toMatchObject({
+      type: 'VolumeAlreadyAttached',
+      nonRetryable: true,
+    });
+    await expect(env.run(acts.reserveDeviceName, { ...base, bdmUuid: randomUUID(), volumeId: randomUUID(), device: '/dev/sdb' })).rejects.toMatchObject({
+      type: 'DevicePathInUse',
+    });
+    const virtio = await env.run(acts.reserveDeviceName, { ...base, bdmUuid: randomUUID(), volumeId: randomUUID(), device: '/dev/vdc' });
+    expect(virtio).toMatchObject({ deviceName: '/dev/vdc', diskBus: 'virtio' });
+  });
+});
