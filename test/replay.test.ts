@@ -1,0 +1,78 @@
+/**
+ * Replays recorded workflow histories against today's workflow code: a change that would break
+ * workflows already running in production (non-determinism) fails here.
+ * Re-record after an intended, versioned change: RECORD_HISTORIES=1 npx vitest run test/replay.test.ts
+ */
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { Worker } from '@temporalio/worker';
+import { execFileSync } from 'node:child_process';
+import { loadConfig } from '../src/config.ts';
+import { workflowsPath } from '../workers/control-plane.ts';
+import { startTestStack } from './support/test-stack.ts';
+import { runningServer, volume } from './support/fixtures.ts';
+
+const dir = fileURLToPath(new URL('./histories/', import.meta.url));
+const recording = process.env.RECORD_HISTORIES === '1';
+
+describe.skipIf(recording)('recorded histories replay on the current workflow code', () => {
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  it('has recorded histories to replay', () => {
+    expect(files.length).toBeGreaterThanOrEqual(5);
+  });
+  it.each(files)('%s', async (file) => {
+    const history: unknown = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
+    await Worker.runReplayHistory({ workflowsPath }, history, file);
+  });
+});
+
+describe.runIf(recording)('record histories', () => {
+  it('records one history per kind of run', async () => {
+    const stack = await startTestStack({ detachUnplugWaitMs: 1_000 });
+    try {
+      // The Temporal CLI writes histories in the JSON form that replay reads (and the UI downloads).
+      const save = async (name: string, handle: { workflowId: string }) => {
+        const json = execFileSync(loadConfig().temporalBinary, ['workflow', 'show', '--address', stack.temporalAddress, '--workflow-id', handle.workflowId, '--output', 'json']);
+        writeFileSync(path.join(dir, `${name}.json`), json);
+      };
+      const vm = await runningServer(stack, 'replay-vm');
+      const ok = await volume(stack, 'replay-ok');
+      const attached = await stack.service.attachVolume({ server: vm.uuid, volume: ok.id, tag: 'data' });
+      await stack.service.awaitAttach(attached.handle);
+      await save('attach-succeeded', attached.handle);
+
+      const detached = await stack.service.detachVolume({ server: vm.uuid, volume: ok.id });
+      await stack.service.awaitDetach(detached.handle);
+      await save('detach-succeeded', detached.handle);
+
+      const bad = await volume(stack, 'replay-fail');
+      stack.faults.inject('attachDisk', 'after', { times: 1 });
+      const failed = await stack.service.attachVolume({ server: vm.uuid, volume: bad.id });
+      await stack.service.awaitAttach(failed.handle).catch(() => undefined);
+      stack.faults.clear();
+      await save('attach-rolled-back', failed.handle);
+
+      await stack.service.awaitAttach((await stack.service.attachVolume({ server: vm.uuid, volume: bad.id })).handle);
+      stack.faults.inject('detachDisk', 'after', { times: 1 });
+      const detachFailed = await stack.service.detachVolume({ server: vm.uuid, volume: bad.id });
+      await stack.service.awaitDetach(detachFailed.handle).catch(() => undefined);
+      stack.faults.clear();
+      await save('detach-rolled-back', detachFailed.handle);
+
+      await stack.service.shelveServer(vm.uuid);
+      await stack.service.shelveOffloadServer(vm.uuid);
+      const shelved = await volume(stack, 'replay-shelved');
+      const offloadedAttach = await stack.service.attachVolume({ server: vm.uuid, volume: shelved.id });
+      await stack.service.awaitAttach(offloadedAttach.handle);
+      await save('attach-shelved-offloaded', offloadedAttach.handle);
+      await stack.service.unshelveServer(vm.uuid);
+      await save('unshelve', stack.client.workflow.getHandle(`unshelveServer-${vm.uuid}`));
+      await stack.service.deleteServer(vm.uuid);
+      await save('delete-server', stack.client.workflow.getHandle(`deleteServer-${vm.uuid}`));
+    } finally {
+      await stack.stop();
+    }
+  }, 300_000);
+});
