@@ -215,12 +215,15 @@ describe.skipIf(!hasCompose)(`docker-compose.yml${hasCompose ? '' : ' (skipped: 
     expect(readFileSync(path.join(projectRoot, 'deploy/temporal/setup-namespace.sh'), 'utf8')).toContain('temporal operator search-attribute create');
   });
 
-  it('serves the UI on 8080 with a codec endpoint line ready', () => {
+  it('serves the UI on 8080, decoding through the codec server when TEMPORAL_CODEC_ENDPOINT is set', () => {
     const ui = service('temporal-ui');
     expect(ui.image).toMatch(/^temporalio\/ui:/);
     expect(ui.environment?.TEMPORAL_ADDRESS).toBe('temporal:7233');
     expect(JSON.stringify(ui.ports)).toContain('8080');
-    expect(readFileSync(composeFile, 'utf8')).toMatch(/^\s*# TEMPORAL_CODEC_ENDPOINT:/m);
+    expect(ui.environment).toHaveProperty('TEMPORAL_CODEC_ENDPOINT');
+    const codec = service('tether-codec-server');
+    expect(codec.command).toEqual(['node', '--import', 'tsx', 'workers/codec-server.ts']);
+    expect(codec.environment).toHaveProperty('TETHER_CODEC_TOKEN');
   });
 
   it('mounts only files that exist in the repository', () => {

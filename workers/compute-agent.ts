@@ -18,6 +18,11 @@ import { listInstances } from '../src/db/instances.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 import { FaultInjector } from '../src/faults.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
+import { activityMetricsInterceptor } from '../src/metrics/worker-options.ts';
+import { startMetricsFromEnv } from '../src/metrics/http.ts';
+import { installSdkMetrics } from '../src/metrics/sdk-metrics.ts';
+import { registerComputeAgentMetrics } from '../src/metrics/compute-agent-metrics.ts';
+import { codecDataConverter } from '../src/security/codec-config.ts';
 
 export interface ComputeAgentOptions {
   connection: NativeConnection;
@@ -74,6 +79,8 @@ export class ComputeAgent {
       namespace: this.o.namespace,
       taskQueue: hostTaskQueue(this.o.host),
       identity: this.identity(),
+      dataConverter: codecDataConverter(),
+      interceptors: { activity: [activityMetricsInterceptor] },
       activities: createDomainActivities({ libvirt: this.o.libvirt }),
       maxConcurrentActivityTaskExecutions: 4,
     });
@@ -122,6 +129,8 @@ export class ComputeAgent {
         namespace: this.o.namespace,
         taskQueue: queue,
         identity: this.identity(),
+        dataConverter: codecDataConverter(),
+        interceptors: { activity: [activityMetricsInterceptor] },
         activities: this.hostActivities,
         // One host step at a time per instance: Nova's synchronized(instance.uuid), but durable.
         maxConcurrentActivityTaskExecutions: 1,
@@ -159,6 +168,9 @@ export class ComputeAgent {
 async function main(): Promise<void> {
   const { runProcess } = await import('./process.ts');
   await runProcess('compute-agent', async (ctx) => {
+    installSdkMetrics(ctx.log);
+    const metrics = await startMetricsFromEnv(ctx.log);
+    if (metrics) ctx.onShutdown(() => metrics.close());
     const libvirt = await LibvirtConnection.open(ctx.config.libvirtUri);
     const agent = new ComputeAgent({
       connection: await ctx.workerConnection(),
@@ -178,6 +190,13 @@ async function main(): Promise<void> {
       stopped();
     });
     await agent.start();
+    const unregisterMetrics = registerComputeAgentMetrics({
+      host: ctx.config.computeHost,
+      servedQueues: () => agent.servedQueues(),
+      workflowService: (await ctx.workerConnection()).workflowService,
+      namespace: ctx.config.temporalNamespace,
+    });
+    ctx.onShutdown(async () => unregisterMetrics());
     ctx.log.info({ host: ctx.config.computeHost, libvirt: ctx.config.libvirtUri, queues: agent.servedQueues().length }, 'compute agent ready');
     await done;
   });

@@ -12,6 +12,10 @@ import type { Client } from '@temporalio/client';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { Database } from '../src/db/database.ts';
 import { FaultInjector } from '../src/faults.ts';
+import { activityMetricsInterceptor, metricsSinks, workflowMetricsInterceptorsPath } from '../src/metrics/worker-options.ts';
+import { startMetricsFromEnv } from '../src/metrics/http.ts';
+import { installSdkMetrics } from '../src/metrics/sdk-metrics.ts';
+import { codecDataConverter } from '../src/security/codec-config.ts';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -35,7 +39,10 @@ export async function createControlPlaneWorker(o: ControlPlaneWorkerOptions): Pr
     connection: o.connection,
     namespace: o.namespace,
     taskQueue: o.taskQueue,
+    dataConverter: codecDataConverter(),
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath }),
+    interceptors: { activity: [activityMetricsInterceptor], workflowModules: [workflowMetricsInterceptorsPath] },
+    sinks: metricsSinks(),
     activities: {
       ...createDatabaseActivities(deps),
       ...createVolumeServiceActivities(deps),
@@ -47,6 +54,9 @@ export async function createControlPlaneWorker(o: ControlPlaneWorkerOptions): Pr
 async function main(): Promise<void> {
   const { runProcess } = await import('./process.ts');
   await runProcess('control-plane', async (ctx) => {
+    installSdkMetrics(ctx.log);
+    const metrics = await startMetricsFromEnv(ctx.log);
+    if (metrics) ctx.onShutdown(() => metrics.close());
     const worker = await createControlPlaneWorker({
       connection: await ctx.workerConnection(),
       client: await ctx.client(),

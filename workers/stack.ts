@@ -13,12 +13,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporalConnectionOptions } from '../src/temporal/client.ts';
 import { loadConfig, projectRoot } from '../src/config.ts';
+import { loadCodecServerSettings } from '../src/security/codec-config.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { ensureLibvirtd } from '../src/stack/libvirtd.ts';
 import { startEmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
 import { ensureSearchAttributes, startTemporalDevServer } from '../src/stack/temporal-dev-server.ts';
 
 const config = loadConfig();
+// A bad TETHER_CODEC_KEYS fails here, at start, rather than in every process.
+const codec = loadCodecServerSettings();
+const codecUrl = codec.keys ? `http://127.0.0.1:${codec.port}` : undefined;
 const logDir = path.join(config.dataDir, 'logs');
 const stops: Array<{ name: string; stop: () => Promise<void> }> = [];
 const children = new Map<string, ChildProcess>();
@@ -137,6 +141,7 @@ async function main(): Promise<void> {
         dbFile: path.join(config.dataDir, 'temporal.sqlite'),
         namespace: config.temporalNamespace,
         logFile: path.join(logDir, 'temporal.log'),
+        ...(codecUrl ? { uiCodecEndpoint: codecUrl } : {}),
       }),
     );
     uiUrl = temporal.uiUrl;
@@ -153,9 +158,16 @@ async function main(): Promise<void> {
     TETHER_VOLUME_DIR: config.volumeDir,
     UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16',
   };
-  supervise('control-plane', 'control-plane.ts', env);
-  supervise('compute-agent', 'compute-agent.ts', env);
+  // Worker metrics (when TETHER_METRICS_PORT / TETHER_SDK_METRICS_PORT are set): one port per process.
+  const port = (base: string | undefined, offset: number) => (base ? String(Number(base) + offset) : '');
+  const metricsEnv = (offset: number) => ({
+    TETHER_METRICS_PORT: port(process.env.TETHER_METRICS_PORT, offset),
+    TETHER_SDK_METRICS_PORT: port(process.env.TETHER_SDK_METRICS_PORT, offset),
+  });
+  supervise('control-plane', 'control-plane.ts', { ...env, ...metricsEnv(0) });
+  supervise('compute-agent', 'compute-agent.ts', { ...env, ...metricsEnv(1) });
   supervise('api-server', 'api-server.ts', env);
+  if (codecUrl) supervise('codec-server', 'codec-server.ts', env);
   const api = `http://${config.apiHost}:${config.apiPort}`;
   await timed('control-plane worker, compute agent and API ready', () => waitForHealth(`${api}/healthz`, 120_000));
 
@@ -164,6 +176,7 @@ async function main(): Promise<void> {
   say(`  API (Nova-compatible):  ${api}/v2.1   (block storage: ${api}/v3)`);
   if (uiUrl) say(`  Temporal UI:            ${uiUrl}`);
   say(`  Temporal frontend:      ${config.temporalAddress}`);
+  if (codecUrl) say(`  Codec server:           ${codecUrl} (Authorization: Bearer $TETHER_CODEC_TOKEN)`);
   say(`  Logs:                   ${logDir}`);
   say('');
   say('Try:  npx tether server create vm1 && npx tether volume create v1 --size 1 && npx tether attach vm1 v1');

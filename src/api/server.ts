@@ -18,6 +18,7 @@ import { healthRoutes } from './routes/health.ts';
 import { serverRoutes } from './routes/servers.ts';
 import { versionRoutes } from './routes/versions.ts';
 import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
+import { metricsRoutes } from '../metrics/api-plugin.ts';
 
 export interface ApiDeps {
   service: TetherService;
@@ -75,6 +76,7 @@ export async function buildApiServer(deps: ApiDeps) {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   await app.register(healthRoutes, { db: deps.db, client: deps.client, controlTaskQueue: deps.config.controlTaskQueue, computeHost: deps.config.computeHost });
+  await app.register(metricsRoutes, { client: deps.client, controlTaskQueue: deps.config.controlTaskQueue });
   await app.register(versionRoutes);
   for (const projectScoped of [false, true]) {
     const scope = { service: deps.service, projectScoped };

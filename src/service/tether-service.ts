@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
+import { valueFromRawPayload } from '../security/decode.ts';
 import { TetherError } from '../errors.ts';
 import type { TetherConfig } from '../config.ts';
 import type { Database } from '../db/database.ts';
@@ -436,5 +436,6 @@ async function firstRunInput<T>(handle: WorkflowHandle): Promise<T | null> {
   const history = await handle.fetchHistory();
   const payloads = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads;
   if (!payloads?.[0]) return null;
-  return defaultPayloadConverter.fromPayload<T>(payloads[0]);
+  // through the client's codecs: with TETHER_CODEC_KEYS set, history holds ciphertext
+  return valueFromRawPayload<T>(handle.client, payloads[0]);
 }

@@ -33,6 +33,8 @@ export interface TemporalDevServer {
 
 export interface StartTemporalDevServerOptions {
   binary: string;
+  /** Codec server the Temporal UI asks to decode payloads (--ui-codec-endpoint). */
+  uiCodecEndpoint?: string;
   port: number;
   /** Web UI port; omit to run headless. */
   uiPort?: number;
@@ -93,6 +95,7 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
   if (o.uiPort === undefined) args.push('--headless');
   else args.push('--ui-port', String(o.uiPort));
   if (o.namespace !== undefined && o.namespace !== 'default') args.push('--namespace', o.namespace);
+  if (o.uiCodecEndpoint) args.push('--ui-codec-endpoint', o.uiCodecEndpoint);
   for (const [key, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${key}=${type}`);
   for (const [key, value] of Object.entries(DYNAMIC_CONFIG)) args.push('--dynamic-config-value', `${key}=${value}`);
   let pidFile: string | undefined;

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import type { TemporalTlsSettings, TetherConfig } from '../config.ts';
+import { codecDataConverter } from '../security/codec-config.ts';
 
 /** What both `Connection.connect` (client) and `NativeConnection.connect` (worker) accept. */
 export interface TemporalConnectionOptions {
@@ -56,7 +57,7 @@ export function temporalConnectionOptions(config: TemporalConnectionConfig, read
 
 export async function connectClient(config: TemporalConnectionConfig & Pick<TetherConfig, 'temporalNamespace'>): Promise<Client> {
   const connection = await Connection.connect(temporalConnectionOptions(config));
-  return new Client({ connection, namespace: config.temporalNamespace });
+  return new Client({ connection, namespace: config.temporalNamespace, dataConverter: codecDataConverter() });
 }
 
 export async function connectWorker(config: TemporalConnectionConfig): Promise<NativeConnection> {

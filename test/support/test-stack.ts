@@ -17,15 +17,17 @@ import { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { FaultInjector } from '../../src/faults.ts';
 import { TetherService } from '../../src/service/tether-service.ts';
 import { createControlPlaneWorker, workflowsPath } from '../../workers/control-plane.ts';
+import { workflowMetricsInterceptorsPath } from '../../src/metrics/worker-options.ts';
 import { ComputeAgent } from '../../workers/compute-agent.ts';
 import { listInstances } from '../../src/db/instances.ts';
+import { codecDataConverter } from '../../src/security/codec-config.ts';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 let runtimeInstalled = false;
 
 /** Bundles the workflows once per test file. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath, logger: { log: () => undefined, info: () => undefined, warn: () => undefined, error: console.error, debug: () => undefined, trace: () => undefined } });
+  bundle ??= bundleWorkflowCode({ workflowsPath, workflowInterceptorModules: [workflowMetricsInterceptorsPath], logger: { log: () => undefined, info: () => undefined, warn: () => undefined, error: console.error, debug: () => undefined, trace: () => undefined } });
   return bundle;
 }
 
@@ -76,7 +78,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
   const faults = new FaultInjector();
 
   const clientConnection = await Connection.connect({ address: temporalAddress });
-  const client = new Client({ connection: clientConnection, namespace: 'default' });
+  const client = new Client({ connection: clientConnection, namespace: 'default', dataConverter: codecDataConverter() });
   const workerConnection = await NativeConnection.connect({ address: temporalAddress });
   const controlTaskQueue = `control-${id}`;
   const host = `test-host-${id}`;
