@@ -2,7 +2,7 @@
 import type { Client } from '@temporalio/client';
 import { loadConfig, type TetherConfig } from '../src/config.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
-import { createBlockStorage } from '../src/blockstorage/index.ts';
+import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { connectClient } from '../src/temporal/client.ts';
 import { TetherService } from '../src/service/tether-service.ts';
 
@@ -28,16 +28,16 @@ export class CliContext {
     this.service = new TetherService({
       db: this.db,
       client: this.client,
-      blockStorage: createBlockStorage(this.config, this.db),
+      blockStorage: createConfiguredBlockStorage(this.config, this.db),
       config: this.config,
     });
     return this.service;
   }
 
   /** The raw connections, for commands that look past the service layer (tether check). */
-  async stores(): Promise<{ db: Database; client: Client; blockStorage: ReturnType<typeof createBlockStorage> }> {
+  async stores(): Promise<{ db: Database; client: Client; blockStorage: ConfiguredBlockStorage }> {
     await this.tether();
-    return { db: this.db!, client: this.client!, blockStorage: createBlockStorage(this.config, this.db!) };
+    return { db: this.db!, client: this.client!, blockStorage: createConfiguredBlockStorage(this.config, this.db!) };
   }
 
   async close(): Promise<void> {

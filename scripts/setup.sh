@@ -10,6 +10,8 @@ PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients
   python3-openstackclient python3-novaclient python3-openstacksdk python3-cinderclient
   docker-compose
+  # a real Cinder for test/cinder.test.ts (started by the test itself, never as a service)
+  cinder-api cinder-scheduler cinder-volume python3-pymysql
 )
 
 SUDO=()

@@ -11,6 +11,8 @@ export const ERROR_STATUS = {
   InvalidInput: 400,
   VolumeNotAvailable: 400,
   VolumeAlreadyAttached: 400,
+  /** The block storage refused: over quota (Cinder's 413). */
+  OverQuota: 413,
   AvailabilityZoneMismatch: 400,
   RootDeviceDetach: 400,
   TaggedAttachToShelvedNotSupported: 400,

@@ -13,11 +13,12 @@ async function main(): Promise<void> {
   await runProcess('api', async (ctx) => {
     const client = await connectClient(ctx.config);
     try {
-      const service = new TetherService({ db: ctx.db(), client, blockStorage: ctx.blockStorage(), config: ctx.config });
-      const app = await buildApiServer({ service, db: ctx.db(), client, config: ctx.config, logger: ctx.log });
+      const blockStorage = ctx.blockStorage();
+      const service = new TetherService({ db: ctx.db(), client, blockStorage, config: ctx.config });
+      const app = await buildApiServer({ service, db: ctx.db(), client, config: ctx.config, logger: ctx.log, blockStorageApi: blockStorage.kind === 'local' });
       const closed = new Promise<void>((resolve) => ctx.onShutdown(async () => resolve(await app.close())));
       const url = await app.listen({ host: ctx.config.apiHost, port: ctx.config.apiPort });
-      ctx.log.info({ url, compute: `${url}/v2.1`, blockStorage: `${url}/v3` }, 'API listening');
+      ctx.log.info({ url, compute: `${url}/v2.1`, blockStorage: blockStorage.kind === 'local' ? `${url}/v3` : `cinder (${process.env.CINDER_ENDPOINT ?? 'from the Keystone catalog'})` }, 'API listening');
       await closed;
     } finally {
       await client.connection.close();

@@ -12,6 +12,7 @@ import type { Client } from '@temporalio/client';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { Database } from '../src/db/database.ts';
 import { FaultInjector } from '../src/faults.ts';
+import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
 import { activityMetricsInterceptor, metricsSinks, workflowMetricsInterceptorsPath } from '../src/metrics/worker-options.ts';
 import { startMetricsFromEnv } from '../src/metrics/http.ts';
 import { installSdkMetrics } from '../src/metrics/sdk-metrics.ts';
@@ -57,13 +58,16 @@ async function main(): Promise<void> {
     installSdkMetrics(ctx.log);
     const metrics = await startMetricsFromEnv(ctx.log);
     if (metrics) ctx.onShutdown(() => metrics.close());
+    const blockStorage = ctx.blockStorage();
+    // Cinder: reachable, and new enough (microversion 3.44)? Fail at start, not at the first attach.
+    if (blockStorage instanceof CinderBlockStorage) ctx.log.info({ microversions: await blockStorage.check() }, 'Cinder reachable');
     const worker = await createControlPlaneWorker({
       connection: await ctx.workerConnection(),
       client: await ctx.client(),
       namespace: ctx.config.temporalNamespace,
       taskQueue: ctx.config.controlTaskQueue,
       db: ctx.db(),
-      blockStorage: ctx.blockStorage(),
+      blockStorage,
       faults: FaultInjector.fromEnv(),
     });
     ctx.log.info({ taskQueue: ctx.config.controlTaskQueue }, 'control-plane worker polling');

@@ -8,8 +8,7 @@ import type { Logger } from 'pino';
 import { loadConfig, type TetherConfig } from '../src/config.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { migrate } from '../src/db/migrate.ts';
-import { createBlockStorage } from '../src/blockstorage/index.ts';
-import type { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
+import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { connectClient, connectWorker } from '../src/temporal/client.ts';
 import { createLogger } from '../src/logger.ts';
 
@@ -17,7 +16,7 @@ export interface ProcessContext {
   config: TetherConfig;
   log: Logger;
   db(): Database;
-  blockStorage(): LocalVolumeService;
+  blockStorage(): ConfiguredBlockStorage;
   workerConnection(): Promise<NativeConnection>;
   client(): Promise<Client>;
   onShutdown(fn: () => Promise<void>): void;
@@ -27,7 +26,7 @@ export async function runProcess(name: string, body: (ctx: ProcessContext) => Pr
   const config = loadConfig();
   const log = createLogger(name, config.logLevel);
   let db: Database | undefined;
-  let blockStorage: LocalVolumeService | undefined;
+  let blockStorage: ConfiguredBlockStorage | undefined;
   let connection: NativeConnection | undefined;
   let client: Client | undefined;
   const shutdownHooks: Array<() => Promise<void>> = [];
@@ -50,7 +49,7 @@ export async function runProcess(name: string, body: (ctx: ProcessContext) => Pr
       return db;
     },
     blockStorage() {
-      blockStorage ??= createBlockStorage(config, ctx.db());
+      blockStorage ??= createConfiguredBlockStorage(config, ctx.db(), { log: log.child({ component: 'cinder' }) });
       return blockStorage;
     },
     async workerConnection() {

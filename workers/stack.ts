@@ -18,6 +18,7 @@ import { migrate } from '../src/db/migrate.ts';
 import { ensureLibvirtd } from '../src/stack/libvirtd.ts';
 import { startEmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
 import { ensureSearchAttributes, startTemporalDevServer } from '../src/stack/temporal-dev-server.ts';
+import { blockStorageKind } from '../src/blockstorage/index.ts';
 
 const config = loadConfig();
 // A bad TETHER_CODEC_KEYS fails here, at start, rather than in every process.
@@ -173,7 +174,8 @@ async function main(): Promise<void> {
 
   say('');
   say(`tether is running.`);
-  say(`  API (Nova-compatible):  ${api}/v2.1   (block storage: ${api}/v3)`);
+  const blockStorage = blockStorageKind() === 'cinder' ? `Cinder at ${process.env.CINDER_ENDPOINT ?? 'the Keystone catalog'}` : `${api}/v3`;
+  say(`  API (Nova-compatible):  ${api}/v2.1   (block storage: ${blockStorage})`);
   if (uiUrl) say(`  Temporal UI:            ${uiUrl}`);
   say(`  Temporal frontend:      ${config.temporalAddress}`);
   if (codecUrl) say(`  Codec server:           ${codecUrl} (Authorization: Bearer $TETHER_CODEC_TOKEN)`);

@@ -28,6 +28,11 @@ export interface ApiDeps {
   config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost'>;
   /** Request logs go here; none when absent. */
   logger?: FastifyBaseLogger;
+  /**
+   * Serve tether's own block-storage API under /v3 (default true). False when the block storage is a
+   * real Cinder: clients then talk to Cinder directly (clouds.yaml block_storage_endpoint_override).
+   */
+  blockStorageApi?: boolean;
 }
 
 /** JSON bodies as fastify parses them, except that an empty one (a DELETE sent with a JSON content type) is no body. */
@@ -77,7 +82,8 @@ export async function buildApiServer(deps: ApiDeps) {
 
   await app.register(healthRoutes, { db: deps.db, client: deps.client, controlTaskQueue: deps.config.controlTaskQueue, computeHost: deps.config.computeHost });
   await app.register(metricsRoutes, { client: deps.client, controlTaskQueue: deps.config.controlTaskQueue });
-  await app.register(versionRoutes);
+  const blockStorageApi = deps.blockStorageApi ?? true;
+  await app.register(versionRoutes, { blockStorage: blockStorageApi });
   for (const projectScoped of [false, true]) {
     const scope = { service: deps.service, projectScoped };
     await app.register(
@@ -88,13 +94,15 @@ export async function buildApiServer(deps: ApiDeps) {
       },
       { prefix: projectScoped ? '/v2.1/:project_id' : '/v2.1' },
     );
-    await app.register(
-      async (volume) => {
-        useMicroversions(volume, VOLUME_VERSIONS);
-        await volume.register(blockStorageRoutes, scope);
-      },
-      { prefix: projectScoped ? '/v3/:project_id' : '/v3' },
-    );
+    if (blockStorageApi) {
+      await app.register(
+        async (volume) => {
+          useMicroversions(volume, VOLUME_VERSIONS);
+          await volume.register(blockStorageRoutes, scope);
+        },
+        { prefix: projectScoped ? '/v3/:project_id' : '/v3' },
+      );
+    }
   }
   await app.ready();
   return app;

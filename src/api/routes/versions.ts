@@ -4,7 +4,7 @@ import { VersionDocument } from '../schemas/common.ts';
 import { baseUrl } from '../views/links.ts';
 import { computeVersion, volumeVersion } from '../views/versions.ts';
 
-export const versionRoutes: FastifyPluginAsyncTypebox = async (app) => {
+export const versionRoutes: FastifyPluginAsyncTypebox<{ blockStorage?: boolean }> = async (app, { blockStorage = true }) => {
   const versions = Type.Object({ versions: Type.Array(VersionDocument) });
 
   app.get('/', { schema: { summary: 'Compute API versions', tags: ['versions'], response: { 200: versions } } }, async (request) => ({
@@ -17,7 +17,7 @@ export const versionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => ({ version: computeVersion(baseUrl(request)) }),
   );
 
-  app.get(
+  if (blockStorage) app.get(
     '/v3',
     { schema: { summary: 'Block storage API v3 (microversions 3.0 to 3.70)', tags: ['versions'], response: { 200: versions } } },
     async (request) => ({ versions: [volumeVersion(baseUrl(request))] }),
