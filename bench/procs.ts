@@ -167,10 +167,24 @@ export function startSampler(groups: ProcGroup[], intervalMs = 1000) {
           processes: Math.max(p.processes, g.processes),
           rssMb: Math.max(p.rssMb, g.rssMb),
           pssMb: Math.max(p.pssMb, g.pssMb),
-          cpuSec: Math.round((g.cpuSec - before) * 100) / 100,
-          cpuCores: wall > 0 ? Math.round(((g.cpuSec - before) / wall) * 100) / 100 : 0,
+          // a process that exits takes its CPU time with it: never report less than nothing
+          cpuSec: Math.round(Math.max(0, g.cpuSec - before) * 100) / 100,
+          cpuCores: wall > 0 ? Math.round((Math.max(0, g.cpuSec - before) / wall) * 100) / 100 : 0,
         };
       });
     },
   };
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores; /proc/stat). */
+export function machineBusySec(): number {
+  const line = (read('/proc/stat') ?? '').split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  const busy = (v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0) + (v[7] ?? 0);
+  return busy / CLK_TCK;
+}
+
+export function loadAverage(): number {
+  return Number((read('/proc/loadavg') ?? '0').split(' ')[0]);
 }

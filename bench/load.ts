@@ -1,0 +1,154 @@
+/**
+ * Closed-loop load: `concurrency` clients, each with its own volume, run attach+detach cycles
+ * back to back; cycle n goes to instance n mod I (round robin), so the load is spread evenly over
+ * the instances. A warm-up of one cycle per client is not counted.
+ */
+import type { Instance, Volume } from '../src/domain/types.ts';
+import type { CycleTiming } from './direct-baseline.ts';
+import { loadAverage, machineBusySec, startSampler, type GroupSample, type ProcGroup } from './procs.ts';
+import { summarize, rounded, type Summary } from './stats.ts';
+
+export type CycleFn = (instance: Instance, volume: Volume) => Promise<CycleTiming>;
+
+export interface CellSpec {
+  mode: string;
+  concurrency: number;
+  instances: Instance[];
+  volumes: Volume[];
+  cycles: number;
+  warmup?: boolean;
+}
+
+export interface CellResult {
+  mode: string;
+  concurrency: number;
+  instances: number;
+  cycles: number;
+  errors: number;
+  firstError?: string;
+  wallMs: number;
+  /** completed cycles per second */
+  throughput: number;
+  cycle: Summary;
+  attach: Summary;
+  reservation: Summary;
+  detach: Summary;
+  /** direct path: median ms per step */
+  stepsP50?: Record<string, number>;
+  resources: Array<GroupSample & { cpuCores: number }>;
+  /** cores busy on the whole machine during the cell, and how many of them were not ours (other users' runs) */
+  machine: { busyCores: number; otherCores: number; loadAvgBefore: number; loadAvgAfter: number };
+  /**
+   * CPU milliseconds our processes spent per completed cycle (all groups, and per group): the cost
+   * of a cycle that other users of the machine cannot distort the way they distort latency.
+   */
+  cpuMsPerCycle: { total: number; byGroup: Record<string, number> };
+  startedAt: string;
+  endedAt: string;
+  /** raw cycle latencies (ms), for the charts */
+  samples: number[];
+}
+
+/** Runs `total` cycles with `concurrency` clients; a cell gives up (without throwing) after 20 errors. */
+async function drive(spec: CellSpec, cycle: CycleFn, total: number, out: CycleTiming[], errors: string[]): Promise<void> {
+  let next = 0;
+  let stop = false;
+  const instanceCount = spec.instances.length;
+  await Promise.allSettled(
+    Array.from({ length: spec.concurrency }, async (_, client) => {
+      const volume = spec.volumes[client]!;
+      while (!stop && next < total) {
+        const n = next++;
+        const instance = spec.instances[n % instanceCount]!;
+        try {
+          out.push(await cycle(instance, volume));
+        } catch (err) {
+          errors.push((err as Error).message);
+          if (errors.length >= 20) stop = true;
+        }
+      }
+    }),
+  );
+}
+
+export async function runCell(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[]): Promise<CellResult> {
+  if (spec.volumes.length < spec.concurrency) throw new Error('one volume per client is needed');
+  // warm-up (not counted): a few cycles, so that connections, caches and JIT are warm
+  if (spec.warmup ?? true) await drive({ ...spec, concurrency: Math.min(spec.concurrency, 4) }, cycle, Math.min(spec.concurrency, 4), [], []);
+  const timings: CycleTiming[] = [];
+  const errors: string[] = [];
+  const loadAvgBefore = loadAverage();
+  const busy0 = machineBusySec();
+  const sampler = startSampler(groups, 1000);
+  const startedAt = new Date().toISOString();
+  const t0 = performance.now();
+  await drive(spec, cycle, spec.cycles, timings, errors);
+  const wallMs = performance.now() - t0;
+  const resources = sampler.stop();
+  const busyCores = (machineBusySec() - busy0) / (wallMs / 1000);
+  const ours = resources.reduce((s, r) => s + r.cpuCores, 0);
+  const r2 = (v: number) => Math.round(v * 100) / 100;
+  const byGroup: Record<string, number> = {};
+  for (const g of resources) byGroup[g.name] = timings.length ? Math.round((Math.max(0, g.cpuSec) * 1000) / timings.length) : 0;
+  const cpuMsPerCycle = { total: Object.values(byGroup).reduce((a, b) => a + b, 0), byGroup };
+  const machine = { busyCores: r2(busyCores), otherCores: r2(Math.max(0, busyCores - ours)), loadAvgBefore, loadAvgAfter: loadAverage() };
+  const pick = (f: (t: CycleTiming) => number) => rounded(summarize(timings.map(f)));
+  let stepsP50: Record<string, number> | undefined;
+  if (timings.some((t) => t.steps)) {
+    stepsP50 = {};
+    const names = [...new Set(timings.flatMap((t) => Object.keys(t.steps ?? {})))];
+    for (const name of names) stepsP50[name] = rounded(summarize(timings.map((t) => t.steps?.[name] ?? 0))).p50;
+  }
+  return {
+    mode: spec.mode,
+    concurrency: spec.concurrency,
+    instances: spec.instances.length,
+    cycles: timings.length,
+    errors: errors.length,
+    ...(errors[0] ? { firstError: errors[0] } : {}),
+    wallMs: Math.round(wallMs),
+    throughput: Math.round((timings.length / (wallMs / 1000)) * 100) / 100,
+    cycle: pick((t) => t.totalMs),
+    attach: pick((t) => t.attachMs),
+    reservation: pick((t) => t.reservationMs),
+    detach: pick((t) => t.detachMs),
+    ...(stepsP50 ? { stepsP50 } : {}),
+    resources,
+    machine,
+    cpuMsPerCycle,
+    startedAt,
+    endedAt: new Date().toISOString(),
+    samples: timings.map((t) => Math.round(t.totalMs * 10) / 10),
+  };
+}
+
+/** Runs cycles until stopped (background load for the noisy-neighbour measurement). */
+export function startBackground(spec: Omit<CellSpec, 'cycles'>, cycle: CycleFn) {
+  let stopping = false;
+  let cycles = 0;
+  let errors = 0;
+  let next = 0;
+  const done = Promise.all(
+    Array.from({ length: spec.concurrency }, async (_, client) => {
+      const volume = spec.volumes[client]!;
+      while (!stopping) {
+        const instance = spec.instances[next++ % spec.instances.length]!;
+        try {
+          await cycle(instance, volume);
+          cycles++;
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const t0 = performance.now();
+  return {
+    async stop(): Promise<{ cycles: number; errors: number; throughput: number }> {
+      stopping = true;
+      const wall = (performance.now() - t0) / 1000;
+      await done;
+      return { cycles, errors, throughput: Math.round((cycles / wall) * 100) / 100 };
+    },
+  };
+}

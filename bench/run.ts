@@ -1,0 +1,322 @@
+/**
+ * `npm run bench` (= node --import tsx bench/run.ts): the cost of durability, measured on the
+ * embedded stack. Prints tables and writes bench-results/latest.json, docs/bench/latest.json,
+ * docs/bench/results.md and the SVG charts in docs/bench/.
+ *
+ *   --quick              a few cycles per cell (~3 min)
+ *   --skip=a,b           skip parts: matrix, neighbours, variants, scale
+ *   --variants=a,b       candidate optimizations to compare (default: all): local-activities, worker-tuning
+ *   --scale=1,100,1000   instance counts for the task-queue scale test
+ *   --instances=1,8,64 --concurrency=1,8,32   override the matrix
+ *   --rounds=N --variant-cycles=1:24,8:64   A/B rounds and cycles per variant cell
+ *   --running-domains    keep the QEMU guests running (default: paused, see docs/bench/README.md)
+ *   --no-docs            write bench-results/ only (for trial runs)
+ *   --report=FILE.json   only rewrite the tables and charts from a results file (no stack)
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { projectRoot } from '../src/config.ts';
+import { LibvirtConnection } from '../src/libvirt/binding.ts';
+import { LIBVIRT_URI, startBenchStack, type BenchStack } from './stack.ts';
+import type { ControlVariant } from './child.ts';
+import { createDirectRunner, temporalCycle } from './direct-baseline.ts';
+import { runCell, startBackground, type CellResult, type CycleFn } from './load.ts';
+import { historiesBetween } from './history.ts';
+import { runScale } from './scale.ts';
+import { startSampler } from './procs.ts';
+import { generateLocalActivitiesVariant } from './variants/generate.ts';
+import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => argv.includes(`--${name}`);
+const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+const quick = flag('quick');
+const skip = new Set((opt('skip') ?? '').split(',').filter(Boolean));
+
+const profile = quick
+  ? {
+      name: 'quick',
+      instances: [1, 8, 64],
+      concurrency: [1, 8, 32],
+      cycles: { 1: 4, 8: 8, 32: 32 } as Record<number, number>,
+      historyLimit: 6,
+      neighbourCycles: 4,
+      variantCells: [{ concurrency: 1, instances: 8, cycles: 5 }, { concurrency: 8, instances: 8, cycles: 16 }],
+      variantRounds: 2,
+      scale: [1, 100],
+      probes: 2,
+    }
+  : {
+      name: 'full',
+      instances: [1, 8, 64],
+      concurrency: [1, 8, 32],
+      cycles: { 1: 15, 8: 48, 32: 96 } as Record<number, number>,
+      historyLimit: 20,
+      neighbourCycles: 10,
+      variantCells: [{ concurrency: 1, instances: 8, cycles: 12 }, { concurrency: 8, instances: 8, cycles: 40 }],
+      variantRounds: 4,
+      scale: [1, 100, 1000],
+      probes: 3,
+    };
+const scaleSizes = opt('scale')?.split(',').map(Number) ?? profile.scale;
+if (opt('rounds')) profile.variantRounds = Number(opt('rounds'));
+if (opt('variant-cycles')) {
+  // e.g. 1:24,8:64 — cycles per variant cell, by concurrency
+  const byC = new Map(opt('variant-cycles')!.split(',').map((p) => p.split(':').map(Number) as [number, number]));
+  profile.variantCells = profile.variantCells.map((c) => ({ ...c, cycles: byC.get(c.concurrency) ?? c.cycles }));
+}
+if (opt('instances')) profile.instances = opt('instances')!.split(',').map(Number);
+if (opt('concurrency')) profile.concurrency = opt('concurrency')!.split(',').map(Number);
+
+const VARIANTS: Record<string, { description: string; control: ControlVariant }> = {
+  'local-activities': {
+    description:
+      'control-plane steps (validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached; validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm) as local activities of the control worker; compensations, host steps and awaitEarlierOperation unchanged',
+    control: { workflows: 'local-activities' },
+  },
+  'worker-tuning': {
+    description: 'shipped workflows; control worker with maxConcurrentWorkflowTaskPolls 2, maxConcurrentActivityTaskPolls 2 (default 10 each)',
+    control: { workflows: 'shipped', worker: { maxConcurrentWorkflowTaskPolls: 2, maxConcurrentActivityTaskPolls: 2 } },
+  },
+};
+let variantNames = (opt('variants')?.split(',') ?? Object.keys(VARIANTS)).filter((v) => VARIANTS[v]);
+let localActivitiesPatch = '';
+
+const log = (s: string) => process.stdout.write(`${s}\n`);
+const t0 = performance.now();
+const elapsed = () => `${Math.round((performance.now() - t0) / 1000)} s`;
+
+async function main(): Promise<void> {
+  const reportOnly = opt('report');
+  if (reportOnly) {
+    const results = JSON.parse(fs.readFileSync(reportOnly, 'utf8')) as BenchResults;
+    writeDocs(results, path.join(projectRoot, 'docs', 'bench'));
+    printSummary(results, log);
+    return;
+  }
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  log(`tether benchmark (${profile.name}); starting the stack…`);
+  try {
+    localActivitiesPatch = generateLocalActivitiesVariant();
+  } catch (err) {
+    log(`  ! variant local-activities skipped: ${(err as Error).message}`);
+    variantNames = variantNames.filter((v) => v !== 'local-activities');
+  }
+  const stack = await startBenchStack({ runningDomains: flag('running-domains'), log });
+  let cleaned = false;
+  const cleanup = async () => {
+    if (cleaned) return;
+    cleaned = true;
+    log('cleaning up (domains, volumes, database, servers)…');
+    await stack.cleanup();
+  };
+  // a late gRPC retry or a client of an aborted cell must not kill the run before it cleans up
+  process.on('uncaughtException', (err) => log(`  ! uncaught: ${err.message}`));
+  process.on('unhandledRejection', (err) => log(`  ! unhandled rejection: ${(err as Error)?.message ?? String(err)}`));
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  const results = newResults(stack);
+  try {
+    await runAll(stack, results);
+  } catch (err) {
+    log(`benchmark failed: ${(err as Error).stack ?? String(err)}; reporting what was measured`);
+    results.meta.failed = (err as Error).message;
+    process.exitCode = 1;
+  } finally {
+    report(results);
+    await cleanup();
+    log(`done in ${elapsed()}`);
+  }
+}
+
+function newResults(stack: BenchStack): BenchResults {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: projectRoot }).toString().trim();
+  } catch {
+    /* not a checkout */
+  }
+  return {
+    meta: {
+      date: new Date().toISOString(),
+      profile: profile.name,
+      commit,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryGb: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+      postgres: stack.databaseKind,
+      temporal: 'dev server (CLI 1.5.1), in memory, tether dynamic config',
+      libvirt: LIBVIRT_URI,
+      domains: flag('running-domains') ? 'running' : 'paused (see README)',
+      bus: 'scsi',
+      cyclesPerCell: profile.cycles,
+    },
+    rest: { resources: [] },
+    matrix: [],
+    histories: [],
+    variants: [],
+  };
+}
+
+async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
+  const maxConcurrency = Math.max(...profile.concurrency);
+  const volumes = await stack.ensureVolumes(maxConcurrency + 1);
+  await stack.ensureInstances(1);
+  log(`stack up after ${elapsed()} (${stack.databaseKind} PostgreSQL, Temporal ${stack.temporal.address}, host ${stack.host})`);
+
+  // at rest
+  await sleep(2_000);
+  const rest = startSampler(stack.procGroups(), 1000);
+  await sleep(10_000);
+  results.rest.resources = rest.stop();
+  log(`at rest: ${results.rest.resources.map((g) => `${g.name} ${g.rssMb} MB`).join(', ')}`);
+
+  const directLibvirt = await LibvirtConnection.open(LIBVIRT_URI); // pool of 4, as the compute agent's
+  const direct = createDirectRunner({ db: stack.db, blockStorage: stack.blockStorage, libvirt: directLibvirt, host: stack.host, service: stack.service });
+  const temporal: CycleFn = (i, v) => temporalCycle(stack.service, i, v);
+  const modes: Array<[string, CycleFn]> = [
+    ['temporal', temporal],
+    ['direct', (i, v) => direct.cycle(i, v)],
+  ];
+
+  try {
+    if (!skip.has('matrix')) {
+      for (const count of profile.instances) {
+        const instances = await stack.ensureInstances(count);
+        for (const c of profile.concurrency) {
+          for (const [mode, fn] of modes) {
+            const r = await runCell({ mode, concurrency: c, instances, volumes, cycles: profile.cycles[c]! }, fn, stack.procGroups());
+            results.matrix.push(r);
+            log(
+              `[${elapsed()}] ${mode.padEnd(8)} instances ${String(count).padStart(2)} concurrency ${String(c).padStart(2)}: ` +
+                `p50 ${r.cycle.p50} p95 ${r.cycle.p95} p99 ${r.cycle.p99} ms, ${r.throughput} cycles/s` +
+                `${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''} [other load ${r.machine.otherCores} cores]`,
+            );
+            if (mode === 'temporal') {
+              const h = await historiesBetween(stack.client, stack.controlTaskQueue, r.startedAt, r.endedAt, { limit: profile.historyLimit, expected: r.cycles });
+              results.histories.push({ concurrency: c, instances: count, ...h });
+            }
+          }
+        }
+      }
+    }
+
+    if (!skip.has('neighbours')) {
+      const all = await stack.ensureInstances(Math.max(...profile.instances));
+      const [quietInstance, ...others] = all;
+      const backgroundClients = 8;
+      const bgVolumes = volumes.slice(0, backgroundClients);
+      const probeVolume = [volumes[maxConcurrency]!];
+      const quiet: Record<string, CellResult> = {};
+      const busy: Record<string, CellResult> = {};
+      let background = { concurrency: backgroundClients, instances: others.length, cycles: 0, errors: 0, throughput: 0 };
+      for (const [mode, fn] of modes) {
+        quiet[mode] = await runCell({ mode, concurrency: 1, instances: [quietInstance!], volumes: probeVolume, cycles: profile.neighbourCycles }, fn, stack.procGroups());
+        const bg = startBackground({ mode, concurrency: backgroundClients, instances: others, volumes: bgVolumes }, fn);
+        await sleep(2_000);
+        busy[mode] = await runCell({ mode, concurrency: 1, instances: [quietInstance!], volumes: probeVolume, cycles: profile.neighbourCycles, warmup: false }, fn, stack.procGroups());
+        const b = await bg.stop();
+        if (mode === 'temporal') background = { ...background, ...b };
+        log(`[${elapsed()}] neighbours ${mode}: quiet p50 ${quiet[mode]!.cycle.p50} ms, busy p50 ${busy[mode]!.cycle.p50} ms (background ${b.throughput} cycles/s)`);
+      }
+      results.neighbours = { background, quiet, busy };
+    }
+
+    if (!skip.has('variants')) {
+      // Before and after side by side: the shipped control worker and the variant's, each on its own
+      // task queue, measured in alternating short rounds so that both see the same machine load.
+      for (const name of variantNames) {
+        const v = VARIANTS[name]!;
+        const queue = `${stack.controlTaskQueue}-${name}`;
+        const variant = await stack.startVariantControl(v.control, queue);
+        const groups = stack.procGroups([{ name: 'node: control-plane worker (variant)', pids: () => [variant.child.pid] }]);
+        const sides = {
+          before: { fn: temporal, queue: stack.controlTaskQueue },
+          after: { fn: ((i, vol) => temporalCycle(variant.service, i, vol)) as CycleFn, queue },
+        };
+        const comparison: VariantComparison = { name, description: v.description, cells: [] };
+        try {
+          for (const spec of profile.variantCells) {
+            const entry = { concurrency: spec.concurrency, instances: spec.instances, before: [] as CellResult[], after: [] as CellResult[] };
+            comparison.cells.push(entry);
+            const instances = await stack.ensureInstances(spec.instances);
+            const perRound = Math.max(spec.concurrency, Math.ceil(spec.cycles / profile.variantRounds));
+            for (let round = 0; round < profile.variantRounds; round++) {
+              const order = round % 2 === 0 ? (['before', 'after'] as const) : (['after', 'before'] as const);
+              for (const which of order) {
+                const side = sides[which];
+                const r = await runCell(
+                  { mode: `temporal ${which === 'before' ? 'shipped' : name}`, concurrency: spec.concurrency, instances, volumes, cycles: perRound, warmup: round === 0 },
+                  side.fn,
+                  groups,
+                );
+                entry[which].push(r);
+                log(
+                  `[${elapsed()}] ${name} ${which.padEnd(6)} round ${round + 1} instances ${spec.instances} concurrency ${spec.concurrency}: ` +
+                    `p50 ${r.cycle.p50} ms, ${r.throughput} cycles/s, ${r.cpuMsPerCycle.total} CPU ms/cycle [other load ${r.machine.otherCores} cores]`,
+                );
+                if (round === 0 && spec === profile.variantCells[0]) {
+                  const h = await historiesBetween(stack.client, side.queue, r.startedAt, r.endedAt, { limit: profile.historyLimit, expected: r.cycles });
+                  if (which === 'before') comparison.historyBefore = h;
+                  else comparison.historyAfter = h;
+                }
+              }
+            }
+          }
+        } finally {
+          await variant.child.stop();
+        }
+        results.variants.push(comparison);
+      }
+    }
+  } finally {
+    await directLibvirt.close();
+  }
+
+  if (!skip.has('scale')) {
+    log(`[${elapsed()}] task queues at scale: ${scaleSizes.join(', ')} instances on one agent`);
+    results.scale = await runScale(stack, scaleSizes, { idleWindowMs: 10_000, probes: profile.probes, log });
+  }
+}
+
+function report(results: BenchResults): void {
+  const resultsDir = path.join(projectRoot, 'bench-results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const json = `${JSON.stringify(results, null, 1)}\n`;
+  fs.writeFileSync(path.join(resultsDir, 'latest.json'), json);
+  fs.writeFileSync(path.join(resultsDir, `${profile.name}-${String(results.meta.date).replace(/[:.]/g, '-')}.json`), json);
+  const md = markdown(results);
+  fs.writeFileSync(path.join(resultsDir, 'results.md'), md);
+  if (!flag('no-docs')) {
+    const docs = path.join(projectRoot, 'docs', 'bench');
+    fs.mkdirSync(docs, { recursive: true });
+    fs.writeFileSync(path.join(docs, 'latest.json'), json);
+    if (localActivitiesPatch) fs.writeFileSync(path.join(docs, 'local-activities.patch'), localActivitiesPatch);
+    writeDocs(results, docs);
+  } else {
+    writeCharts(results, path.join(resultsDir, 'charts'));
+  }
+  log('wrote bench-results/latest.json');
+  printSummary(results, log);
+}
+
+/** docs/bench/results.md and the charts, from a results object. */
+function writeDocs(results: BenchResults, docs: string): void {
+  fs.mkdirSync(docs, { recursive: true });
+  fs.writeFileSync(path.join(docs, 'results.md'), markdown(results));
+  const charts = writeCharts(results, docs);
+  log(`wrote ${path.relative(projectRoot, path.join(docs, 'results.md'))}, ${charts.map((c) => path.relative(projectRoot, path.join(docs, c))).join(', ')}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,126 @@
+/**
+ * The per-instance task queues at scale: one compute agent (its own process, its own host name)
+ * hosting 1, 100 and 1000 instances. Instances are rows in the database with host = the agent's
+ * name and no domain: the agent only needs the rows to start a worker per `instance-<uuid>` queue.
+ * For each size: the agent's RSS and its CPU at idle (process.cpuUsage over 10 s), the dev server's
+ * RSS and CPU over the same 10 s, and the poll RPCs the frontend answered in that window (from the
+ * dev server's Prometheus metrics). Then the time an instance's queue takes to start serving after
+ * the instance appears: insert the row, start a probe workflow whose one activity runs on
+ * `instance-<uuid>`, and wait for it to finish.
+ */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import type { BenchStack, ChildHandle } from './stack.ts';
+import { startChild, waitFor } from './stack.ts';
+import { diff, pendingPolls, pollRequests, scrape } from './metrics.ts';
+import { sample } from './procs.ts';
+import { median } from './stats.ts';
+
+export interface ScalePoint {
+  instances: number;
+  /** from the first row inserted until the agent serves every queue */
+  allServingMs: number;
+  agentRssMb: number;
+  agentHeapMb: number;
+  agentIdleCpuPct: number;
+  devServerRssMb: number;
+  devServerIdleCpuPct: number;
+  /** poll RPCs answered by the frontend during the 10 s window, per operation (whole server: every worker) */
+  pollRpcsIn10s: Record<string, number>;
+  /** long polls held open by the frontend at the end of the window (namespace default: all tether workers) */
+  pendingPolls: Record<string, number>;
+  /** row inserted → first activity on the new instance's queue completed (median of `probes`) */
+  timeToServeMs: number;
+  timeToServeSamples: number[];
+}
+
+export interface ScaleResult {
+  host: string;
+  points: ScalePoint[];
+  idleWindowMs: number;
+}
+
+const probeWorkflows = fileURLToPath(new URL('./workflows/probe.ts', import.meta.url));
+
+async function insertInstances(stack: BenchStack, host: string, count: number, offset: number): Promise<string[]> {
+  const uuids = Array.from({ length: count }, () => randomUUID());
+  // one statement: the trigger still sends one NOTIFY per row
+  await stack.db.query(
+    `INSERT INTO instances (uuid, name, project_id, host, vm_state, availability_zone, root_device_name, default_disk_bus)
+     SELECT u, 'scale-' || ($3::int + ord), 'bench', $2, 'active', 'nova', '/dev/sda', 'scsi'
+     FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, ord)`,
+    [uuids, host, offset],
+  );
+  return uuids;
+}
+
+export async function runScale(stack: BenchStack, sizes: number[], options: { idleWindowMs: number; probes: number; log: (s: string) => void }): Promise<ScaleResult> {
+  const host = `bench-scale-${stack.id}`;
+  const agent: ChildHandle = await startChild(stack.childConfig('agent', host, { hostActivities: 'shipped' }), path.join(stack.logDir, 'scale-agent.log'));
+  const probeQueue = `bench-probe-${stack.id}`;
+  const probeConnection = await NativeConnection.connect({ address: stack.temporal.address });
+  const probeWorker = await Worker.create({
+    connection: probeConnection,
+    namespace: 'default',
+    taskQueue: probeQueue,
+    workflowsPath: probeWorkflows,
+  });
+  const probeRun = probeWorker.run();
+  const points: ScalePoint[] = [];
+  let have = 0;
+  try {
+    for (const size of sizes) {
+      const t0 = performance.now();
+      if (size > have) await insertInstances(stack, host, size - have, have);
+      have = Math.max(have, size);
+      await waitFor(`${size} queues served by the scale agent`, async () => ((await agent.stats()).queues ?? 0) >= have + 1, 300_000, 100);
+      const allServingMs = Math.round(performance.now() - t0);
+      await sleep(3_000); // let the new pollers settle (first polls, sync after the last NOTIFY)
+      const serverBefore = sample(stack.temporal.pid);
+      const pollsBefore = pollRequests(await scrape(stack.metricsUrl));
+      const idle = await agent.idleCpu(options.idleWindowMs);
+      const metricsAfter = await scrape(stack.metricsUrl);
+      const pollsAfter = pollRequests(metricsAfter);
+      const serverAfter = sample(stack.temporal.pid);
+      const serverCpuPct = serverBefore && serverAfter ? ((serverAfter.cpuSec - serverBefore.cpuSec) / (options.idleWindowMs / 1000)) * 100 : Number.NaN;
+
+      const samples: number[] = [];
+      for (let p = 0; p < options.probes; p++) {
+        const t1 = performance.now();
+        const [uuid] = await insertInstances(stack, host, 1, have);
+        have++;
+        await stack.client.workflow.execute('probeInstanceQueue', { taskQueue: probeQueue, workflowId: `probe-${uuid}`, args: [uuid] });
+        samples.push(Math.round(performance.now() - t1));
+      }
+      const point: ScalePoint = {
+        instances: size,
+        allServingMs,
+        agentRssMb: Math.round(idle.stats.rssKb / 102.4) / 10,
+        agentHeapMb: idle.stats.heapUsedMb,
+        agentIdleCpuPct: Math.round((idle.cpuMs / options.idleWindowMs) * 1000) / 10,
+        devServerRssMb: serverAfter ? Math.round(serverAfter.rssKb / 102.4) / 10 : Number.NaN,
+        devServerIdleCpuPct: Math.round(serverCpuPct * 10) / 10,
+        pollRpcsIn10s: diff(pollsAfter, pollsBefore),
+        pendingPolls: pendingPolls(metricsAfter),
+        timeToServeMs: median(samples),
+        timeToServeSamples: samples,
+      };
+      points.push(point);
+      options.log(
+        `  ${size} instances: agent RSS ${point.agentRssMb} MB, idle CPU ${point.agentIdleCpuPct}%, dev server RSS ${point.devServerRssMb} MB / CPU ${point.devServerIdleCpuPct}%, ` +
+          `polls ${JSON.stringify(point.pollRpcsIn10s)} (open ${JSON.stringify(point.pendingPolls)}), all queues served after ${allServingMs} ms, time to serve p50 ${point.timeToServeMs} ms`,
+      );
+    }
+  } finally {
+    await agent.stop();
+    probeWorker.shutdown();
+    await probeRun;
+    await probeConnection.close();
+    // the rows stay (the database is dropped at the end); mark them deleted so nothing resyncs them
+    await stack.db.query(`UPDATE instances SET deleted_at = now() WHERE host = $1`, [host]).catch(() => undefined);
+  }
+  return { host, points, idleWindowMs: options.idleWindowMs };
+}

