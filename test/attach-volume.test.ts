@@ -120,7 +120,7 @@ describe('concurrency and idempotency', () => {
     expect(bdms).toHaveLength(20);
     expect(new Set(liveDisks.map((d) => d.target)).size).toBe(20);
     for (const v of volumes) expect((await stack.blockStorage.getVolume(v.id)).status).toBe('in-use');
-  });
+  }, 240_000); // a deadline, not a performance target: 20 sagas on one instance queue take ~6 s on a quiet machine
 
   it('joins the same request made twice: one workflow, one attachment', async () => {
     const target = await runningServer(stack, 'vm-idempotent');
