@@ -26,7 +26,7 @@ import { listInstances } from '../src/db/instances.ts';
 import { findFreePort } from '../src/stack/free-port.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
 import { startTemporalDevServer, type TemporalDevServer } from '../src/stack/temporal-dev-server.ts';
-import { isLibvirtAvailable } from '../src/stack/libvirtd.ts';
+import { ensureLibvirtd, isLibvirtAvailable } from '../src/stack/libvirtd.ts';
 
 export const TARGETS = ['control-plane', 'compute-agent', 'api', 'temporal', 'postgres', 'libvirtd'] as const;
 export type Target = (typeof TARGETS)[number];
@@ -132,7 +132,7 @@ class WorkerProcess {
     out.write(`\n=== ${new Date().toISOString()} start ${this.name}${Object.keys(this.extraEnv).length ? ` ${JSON.stringify(this.extraEnv)}` : ''}\n`);
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', '--import', path.join(projectRoot, 'chaos', 'preload.mjs'), path.join(projectRoot, 'workers', script)],
+      ['--import', 'tsx', path.join(projectRoot, 'workers', script)],
       { cwd: projectRoot, env: { ...this.env(), ...this.extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;
@@ -278,7 +278,9 @@ export class ChaosStack {
       await fsp.mkdir(dir, { recursive: true });
       await fsp.chmod(dir, 0o755);
     }
-    if (!(await isLibvirtAvailable(this.libvirtUri))) throw new Error(`libvirt does not answer at ${this.libvirtUri} (start it: virtlogd -d && libvirtd -d)`);
+    // As `npm start` does: start virtlogd + libvirtd when the local system daemon does not answer. They
+    // are left running afterwards (the runner kills and restarts libvirtd, so the pids change anyway).
+    await ensureLibvirtd(this.libvirtUri);
     if (!/^qemu(\+unix)?:\/\/\/system/.test(this.libvirtUri)) this.libvirtdUnavailable = `LIBVIRT_URI=${this.libvirtUri} is not the local system daemon`;
     else if ((await this.libvirtdPid()) === undefined) this.libvirtdUnavailable = 'no libvirtd pid in /run/libvirtd.pid (a modular daemon, or systemd socket activation?)';
 

@@ -2,7 +2,7 @@
  * The `tether` command line: servers, volumes and attachments against a running stack, through the
  * same service layer as the HTTP API. Names or UUIDs wherever a server or volume is named.
  */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../src/errors.ts';
@@ -33,6 +33,13 @@ function action<A extends unknown[]>(fn: (tether: TetherService, ...args: A) => 
       await ctx.close();
     }
   };
+}
+
+/** An option value that must be a whole number of at least 1 (commander reports the refusal). */
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('Not a positive integer.');
+  return n;
 }
 
 function stepLine(s: StepProgress): string {
@@ -72,7 +79,9 @@ const program = new Command('tether')
   .hook('preAction', (cmd) => {
     json = Boolean(cmd.opts().json);
   })
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // commander exits 1 on a usage error (unknown command or option, missing argument, bad choice); tether's refusals exit 2
+  .exitOverride();
 
 const server = program.command('server').description('manage servers (instances backed by libvirt domains)');
 
@@ -310,7 +319,7 @@ program
   .command('operations')
   .description('list recent attaches and detaches, newest first')
   .option('--failed', 'only failed ones')
-  .option('--limit <n>', 'at most this many', (v) => Number(v), 50)
+  .option('--limit <n>', 'at most this many', positiveInteger, 50)
   .action(
     action(async (tether, opts: { failed?: boolean; limit: number }) => {
       const ops = await tether.listOperations({ failed: opts.failed ?? false, limit: opts.limit });
@@ -374,4 +383,10 @@ program
     }),
   );
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  // commander has printed `error: …` (and the help) already; --help and --version end here with exit code 0
+  if (!(err instanceof CommanderError)) throw err;
+  process.exitCode = err.exitCode === 0 ? 0 : 2;
+}

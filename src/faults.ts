@@ -2,9 +2,11 @@
  * Fault injection for tests and the chaos runner: an activity calls `faults.check(step, 'before'|'after')`
  * and fails there when a rule says so. Rules come from the test (in-process workers) or from the
  * TETHER_FAULTS environment variable of a worker process: `step:phase[:times],…`
- * e.g. `attachDisk:after:1`. With no rules (production) a check costs one Map lookup.
+ * e.g. `attachDisk:after:1`. With no rules (production) a check costs one Map lookup. The chaos runner
+ * can also hold a check for a while (TETHER_CHAOS_PAUSE, src/fault-pause.ts) to kill a process there.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import { chaosPause } from './fault-pause.ts';
 
 export type FaultPhase = 'before' | 'after';
 
@@ -36,6 +38,7 @@ export class FaultInjector {
   }
 
   check(step: string, phase: FaultPhase): void {
+    chaosPause(step, phase);
     const rule = this.rules.get(`${step}:${phase}`);
     if (!rule || rule.remaining <= 0) return;
     rule.remaining -= 1;

@@ -41,8 +41,9 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
 /** The version string the request asks for, or null when it asks for none. */
 export function requestedVersion(range: MicroversionRange, headers: IncomingHttpHeaders): string | null {
   for (const entry of (header(headers, 'openstack-api-version') ?? '').split(',')) {
-    const [service, version] = entry.trim().split(/\s+/);
-    if (service?.toLowerCase() === range.service && version) return version;
+    const [service, ...version] = entry.trim().split(/\s+/);
+    // everything after the service name: "compute 2.1 2.2" is a malformed version, not 2.1
+    if (service?.toLowerCase() === range.service && version.length > 0) return version.join(' ');
   }
   const legacy = range.legacyHeader && header(headers, range.legacyHeader)?.trim();
   return legacy || null;

@@ -11,7 +11,7 @@ import type { Client } from '@temporalio/client';
 import type { TetherConfig } from '../config.ts';
 import type { Queryable } from '../db/database.ts';
 import type { TetherService } from '../service/tether-service.ts';
-import { installErrorHandlers } from './errors.ts';
+import { ApiError, installErrorHandlers } from './errors.ts';
 import { COMPUTE_VERSIONS, VOLUME_VERSIONS, useMicroversions } from './microversion.ts';
 import { blockStorageRoutes } from './routes/block-storage.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -46,6 +46,52 @@ function acceptEmptyJson(app: FastifyInstance): void {
   });
 }
 
+/** JSON types of a value, as JSON schema names them. */
+function jsonType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'number') return Number.isInteger(value) ? 'integer' : 'number';
+  return typeof value;
+}
+
+/**
+ * Why a JSON body does not have the types its schema declares (null when it does). fastify's Ajv
+ * coerces types everywhere (`true` → 1, `[x]` → x, 12 → "12"), which the query string needs (every
+ * value arrives as a string) but a JSON body must not get: Nova and Cinder refuse `"size": true`.
+ */
+function bodyTypeError(schema: unknown, value: unknown, at: string): string | null {
+  if (schema === null || typeof schema !== 'object') return null;
+  const s = schema as { type?: string | string[]; properties?: Record<string, unknown>; items?: unknown };
+  const actual = jsonType(value);
+  if (s.type !== undefined) {
+    const allowed = Array.isArray(s.type) ? s.type : [s.type];
+    if (!allowed.some((t) => t === actual || (t === 'number' && actual === 'integer'))) {
+      return `Invalid input for field/attribute ${at || 'request body'}: must be ${allowed.join(',')}, not ${actual}.`;
+    }
+  }
+  if (actual === 'object' && s.properties) {
+    for (const [key, sub] of Object.entries(s.properties)) {
+      if (!Object.hasOwn(value as object, key)) continue;
+      const why = bodyTypeError(sub, (value as Record<string, unknown>)[key], at ? `${at}.${key}` : key);
+      if (why) return why;
+    }
+  }
+  if (actual === 'array' && s.items) {
+    for (const [i, item] of (value as unknown[]).entries()) {
+      const why = bodyTypeError(s.items, item, `${at}[${i}]`);
+      if (why) return why;
+    }
+  }
+  return null;
+}
+
+/** PostgreSQL text cannot hold U+0000: a request that carries one is refused before it reaches the database. */
+function hasNul(value: unknown, depth = 0): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (value === null || typeof value !== 'object' || depth > 32) return false;
+  return Object.entries(value).some(([k, v]) => k.includes('\u0000') || hasNul(v, depth + 1));
+}
+
 export async function buildApiServer(deps: ApiDeps) {
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
@@ -62,6 +108,16 @@ export async function buildApiServer(deps: ApiDeps) {
   });
   installErrorHandlers(app);
   acceptEmptyJson(app);
+  app.addHook('preValidation', async (request) => {
+    if (hasNul(request.params) || hasNul(request.query) || hasNul(request.body)) {
+      throw new ApiError(400, 'Invalid input: the request contains a NUL character (U+0000).');
+    }
+    const bodySchema = request.routeOptions.schema?.body;
+    if (bodySchema !== undefined && request.body !== undefined) {
+      const why = bodyTypeError(bodySchema, request.body, '');
+      if (why) throw new ApiError(400, why);
+    }
+  });
 
   await app.register(swagger, {
     openapi: {

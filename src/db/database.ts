@@ -18,16 +18,26 @@ export function createDatabase(url: string, options: { max?: number; application
 
 export async function withTransaction<T>(db: Database, fn: (tx: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await db.connect();
+  // The pool takes its own 'error' listener off a client it hands out: a server that goes away while the
+  // client is checked out (a restart mid-transaction, or a dead idle connection handed out just before
+  // its end was noticed) would be an unhandled 'error' event that kills the process. The query in flight
+  // fails with the same error, which is what the caller sees; the broken client is destroyed on release.
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    if (!broken) await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.removeListener('error', onError);
+    client.release(broken);
   }
 }
 

@@ -14,6 +14,8 @@ export async function migrate(databaseUrl: string): Promise<string[]> {
     direction: 'up',
     count: Infinity,
     singleTransaction: true,
+    // Processes that start together (npm start, compose) queue on the lock; 'fail' (the default) made all but one exit.
+    advisoryLockMode: 'wait',
     log: () => undefined,
   });
   return applied.map((m) => m.name);

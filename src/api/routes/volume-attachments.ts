@@ -63,6 +63,10 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
     },
     async (request) => {
       const { limit, offset = 0 } = request.query;
+      // the query string's coercion lets "1e400" and "Infinity" through as integers
+      for (const [name, value] of [['limit', limit], ['offset', offset]] as const) {
+        if (value !== undefined && !Number.isSafeInteger(value)) throw new ApiError(400, `Invalid input for field/attribute ${name}: must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}.`);
+      }
       const all = await attachmentsOf(request.params.server_id);
       const page = all.slice(offset, limit === undefined ? undefined : offset + limit);
       return { volumeAttachments: page.map((a) => attachmentView(a, request.microversion)) };

@@ -1,5 +1,5 @@
 /**
- * The chaos runner's *pause* hook: hold an activity exactly before or after one of its steps, so the
+ * Pause points for the chaos runner (chaos/run.ts): hold an activity exactly before or after one of its steps, so the
  * runner can kill a process (or take a lock, or stop a worker) at that precise point, then let it go.
  *
  *   TETHER_CHAOS_PAUSE=<dir>        set on the worker processes (the runner does it)
@@ -19,14 +19,7 @@
  * Cost when TETHER_CHAOS_PAUSE is unset: one comparison. When set and nothing is armed: one failed
  * rename (ENOENT) per check.
  *
- * Wiring (src/faults.ts, two lines):
- *   import { chaosPause } from '../chaos/pause-hook.ts';
- *   …first line of FaultInjector.check():   chaosPause(step, phase);
- * Until then, chaos/preload.ts installs the same hook by wrapping FaultInjector.prototype.check
- * (the runner starts the workers with `--import ./chaos/preload.ts`). Both together are harmless:
- * an armed point is consumed by its first claimant, the second call finds nothing armed.
- *
- * This module imports nothing from tether (src/faults.ts imports it).
+ * FaultInjector.check (src/faults.ts) calls chaosPause first; this module imports nothing from tether.
  */
 import fs from 'node:fs';
 import path from 'node:path';
