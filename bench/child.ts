@@ -6,7 +6,7 @@
  * and says `stop`.
  *
  * Variants (benchmark-only, for measuring candidate optimizations before they are proposed):
- *   control.workflows = 'local-activities': bench/variants/local-activities/ instead of workflows/
+ *   control.workflows = 'regular-activities': bench/variants/regular-activities/ instead of workflows/
  *   control.worker: extra Worker options (pollers, cache size)
  */
 import { Client, Connection } from '@temporalio/client';
@@ -35,7 +35,7 @@ export type WorkerTuning = Partial<
 >;
 
 export interface ControlVariant {
-  workflows: 'shipped' | 'local-activities';
+  workflows: 'shipped' | 'regular-activities';
   worker?: WorkerTuning;
 }
 
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
       const workflowsPath =
         config.variant.workflows === 'shipped'
           ? fileURLToPath(new URL('../workflows/index.ts', import.meta.url))
-          : `${variantsDir}local-activities/index.ts`;
+          : `${variantsDir}regular-activities/index.ts`;
       worker = await Worker.create({
         connection,
         namespace: config.namespace,

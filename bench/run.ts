@@ -3,9 +3,10 @@
  * embedded stack. Prints tables and writes bench-results/latest.json, docs/bench/latest.json,
  * docs/bench/results.md and the SVG charts in docs/bench/.
  *
- *   --quick              a few cycles per cell, and only the proposed optimization in the A/B
+ *   --quick              a few cycles per cell, and only regular-activities in the A/B
  *   --skip=a,b           skip parts: matrix, neighbours, variants, scale
- *   --variants=a,b       candidate optimizations to compare (default: all): local-activities, worker-tuning
+ *   --variants=a,b       side-by-side comparisons (default: all): regular-activities (the code before the
+ *                        local-activities change, as 'before'), worker-tuning (as 'after')
  *   --scale=1,100,1000   instance counts for the task-queue scale test
  *   --instances=1,8,64 --concurrency=1,8,32   override the matrix
  *   --rounds=N --variant-cycles=1:24,8:64   A/B rounds and cycles per variant cell
@@ -28,7 +29,7 @@ import { runCell, startBackground, type CellResult, type CycleFn } from './load.
 import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
 import { startSampler } from './procs.ts';
-import { generateLocalActivitiesVariant } from './variants/generate.ts';
+import { generateRegularActivitiesVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
 
 const argv = process.argv.slice(2);
@@ -72,11 +73,13 @@ if (opt('variant-cycles')) {
 if (opt('instances')) profile.instances = opt('instances')!.split(',').map(Number);
 if (opt('concurrency')) profile.concurrency = opt('concurrency')!.split(',').map(Number);
 
-const VARIANTS: Record<string, { description: string; control: ControlVariant }> = {
-  'local-activities': {
+/** `former`: the variant is earlier code, measured as "before" with the shipped code as "after". */
+const VARIANTS: Record<string, { description: string; control: ControlVariant; former?: boolean }> = {
+  'regular-activities': {
     description:
-      'control-plane steps (validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached; validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm) as local activities of the control worker; compensations, host steps and awaitEarlierOperation unchanged',
-    control: { workflows: 'local-activities' },
+      'before: every control-plane step a regular activity (the code until the local-activities change); after: the shipped code, where validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached, validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm are local activities of the control worker (compensations, host steps and awaitEarlierOperation unchanged)',
+    control: { workflows: 'regular-activities' },
+    former: true,
   },
   'worker-tuning': {
     description: 'shipped workflows; control worker with maxConcurrentWorkflowTaskPolls 2, maxConcurrentActivityTaskPolls 2 (default 10 each)',
@@ -84,8 +87,7 @@ const VARIANTS: Record<string, { description: string; control: ControlVariant }>
   },
 };
 // --quick compares the proposed change only; the full run also shows a tuning that did not help
-let variantNames = (opt('variants')?.split(',') ?? (quick ? ['local-activities'] : Object.keys(VARIANTS))).filter((v) => VARIANTS[v]);
-let localActivitiesPatch = '';
+let variantNames = (opt('variants')?.split(',') ?? (quick ? ['regular-activities'] : Object.keys(VARIANTS))).filter((v) => VARIANTS[v]);
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const t0 = performance.now();
@@ -102,10 +104,10 @@ async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   log(`tether benchmark (${profile.name}); starting the stack…`);
   try {
-    localActivitiesPatch = generateLocalActivitiesVariant();
+    generateRegularActivitiesVariant();
   } catch (err) {
-    log(`  ! variant local-activities skipped: ${(err as Error).message}`);
-    variantNames = variantNames.filter((v) => v !== 'local-activities');
+    log(`  ! variant regular-activities skipped: ${(err as Error).message}`);
+    variantNames = variantNames.filter((v) => v !== 'regular-activities');
   }
   const stack = await startBenchStack({ runningDomains: flag('running-domains'), log });
   let cleaned = false;
@@ -239,10 +241,9 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
         const queue = `${stack.controlTaskQueue}-${name}`;
         const variant = await stack.startVariantControl(v.control, queue);
         const groups = stack.procGroups([{ name: 'node: control-plane worker (variant)', pids: () => [variant.child.pid] }]);
-        const sides = {
-          before: { fn: temporal, queue: stack.controlTaskQueue },
-          after: { fn: ((i, vol) => temporalCycle(variant.service, i, vol)) as CycleFn, queue },
-        };
+        const shipped = { fn: temporal, queue: stack.controlTaskQueue };
+        const other = { fn: ((i, vol) => temporalCycle(variant.service, i, vol)) as CycleFn, queue };
+        const sides = v.former ? { before: other, after: shipped } : { before: shipped, after: other };
         const comparison: VariantComparison = { name, description: v.description, cells: [] };
         try {
           for (const spec of profile.variantCells) {
@@ -255,7 +256,7 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
               for (const which of order) {
                 const side = sides[which];
                 const r = await runCell(
-                  { mode: `temporal ${which === 'before' ? 'shipped' : name}`, concurrency: spec.concurrency, instances, volumes, cycles: perRound, warmup: round === 0 },
+                  { mode: `temporal ${(which === 'after') === !!v.former ? 'shipped' : name}`, concurrency: spec.concurrency, instances, volumes, cycles: perRound, warmup: round === 0 },
                   side.fn,
                   groups,
                 );
@@ -300,7 +301,6 @@ function report(results: BenchResults): void {
     const docs = path.join(projectRoot, 'docs', 'bench');
     fs.mkdirSync(docs, { recursive: true });
     fs.writeFileSync(path.join(docs, 'latest.json'), json);
-    if (localActivitiesPatch) fs.writeFileSync(path.join(docs, 'local-activities.patch'), localActivitiesPatch);
     writeDocs(results, docs);
   } else {
     writeCharts(results, path.join(resultsDir, 'charts'));

@@ -7,6 +7,7 @@ import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, storesOf, volume } from './support/fixtures.ts';
 import { setInstanceState } from '../src/db/instances.ts';
 import { liveBdmsOfInstance } from '../src/db/block-device-mappings.ts';
+import { historySteps } from './support/history-steps.ts';
 
 let stack: TestStack;
 
@@ -41,10 +42,8 @@ describe('shelved-offloaded instances', () => {
     expect(started.reservation.device).toBeNull();
     const result = await stack.service.awaitAttach(started.handle);
     expect(result).toMatchObject({ device: null, hostAttached: false });
-    const activities = ((await started.handle.fetchHistory()).events ?? [])
-      .filter((e) => e.activityTaskScheduledEventAttributes)
-      .map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name);
-    expect(activities).toEqual(['awaitEarlierOperation', 'validateAttach', 'createShelvedBdm', 'reserveVolume']);
+    const steps = historySteps(await started.handle.fetchHistory()).map((s) => s.name);
+    expect(steps).toEqual(['awaitEarlierOperation', 'validateAttach', 'createShelvedBdm', 'reserveVolume']);
     expect((await stack.blockStorage.getVolume(later.id)).status).toBe('reserved');
     expect((await liveBdmsOfInstance(stack.db, vm.uuid)).find((b) => b.volumeId === later.id)?.deviceName).toBeNull();
 

@@ -3,7 +3,7 @@
  * Temporal's samples). Forward steps give up eventually so that the saga can roll back; compensations
  * and the steps after the point of no return retry until they succeed.
  */
-import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import { proxyActivities, proxyLocalActivities, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';
 import type { DatabaseActivities } from '../activities/database.ts';
 import type { VolumeServiceActivities } from '../activities/volume-service.ts';
 import type { HostActivities } from '../activities/host.ts';
@@ -33,6 +33,22 @@ const waiting = {
 
 export const control = proxyActivities<ControlActivities>(controlForward);
 export const controlMustFinishActivities = proxyActivities<ControlActivities>(controlMustFinish);
+
+/**
+ * The same control-plane steps as local activities of the control worker: they run inside the
+ * workflow task that asks for them, with the same timeouts and retry policies, and each result is
+ * recorded in history (a MarkerRecorded event) when that task completes. A worker that dies
+ * mid-step makes the workflow task time out and the step run again, as a regular activity would be
+ * retried; every one of these steps is idempotent (by BDM uuid, attachment id or state check).
+ * Only quick database/block-storage steps: waiting, compensations and host steps stay activities.
+ */
+export const controlLocal = proxyLocalActivities<ControlActivities>(controlForward satisfies LocalActivityOptions);
+export const controlMustFinishLocal = proxyLocalActivities<ControlActivities>(controlMustFinish satisfies LocalActivityOptions);
+
+/** Runs started before the control steps became local activities replay with regular activities. */
+export function controlSteps(local: boolean) {
+  return local ? { control: controlLocal, mustFinish: controlMustFinishLocal } : { control, mustFinish: controlMustFinishActivities };
+}
 export const ordering = proxyActivities<OperationActivities>(waiting);
 
 /** Host steps on the instance's own queue. */

@@ -16,6 +16,7 @@ import {
   condition,
   defineQuery,
   defineUpdate,
+  patched,
   setHandler,
   upsertSearchAttributes,
   uuid4,
@@ -24,7 +25,7 @@ import {
 import type { AttachRequest } from '../src/domain/types.ts';
 import { ATTACH_STEPS, COMPENSATION_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
 import { TetherState } from '../src/temporal/search-attributes.ts';
-import { control, controlMustFinishActivities as controlUndo, hostActivities, ordering } from './activity-options.ts';
+import { controlMustFinishActivities as controlUndo, controlSteps, hostActivities, ordering } from './activity-options.ts';
 import { detachWorkflowId } from '../src/domain/steps.ts';
 import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
 
@@ -57,6 +58,7 @@ export const reservationUpdate = defineUpdate<AttachReservation>('reservation');
 export const progressQuery = defineQuery<AttachProgress>('progress');
 
 export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {
+  const { control } = controlSteps(patched('control-steps-as-local-activities'));
   const saga = new Saga();
   const operationId = workflowInfo().workflowId;
   let state: OperationState = 'attaching';

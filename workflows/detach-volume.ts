@@ -8,10 +8,10 @@
  * is put back in the persistent config and the BDM is kept. Once the disk is gone there is no way
  * back: the remaining steps retry until they succeed.
  */
-import { ApplicationFailure, condition, allHandlersFinished, defineQuery, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, condition, allHandlersFinished, defineQuery, patched, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { attachWorkflowId, COMPENSATION_STEPS, DETACH_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
 import { TetherState } from '../src/temporal/search-attributes.ts';
-import { control, controlMustFinishActivities, hostActivities, ordering } from './activity-options.ts';
+import { controlMustFinishActivities, controlSteps, hostActivities, ordering } from './activity-options.ts';
 import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
 
 export interface DetachVolumeInput {
@@ -36,6 +36,7 @@ export interface DetachProgress {
 export const detachProgressQuery = defineQuery<DetachProgress>('progress');
 
 export async function detachVolume(input: DetachVolumeInput): Promise<DetachResult> {
+  const { control, mustFinish } = controlSteps(patched('control-steps-as-local-activities'));
   const saga = new Saga();
   let state: OperationState = 'detaching';
   let error: { type: string; message: string } | null = null;
@@ -81,9 +82,9 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
 
     // The disk is gone: from here on the detach only moves forward.
     await saga.step('deleteAttachment', DETACH_STEPS.deleteAttachment, () =>
-      controlMustFinishActivities.deleteAttachment({ volumeId: input.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId }),
+      mustFinish.deleteAttachment({ volumeId: input.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId }),
     );
-    await saga.step('destroyBdm', DETACH_STEPS.destroyBdm, () => controlMustFinishActivities.destroyBdm({ bdmUuid: v.bdmUuid }));
+    await saga.step('destroyBdm', DETACH_STEPS.destroyBdm, () => mustFinish.destroyBdm({ bdmUuid: v.bdmUuid }));
     setState('detached');
     await condition(allHandlersFinished);
     return { instanceUuid: input.instanceUuid, volumeId: input.volumeId, device: v.deviceName, hostDetached: !v.shelvedOffloaded };

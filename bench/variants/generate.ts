@@ -1,11 +1,12 @@
 /**
- * Derives the benchmark-only workflow variant "local-activities" from the current workflows/
- * (so it follows the shipped code as that changes) and writes the proposed patch for workflows/
- * to docs/bench/local-activities.patch. Run by bench/run.ts at start; alone:
- * `node --import tsx bench/variants/generate.ts`.
+ * Derives the benchmark-only workflow variant "regular-activities" from the current workflows/
+ * (so it follows the shipped code as that changes): the workflows as they were before the control
+ * plane's forward steps became local activities (commit after 570db4e), i.e. every step a regular
+ * activity on the control queue. The benchmark runs it next to the shipped code to show what the
+ * change bought. Run by bench/run.ts at start; alone: `node --import tsx bench/variants/generate.ts`
+ * (it also prints the patch that would take the shipped workflows back).
  *
- * The change: control-plane forward steps become local activities of the control worker, chosen
- * once per run with patched() so that histories recorded before the change still replay.
+ * EDITS lists each change as [before, shipped]; the variant applies them from shipped to before.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const outDir = path.join(root, 'bench', 'variants', 'local-activities');
+const outDir = path.join(root, 'bench', 'variants', 'regular-activities');
 
 type Edit = [from: string, to: string];
 
@@ -73,7 +74,7 @@ export function controlSteps(local: boolean) {
 };
 
 /** Returns the patch text; throws when the shipped workflows no longer match the edits. */
-export function generateLocalActivitiesVariant(): string {
+export function generateRegularActivitiesVariant(): string {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-variant-'));
   try {
     fs.mkdirSync(path.join(tmp, 'a', 'workflows'), { recursive: true });
@@ -82,7 +83,7 @@ export function generateLocalActivitiesVariant(): string {
     for (const [file, edits] of Object.entries(EDITS)) {
       const original = fs.readFileSync(path.join(root, 'workflows', file), 'utf8');
       let s = original;
-      for (const [from, to] of edits) {
+      for (const [to, from] of edits) {
         if (!s.includes(from)) throw new Error(`workflows/${file} changed: cannot find ${JSON.stringify(from.slice(0, 80))}`);
         s = s.replace(from, to);
       }
@@ -119,9 +120,6 @@ ${fs
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const patch = generateLocalActivitiesVariant();
-  const file = path.join(root, 'docs', 'bench', 'local-activities.patch');
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, patch);
-  process.stdout.write(`wrote bench/variants/local-activities/ and ${path.relative(root, file)}\n`);
+  process.stdout.write(generateRegularActivitiesVariant());
+  process.stdout.write(`\n(wrote ${path.relative(root, outDir)}/)\n`);
 }
