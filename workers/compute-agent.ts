@@ -23,6 +23,8 @@ import { startMetricsFromEnv } from '../src/metrics/http.ts';
 import { installSdkMetrics } from '../src/metrics/sdk-metrics.ts';
 import { registerComputeAgentMetrics } from '../src/metrics/compute-agent-metrics.ts';
 import { codecDataConverter } from '../src/security/codec-config.ts';
+import { tracingActivityInterceptors } from '../src/tracing/temporal-tracing.ts';
+import { tracedLibvirt } from '../src/tracing/traced-libvirt.ts';
 
 export interface ComputeAgentOptions {
   connection: NativeConnection;
@@ -48,6 +50,8 @@ export class ComputeAgent {
   private listener: pg.Client | undefined;
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> = Promise.resolve();
+  /** A sync asked for but not started yet: later requests join it (a burst of NOTIFYs = one sync). */
+  private queuedSync: Promise<void> | undefined;
   private stopped = false;
   private readonly hostActivities;
   private readonly log;
@@ -56,7 +60,7 @@ export class ComputeAgent {
     this.log = o.log ?? { info: () => undefined, warn: () => undefined, error: () => undefined };
     this.hostActivities = createHostActivities({
       db: o.db,
-      libvirt: o.libvirt,
+      libvirt: tracedLibvirt(o.libvirt),
       host: o.host,
       faults: o.faults ?? new FaultInjector(),
       ...(o.detach ? { detach: o.detach } : {}),
@@ -80,8 +84,8 @@ export class ComputeAgent {
       taskQueue: hostTaskQueue(this.o.host),
       identity: this.identity(),
       dataConverter: codecDataConverter(),
-      interceptors: { activity: [activityMetricsInterceptor] },
-      activities: createDomainActivities({ libvirt: this.o.libvirt }),
+      interceptors: { activity: [...tracingActivityInterceptors(), activityMetricsInterceptor] },
+      activities: createDomainActivities({ libvirt: tracedLibvirt(this.o.libvirt) }),
       maxConcurrentActivityTaskExecutions: 4,
     });
     this.hostWorker = { worker, done: this.runWorker(worker, hostTaskQueue(this.o.host)) };
@@ -113,44 +117,58 @@ export class ComputeAgent {
 
   /** Make the set of per-instance workers match the instances on this host. */
   sync(): Promise<void> {
-    this.syncing = this.syncing.then(() => this.syncOnce()).catch((err: unknown) => this.log.warn({ err }, 'instance sync failed'));
-    return this.syncing;
+    if (this.queuedSync) return this.queuedSync;
+    const next = this.syncing
+      .then(() => {
+        // From here on, a change must be seen by a sync that starts later: let the next request queue one.
+        this.queuedSync = undefined;
+        return this.syncOnce();
+      })
+      .catch((err: unknown) => this.log.warn({ err }, 'instance sync failed'));
+    this.queuedSync = next;
+    this.syncing = next;
+    return next;
   }
 
   private async syncOnce(): Promise<void> {
     if (this.stopped) return;
     if (!this.listener) await this.listen();
     const wanted = new Set((await listInstances(this.o.db, { host: this.o.host })).map((i) => i.uuid));
-    for (const uuid of wanted) {
-      if (this.instanceWorkers.has(uuid)) continue;
-      const queue = instanceTaskQueue(uuid);
-      const worker = await Worker.create({
-        connection: this.o.connection,
-        namespace: this.o.namespace,
-        taskQueue: queue,
-        identity: this.identity(),
-        dataConverter: codecDataConverter(),
-        interceptors: { activity: [activityMetricsInterceptor] },
-        activities: this.hostActivities,
-        // One host step at a time per instance: Nova's synchronized(instance.uuid), but durable.
-        maxConcurrentActivityTaskExecutions: 1,
-        maxConcurrentActivityTaskPolls: 1,
-      });
-      const running: RunningWorker = {
-        worker,
-        done: this.runWorker(worker, queue).finally(() => {
-          if (this.instanceWorkers.get(uuid) === running) this.instanceWorkers.delete(uuid);
-        }),
-      };
-      this.instanceWorkers.set(uuid, running);
-      this.log.info({ queue }, 'serving instance queue');
-    }
+    const missing = [...wanted].filter((uuid) => !this.instanceWorkers.has(uuid));
+    // Worker.create waits for a round trip to the server: create many at once when many instances
+    // arrive together (an agent starting on a full host, a bulk import), a bounded number at a time.
+    await forEachConcurrently(missing, WORKER_CREATE_CONCURRENCY, (uuid) => this.serveInstance(uuid));
     for (const [uuid, running] of this.instanceWorkers) {
       if (wanted.has(uuid)) continue;
       this.instanceWorkers.delete(uuid);
       running.worker.shutdown();
       this.log.info({ queue: instanceTaskQueue(uuid) }, 'instance left the host; queue released');
     }
+  }
+
+  private async serveInstance(uuid: string): Promise<void> {
+    if (this.stopped) return;
+    const queue = instanceTaskQueue(uuid);
+    const worker = await Worker.create({
+      connection: this.o.connection,
+      namespace: this.o.namespace,
+      taskQueue: queue,
+      identity: this.identity(),
+      dataConverter: codecDataConverter(),
+      interceptors: { activity: [...tracingActivityInterceptors(), activityMetricsInterceptor] },
+      activities: this.hostActivities,
+      // One host step at a time per instance: Nova's synchronized(instance.uuid), but durable.
+      maxConcurrentActivityTaskExecutions: 1,
+      maxConcurrentActivityTaskPolls: 1,
+    });
+    const running: RunningWorker = {
+      worker,
+      done: this.runWorker(worker, queue).finally(() => {
+        if (this.instanceWorkers.get(uuid) === running) this.instanceWorkers.delete(uuid);
+      }),
+    };
+    this.instanceWorkers.set(uuid, running);
+    this.log.info({ queue }, 'serving instance queue');
   }
 
   async stop(): Promise<void> {
@@ -163,6 +181,17 @@ export class ComputeAgent {
     for (const r of all) if (r.worker.getState() === 'RUNNING') r.worker.shutdown();
     await Promise.all(all.map((r) => r.done));
   }
+}
+
+/** How many per-instance workers a sync creates at once. */
+const WORKER_CREATE_CONCURRENCY = 16;
+
+async function forEachConcurrently<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 async function main(): Promise<void> {
