@@ -2,7 +2,7 @@
  * `npm run chaos` — the fault-injection runner (docs/chaos.md).
  *
  *   node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX]
- *                                  [--no-libvirtd] [--deadline SECONDS] [--out FILE] [--keep]
+ *                                  [--no-libvirtd] [--deadline SECONDS] [--storm-seconds S] [--out FILE] [--keep]
  *
  *   --short         the quick selection `npm test` runs (test/chaos-short.test.ts): ~3 minutes
  *   (default)       the full matrix: every attach and detach step × before/during/after × six targets,
@@ -13,6 +13,8 @@
  *   --only REGEX    only scenarios whose name matches
  *   --no-libvirtd   never kill the system libvirtd (other users of this machine's libvirt keep working)
  *   --deadline S    how long workflows may take to close after a fault (default 300)
+ *   --storm-seconds S  how long the storm (random kills under a workload, chaos/storm.ts) lasts
+ *                   (default 60; 20 in --short)
  *   --out FILE      the JSON results (default chaos-results/latest.json)
  *   --keep          keep the stack's folder (logs, PostgreSQL data, Temporal's SQLite) afterwards
  *
@@ -30,6 +32,7 @@ import { fullMatrix, killCaseName, runKillCase, type KillCase } from './kills.ts
 import { FAULT_SCENARIOS } from './faults.ts';
 import { RACE_SCENARIOS } from './races.ts';
 import { fuzzApi, fuzzCli } from './fuzz.ts';
+import { runStorm, stormName } from './storm.ts';
 import { Random } from './random.ts';
 import { formatFailures, formatTable, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
@@ -42,11 +45,12 @@ interface Options {
   only: RegExp | undefined;
   libvirtd: boolean;
   deadlineMs: number;
+  stormSeconds: number | undefined;
   out: string;
   keep: boolean;
 }
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--out FILE] [--keep]  (docs/chaos.md)';
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -62,6 +66,7 @@ function parseArgs(argv: string[]): Options {
     only: undefined,
     libvirtd: true,
     deadlineMs: 300_000,
+    stormSeconds: undefined,
     out: path.join(projectRoot, 'chaos-results', 'latest.json'),
     keep: false,
   };
@@ -90,6 +95,7 @@ function parseArgs(argv: string[]): Options {
       }
       case '--no-libvirtd': o.libvirtd = false; break;
       case '--deadline': o.deadlineMs = int('--deadline', value(), 10) * 1000; break;
+      case '--storm-seconds': o.stormSeconds = int('--storm-seconds', value(), 1); break;
       case '--out': {
         const v = value();
         if (!v) usage('--out wants a file name');
@@ -190,6 +196,9 @@ async function main(): Promise<void> {
     let kills = o.short ? SHORT_KILLS : fullMatrix();
     if (o.sample !== undefined && !o.short) kills = rnd.sample(kills, o.sample);
     kills.forEach((c, i) => plan.push({ name: killCaseName(c), run: (hh, r) => runKillCase(hh, c, r, servers[i % servers.length]!) }));
+    // Independent kills at random moments, not at pause points, under a workload on every server.
+    const stormSeconds = o.stormSeconds ?? (o.short ? 20 : 60);
+    plan.push({ name: stormName(stormSeconds), run: (hh, r) => runStorm(hh, r, { seconds: stormSeconds, clients: o.short ? 3 : 4, volumes: o.short ? 4 : 8 }) });
     // The virtio case leaves a disk its guest will not release: it runs last, on its own server.
     const virtio = plan.findIndex((p) => p.name.includes('virtio'));
     if (virtio >= 0) {

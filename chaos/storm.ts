@@ -1,0 +1,316 @@
+/**
+ * The storm: independent kills at moments no pause point chose. While a steady workload runs through
+ * the HTTP API (several clients; attaches, detaches, the same attach repeated at once, an attach and a
+ * detach of one pair interleaved, now and then an attach of a volume to a server other than its own),
+ * the runner kills parts of the stack at random wall-clock moments for a set time:
+ *   - the gap before each event is drawn uniformly in [0, maxGapMs];
+ *   - an event SIGKILLs one target drawn among those that are up (control-plane, compute-agent, api,
+ *     temporal, postgres, libvirtd unless --no-libvirtd), or two at once (one in four), and restarts
+ *     them after 0–2 s down — in the background, so the next event does not wait for the restart;
+ *   - storms of 30 s or more also SIGSTOP one worker (control-plane, compute-agent or api) for 31–40 s,
+ *     longer than the activity timeouts (start-to-close and heartbeat 30 s), then SIGCONT it.
+ * Then every part is made sure to run, every workflow must close, and:
+ *   - every (server, volume) pair the workload touched is attached everywhere or absent everywhere;
+ *   - every volume's status and attachments match the pairs that ended attached (at most one, not multiattach);
+ *   - no rollback was left unfinished (TetherState=failed), no workflow is still running;
+ *   - the invariant checker finds nothing; and tether still works (what is attached is detached again).
+ * Reported per storm: kills by target, requests by answer, workflows by outcome, time to converge
+ * after the last kill (or SIGCONT), leaks.
+ *
+ * Every choice comes from the case's seeded stream (separate streams for the kill schedule and each
+ * client), so `--seed S --only storm` replays the same draws; which target is "up" at a moment still
+ * depends on how long restarts take, so the kills themselves may differ a little between replays.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Instance, Volume } from '../src/domain/types.ts';
+import {
+  attachWorkflowId,
+  check,
+  classify,
+  COMPUTE_MICROVERSION,
+  detachWorkflowId,
+  http,
+  newVolume,
+  pairState,
+  result,
+  retrying,
+  runningWorkflows,
+  tidy,
+  waitClosed,
+  type Harness,
+  type HttpAnswer,
+  type HttpFailure,
+} from './harness.ts';
+import type { Random } from './random.ts';
+import type { CaseResult } from './report.ts';
+import { TARGETS, type Target, type WorkerName } from './stack.ts';
+
+export interface StormOptions {
+  /** How long kills go on, and the workload with them. */
+  seconds: number;
+  /** Largest gap between two kill events (uniform in [0, maxGapMs]). */
+  maxGapMs?: number;
+  /** Concurrent API clients. */
+  clients: number;
+  /** Volumes of the workload (spread over the servers, each with a home server). */
+  volumes: number;
+}
+
+export function stormName(seconds: number): string {
+  return `storm random kills for ${seconds} s under a steady workload`;
+}
+
+const STOPPABLE: readonly WorkerName[] = ['control-plane', 'compute-agent', 'api'];
+/** Longer than every activity's start-to-close (30 s) and heartbeat (30 s) timeout. */
+const STOP_MS: readonly [number, number] = [31_000, 40_000];
+/** Per request: a client that gets no answer gives up (the operation may still go on). */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+type Answer = HttpAnswer | HttpFailure;
+
+function answerClass(a: Answer): '2xx' | '4xx' | '5xx' | 'none' {
+  if (a.status === 0) return 'none';
+  if (a.status < 300) return '2xx';
+  if (a.status < 500) return '4xx';
+  return '5xx';
+}
+
+class Tally {
+  private readonly counts = new Map<string, number>();
+  add(key: string, n = 1): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + n);
+  }
+  get(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+  total(): number {
+    return [...this.counts.values()].reduce((a, b) => a + b, 0);
+  }
+  format(): string {
+    return [...this.counts].sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k}×${n}`).join(' ') || 'none';
+  }
+}
+
+interface Pair {
+  server: Instance;
+  volume: Volume;
+}
+
+export async function runStorm(h: Harness, run: number, o: StormOptions): Promise<CaseResult> {
+  const scenario = stormName(o.seconds);
+  const maxGapMs = o.maxGapMs ?? 3_000;
+  const notes: string[] = [];
+  const problems: string[] = [];
+  const targets = TARGETS.filter((t) => !h.stack.cannotKill(t));
+  notes.push(`targets: ${targets.join(', ')}${targets.length < TARGETS.length ? ` (not: ${TARGETS.filter((t) => !targets.includes(t)).map((t) => `${t}: ${h.stack.cannotKill(t)}`).join('; ')})` : ''}`);
+
+  // ---- the workload's volumes: each with a home server ----
+  const volumes = await Promise.all(Array.from({ length: o.volumes }, (_, i) => newVolume(h, `chaos-storm-${run}-${i}`)));
+  const home = (i: number) => h.servers[i % h.servers.length]!;
+  const touched = new Map<string, Pair>();
+  const touch = (server: Instance, volume: Volume) => touched.set(`${server.uuid}/${volume.id}`, { server, volume });
+  volumes.forEach((v, i) => touch(home(i), v));
+
+  const requests = new Tally();
+  const t0 = Date.now();
+  const end = t0 + o.seconds * 1000;
+  const stormStartIso = new Date(t0 - 1000).toISOString();
+
+  const attach = (server: Instance, volume: Volume) =>
+    http(h, 'POST', `/v2.1/servers/${server.uuid}/os-volume_attachments`, {
+      headers: COMPUTE_MICROVERSION,
+      body: { volumeAttachment: { volumeId: volume.id } },
+      timeoutMs: REQUEST_TIMEOUT_MS,
+    }).then((a) => (requests.add(`POST ${answerClass(a)}`), a));
+  const detach = (server: Instance, volume: Volume) =>
+    http(h, 'DELETE', `/v2.1/servers/${server.uuid}/os-volume_attachments/${volume.id}`, { headers: COMPUTE_MICROVERSION, timeoutMs: REQUEST_TIMEOUT_MS })
+      .then((a) => (requests.add(`DELETE ${answerClass(a)}`), a));
+
+  const ops = new Tally();
+  async function client(rnd: Random): Promise<void> {
+    while (Date.now() < end) {
+      const i = rnd.int(0, volumes.length - 1);
+      const volume = volumes[i]!;
+      // One attach in ten goes to another server than the volume's own (refused while it is attached there).
+      const server = rnd.bool(0.1) ? rnd.pick(h.servers) : home(i);
+      touch(server, volume);
+      const p = rnd.next();
+      if (p < 0.35) {
+        ops.add('attach');
+        await attach(server, volume);
+      } else if (p < 0.65) {
+        ops.add('detach');
+        await detach(server, volume);
+      } else if (p < 0.8) {
+        const n = rnd.int(2, 3);
+        ops.add('repeated attach');
+        await Promise.all(Array.from({ length: n }, () => attach(server, volume)));
+      } else {
+        const delay = rnd.int(0, 300);
+        ops.add('attach+detach');
+        const a = attach(server, volume);
+        await sleep(delay);
+        await Promise.all([a, detach(server, volume)]);
+      }
+      await sleep(rnd.int(0, 800));
+    }
+  }
+
+  // ---- the kill schedule ----
+  const kills = new Tally();
+  const busy = new Set<Target>();
+  const background: Array<Promise<void>> = [];
+  const restartFailures: string[] = [];
+  let lastFaultAt = t0;
+  let doubles = 0;
+  const stops: string[] = [];
+
+  async function killAndRestart(ts: Target[], downMs: number): Promise<void> {
+    try {
+      await Promise.all(ts.map((t) => h.stack.kill(t).then(
+        () => kills.add(t),
+        (err: unknown) => void restartFailures.push(`kill ${t}: ${(err as Error).message}`),
+      )));
+      lastFaultAt = Date.now();
+      await sleep(downMs);
+      await Promise.all(ts.map((t) => h.stack.restart(t).catch((err: unknown) => {
+        restartFailures.push(`${t}: ${(err as Error).message}`);
+      })));
+    } finally {
+      for (const t of ts) busy.delete(t);
+    }
+  }
+
+  async function stopAndContinue(w: WorkerName, holdMs: number): Promise<void> {
+    const pid = h.stack.workers[w].pid;
+    try {
+      if (pid === undefined) return;
+      process.kill(pid, 'SIGSTOP');
+      lastFaultAt = Date.now();
+      stops.push(`${w} ${(holdMs / 1000).toFixed(0)} s`);
+      await sleep(holdMs);
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        /* gone meanwhile: it exited by itself, which the runner reports */
+      }
+      lastFaultAt = Date.now();
+    } finally {
+      busy.delete(w);
+    }
+  }
+
+  async function scheduler(rnd: Random): Promise<void> {
+    const canStop = o.seconds >= 30;
+    const stopEvent = canStop ? rnd.int(0, 3) : -1;
+    for (let event = 0; ; event++) {
+      await sleep(rnd.int(0, maxGapMs));
+      if (Date.now() >= end) return;
+      const up = targets.filter((t) => !busy.has(t));
+      const stopNow = canStop && (event === stopEvent || rnd.bool(0.05));
+      const stoppable = STOPPABLE.filter((w) => up.includes(w));
+      if (stopNow && stoppable.length > 0) {
+        const w = rnd.pick(stoppable);
+        busy.add(w);
+        background.push(stopAndContinue(w, rnd.int(STOP_MS[0], STOP_MS[1])));
+        continue;
+      }
+      if (up.length === 0) continue;
+      const two = up.length > 1 && rnd.bool(0.25);
+      const ts = rnd.sample(up, two ? 2 : 1);
+      if (two) doubles++;
+      for (const t of ts) busy.add(t);
+      background.push(killAndRestart(ts, rnd.int(0, 2000)));
+    }
+  }
+
+  const clientStreams = Array.from({ length: o.clients }, () => h.rnd.fork());
+  const killStream = h.rnd.fork();
+  await Promise.all([scheduler(killStream), ...clientStreams.map((r) => client(r))]);
+  await Promise.all(background);
+  const stormMs = Date.now() - t0;
+
+  // ---- restart all: whatever is down comes up ----
+  const tRestart = Date.now();
+  await h.stack.settled();
+  for (const w of STOPPABLE) {
+    if (h.stack.workers[w].pid === undefined) {
+      await h.stack.restart(w).catch((err: unknown) => restartFailures.push(`${w} (again): ${(err as Error).message}`));
+    }
+  }
+  await h.stack.waitHealthy(180_000);
+  if (restartFailures.length) problems.push(`restarts that failed: ${restartFailures.join('; ')}`);
+  const restartMs = Date.now() - tRestart;
+
+  // ---- converge: every workflow closes ----
+  const pairs = [...touched.values()];
+  const ids = pairs.flatMap((p) => [attachWorkflowId(p.server.uuid, p.volume.id), detachWorkflowId(p.server.uuid, p.volume.id)]);
+  const ends = await waitClosed(h, ids);
+  let stillRunning = Object.entries(ends).filter(([, e]) => e === 'RUNNING').map(([id]) => id);
+  // Visibility may lag behind a closed workflow a little; anything of this stack still running counts.
+  const runDeadline = Date.now() + 30_000;
+  let running = await retrying(() => runningWorkflows(h));
+  while (running.length > 0 && Date.now() < runDeadline) {
+    await sleep(1000);
+    running = await retrying(() => runningWorkflows(h));
+  }
+  stillRunning = [...new Set([...stillRunning, ...running])];
+
+  // ---- the stores ----
+  const states = await Promise.all(pairs.map(async (p) => ({ p, state: classify(await retrying(() => pairState(h, p.server.uuid, p.volume.id)), { volumeShared: true }) })));
+  const between = states.filter((s) => s.state.startsWith('in-between'));
+  for (const s of between) problems.push(`${s.p.volume.id} on ${s.p.server.uuid}: ${s.state}`);
+  const volumeProblems: string[] = [];
+  for (const v of volumes) {
+    const attachedTo = states.filter((s) => s.p.volume.id === v.id && s.state === 'attached').map((s) => s.p.server.uuid);
+    const now = await retrying(() => h.stack.blockStorage.getVolume(v.id));
+    const want = attachedTo.length > 0 ? 'in-use' : 'available';
+    if (attachedTo.length > 1) volumeProblems.push(`${v.id} attached to ${attachedTo.length} servers (not multiattach)`);
+    if (now.status !== want) volumeProblems.push(`${v.id} is ${now.status}, its pairs say ${want}`);
+    if (now.attachments.length !== attachedTo.length) volumeProblems.push(`${v.id} has ${now.attachments.length} attachment(s) at the block storage, ${attachedTo.length} pair(s) attached`);
+  }
+  problems.push(...volumeProblems);
+  const checked = await check(h);
+  const convergedAt = Date.now();
+  if (stillRunning.length) problems.push(`workflows still running: ${stillRunning.join(', ')}`);
+  if (checked.disagreements.length || checked.inFlight.length) problems.push(`checker:\n${checked.text}`);
+
+  // ---- what the workflows did ----
+  const workflows = new Tally();
+  const unfinished: string[] = [];
+  await retrying(async () => {
+    for await (const w of h.stack.client.workflow.list({ query: `TaskQueue = '${h.stack.controlTaskQueue}' AND StartTime >= '${stormStartIso}'` })) {
+      if (w.type !== 'attachVolume' && w.type !== 'detachVolume') continue;
+      const sa = w.searchAttributes?.['TetherState'];
+      const state = Array.isArray(sa) ? String(sa[0]) : '?';
+      const op = w.type === 'attachVolume' ? 'attach' : 'detach';
+      workflows.add(`${op} ${w.status.name === 'RUNNING' ? 'running' : state}`);
+      if (state === 'failed') unfinished.push(`${w.workflowId} (${w.runId})`);
+    }
+  });
+  if (unfinished.length) problems.push(`rollbacks left unfinished (TetherState=failed): ${unfinished.join(', ')}`);
+
+  // tether must still work: what the storm left attached is detached again, the volumes deleted.
+  problems.push(...(await tidy(h, pairs)));
+
+  const attachedCount = workflows.get('attach attached');
+  const rolledBack = workflows.get('attach rolled-back');
+  const detachedCount = workflows.get('detach detached');
+  const leaked = checked.disagreements.length + checked.inFlight.length + between.length + volumeProblems.length + stillRunning.length;
+  notes.push(
+    `storm ${(stormMs / 1000).toFixed(1)} s (kills for ${o.seconds} s, gaps 0–${maxGapMs / 1000} s), ${o.clients} clients, ${volumes.length} volumes on ${h.servers.length} servers, ${pairs.length} pairs touched`,
+    `kills: ${kills.total()} (${kills.format()}), ${doubles} double; SIGSTOP: ${stops.length ? stops.join(', ') : 'none'}`,
+    `operations: ${ops.format()}; requests: ${requests.format()}`,
+    `workflows: ${workflows.format()}`,
+    `restart all ${(restartMs / 1000).toFixed(1)} s; converged ${((convergedAt - lastFaultAt) / 1000).toFixed(1)} s after the last kill; leaks ${leaked}`,
+  );
+  return result(h, scenario, run, {
+    passed: problems.length === 0,
+    converged: stillRunning.length === 0 && !checked.disagreements.length && !checked.inFlight.length,
+    outcome: `${kills.total()} kills${stops.length ? ` + ${stops.length} stop` : ''}: ${attachedCount} attached, ${rolledBack} rolled back, ${detachedCount} detached`,
+    leaked,
+    convergeMs: stillRunning.length ? null : convergedAt - lastFaultAt,
+    notes,
+    ...(problems.length ? { failure: problems.join('; ') } : {}),
+  });
+}
