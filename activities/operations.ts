@@ -9,26 +9,32 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export function createOperationActivities(deps: { client: Client; pollIntervalMs?: number }) {
   const pollIntervalMs = deps.pollIntervalMs ?? 250;
+  /** Whether the counterpart workflow runs and started before `startedAt` (then we wait for it). */
+  async function earlierRunning(input: { counterpartWorkflowId: string; startedAt: string }): Promise<boolean> {
+    try {
+      const description = await deps.client.workflow.getHandle(input.counterpartWorkflowId).describe();
+      return description.status.name === 'RUNNING' && description.startTime.getTime() < Date.parse(input.startedAt);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return false;
+      throw err;
+    }
+  }
+
   return {
+    /** One look, no waiting (a local activity: the common case, nothing to wait for, costs one RPC). */
+    async isEarlierOperationRunning(input: { counterpartWorkflowId: string; startedAt: string }): Promise<boolean> {
+      return earlierRunning(input);
+    },
+
     /** Returns once the counterpart workflow is closed, or when it started after `startedAt` (it waits for us). */
     async awaitEarlierOperation(input: { counterpartWorkflowId: string; startedAt: string }): Promise<{ waitedMs: number }> {
       const ctx = Context.current();
       const began = Date.now();
-      const mine = Date.parse(input.startedAt);
-      for (;;) {
-        let description;
-        try {
-          description = await deps.client.workflow.getHandle(input.counterpartWorkflowId).describe();
-        } catch (err) {
-          if (err instanceof WorkflowNotFoundError) return { waitedMs: Date.now() - began };
-          throw err;
-        }
-        const running = description.status.name === 'RUNNING';
-        const earlier = description.startTime.getTime() < mine;
-        if (!running || !earlier) return { waitedMs: Date.now() - began };
+      while (await earlierRunning(input)) {
         ctx.heartbeat({ waitingFor: input.counterpartWorkflowId });
         await sleep(pollIntervalMs, undefined, { signal: ctx.cancellationSignal });
       }
+      return { waitedMs: Date.now() - began };
     },
 
     /** Waits until no attach or detach of the instance runs (server delete waits for them). */

@@ -77,7 +77,7 @@ if (opt('concurrency')) profile.concurrency = opt('concurrency')!.split(',').map
 const VARIANTS: Record<string, { description: string; control: ControlVariant; former?: boolean }> = {
   'regular-activities': {
     description:
-      'before: every control-plane step a regular activity (the code until the local-activities change); after: the shipped code, where validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached, validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm are local activities of the control worker (compensations, host steps and awaitEarlierOperation unchanged)',
+      'before: every control-plane step a regular activity (the code until the local-activities change); after: the shipped code, where validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached, validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm are local activities of the control worker (the look for an earlier operation is a local isEarlierOperationRunning, the waiting activity scheduled only when there is one; compensations and host steps unchanged)',
     control: { workflows: 'regular-activities' },
     former: true,
   },

@@ -45,11 +45,12 @@ describe('a successful attach', () => {
     const started = await stack.service.attachVolume({ server: vm.uuid, volume: v.id });
     await stack.service.awaitAttach(started.handle);
     const history = await started.handle.fetchHistory();
-    // Host steps and waiting are activities (host steps on the instance's own queue); the control
-    // plane's quick database/block-storage steps are local activities of the control worker, each
-    // recorded as a marker (workflows/activity-options.ts).
+    // Host steps are activities on the instance's own queue; the control plane's quick database and
+    // block-storage steps, and the look for an earlier operation on the pair (nothing to wait for
+    // here, so no waiting activity), are local activities of the control worker, each recorded as a
+    // marker (workflows/activity-options.ts).
     expect(historySteps(history).map((s) => `${s.kind}:${s.name}`)).toEqual([
-      'activity:awaitEarlierOperation',
+      'local:isEarlierOperationRunning',
       'local:validateAttach',
       'activity:reserveDeviceName',
       'local:reserveVolume',

@@ -166,7 +166,8 @@ afterAll(async () => {
   vi.restoreAllMocks();
 });
 
-const ATTACH_STEPS = ['awaitEarlierOperation', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'getHostConnector', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
+// (the look for an earlier operation is a local activity, isEarlierOperationRunning, when there is nothing to wait for)
+const ATTACH_STEPS = ['isEarlierOperationRunning', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'getHostConnector', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
 const completed = (activity: string) => ({ activity, workflow_type: 'attachVolume', outcome: 'completed', reason: '' });
 
 describe('metrics during real operations', () => {

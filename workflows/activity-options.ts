@@ -40,16 +40,32 @@ export const controlMustFinishActivities = proxyActivities<ControlActivities>(co
  * recorded in history (a MarkerRecorded event) when that task completes. A worker that dies
  * mid-step makes the workflow task time out and the step run again, as a regular activity would be
  * retried; every one of these steps is idempotent (by BDM uuid, attachment id or state check).
- * Only quick database/block-storage steps: waiting, compensations and host steps stay activities.
+ * Only quick database/block-storage steps (and the first look for an earlier operation): waiting,
+ * compensations and host steps stay activities.
  */
 export const controlLocal = proxyLocalActivities<ControlActivities>(controlForward satisfies LocalActivityOptions);
 export const controlMustFinishLocal = proxyLocalActivities<ControlActivities>(controlMustFinish satisfies LocalActivityOptions);
 
+export const ordering = proxyActivities<OperationActivities>(waiting);
+const orderingLocal = proxyLocalActivities<OperationActivities>(controlForward);
+
+type EarlierOperation = { counterpartWorkflowId: string; startedAt: string };
+
+/**
+ * Waiting for an earlier operation on the same pair, local-activities style: one quick look first (a
+ * local activity); the long, heartbeating wait is scheduled only when there is something to wait for.
+ */
+async function awaitEarlierOperationLookingFirst(input: EarlierOperation): Promise<{ waitedMs: number }> {
+  if (!(await orderingLocal.isEarlierOperationRunning(input))) return { waitedMs: 0 };
+  return ordering.awaitEarlierOperation(input);
+}
+
 /** Runs started before the control steps became local activities replay with regular activities. */
 export function controlSteps(local: boolean) {
-  return local ? { control: controlLocal, mustFinish: controlMustFinishLocal } : { control, mustFinish: controlMustFinishActivities };
+  return local
+    ? { control: controlLocal, mustFinish: controlMustFinishLocal, awaitEarlierOperation: awaitEarlierOperationLookingFirst }
+    : { control, mustFinish: controlMustFinishActivities, awaitEarlierOperation: ordering.awaitEarlierOperation };
 }
-export const ordering = proxyActivities<OperationActivities>(waiting);
 
 /** Host steps on the instance's own queue. */
 export function hostActivities(instanceUuid: string) {

@@ -25,7 +25,7 @@ import {
 import type { AttachRequest } from '../src/domain/types.ts';
 import { ATTACH_STEPS, COMPENSATION_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
 import { TetherState } from '../src/temporal/search-attributes.ts';
-import { controlMustFinishActivities as controlUndo, controlSteps, hostActivities, ordering } from './activity-options.ts';
+import { controlMustFinishActivities as controlUndo, controlSteps, hostActivities } from './activity-options.ts';
 import { detachWorkflowId } from '../src/domain/steps.ts';
 import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
 
@@ -58,7 +58,7 @@ export const reservationUpdate = defineUpdate<AttachReservation>('reservation');
 export const progressQuery = defineQuery<AttachProgress>('progress');
 
 export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {
-  const { control } = controlSteps(patched('control-steps-as-local-activities'));
+  const { control, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
   const saga = new Saga();
   const operationId = workflowInfo().workflowId;
   let state: OperationState = 'attaching';
@@ -81,7 +81,7 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
   setState('attaching');
 
   const destroyBdmOnFailure = (bdmUuid: string) =>
-    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid }) });
+    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid, fault: error && { ...error, step: saga.failedStep } }) });
 
   /** Reserve the volume (its compensation first), then record the reservation the POST answers with. */
   async function reserveVolume(bdmUuid: string, device: string | null): Promise<AttachReservation> {
@@ -117,7 +117,7 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
 
   try {
     await saga.step('awaitEarlierOperation', ATTACH_STEPS.awaitEarlierOperation, () =>
-      ordering.awaitEarlierOperation({
+      awaitEarlierOperation({
         counterpartWorkflowId: detachWorkflowId(input.instanceUuid, input.volumeId),
         startedAt: workflowInfo().startTime.toISOString(),
       }),

@@ -11,7 +11,7 @@
 import { ApplicationFailure, condition, allHandlersFinished, defineQuery, patched, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { attachWorkflowId, COMPENSATION_STEPS, DETACH_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
 import { TetherState } from '../src/temporal/search-attributes.ts';
-import { controlMustFinishActivities, controlSteps, hostActivities, ordering } from './activity-options.ts';
+import { controlMustFinishActivities, controlSteps, hostActivities } from './activity-options.ts';
 import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
 
 export interface DetachVolumeInput {
@@ -36,7 +36,7 @@ export interface DetachProgress {
 export const detachProgressQuery = defineQuery<DetachProgress>('progress');
 
 export async function detachVolume(input: DetachVolumeInput): Promise<DetachResult> {
-  const { control, mustFinish } = controlSteps(patched('control-steps-as-local-activities'));
+  const { control, mustFinish, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
   const saga = new Saga();
   let state: OperationState = 'detaching';
   let error: { type: string; message: string } | null = null;
@@ -50,7 +50,7 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
   const host = hostActivities(input.instanceUuid);
   try {
     await saga.step('awaitEarlierOperation', DETACH_STEPS.awaitEarlierOperation, () =>
-      ordering.awaitEarlierOperation({
+      awaitEarlierOperation({
         counterpartWorkflowId: attachWorkflowId(input.instanceUuid, input.volumeId),
         startedAt: workflowInfo().startTime.toISOString(),
       }),
@@ -64,7 +64,7 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
         description: COMPENSATION_STEPS.rollDetaching,
         run: async () => {
           await controlMustFinishActivities.rollDetaching({ volumeId: input.volumeId });
-          await controlMustFinishActivities.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'attached' });
+          await controlMustFinishActivities.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'attached', fault: error && { ...error, step: saga.failedStep } });
         },
       });
       await saga.step('beginDetaching', DETACH_STEPS.beginDetaching, async () => {

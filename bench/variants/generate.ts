@@ -1,12 +1,13 @@
 /**
  * Derives the benchmark-only workflow variant "regular-activities" from the current workflows/
- * (so it follows the shipped code as that changes): the workflows as they were before the control
- * plane's forward steps became local activities (commit after 570db4e), i.e. every step a regular
- * activity on the control queue. The benchmark runs it next to the shipped code to show what the
- * change bought. Run by bench/run.ts at start; alone: `node --import tsx bench/variants/generate.ts`
- * (it also prints the patch that would take the shipped workflows back).
+ * (so it follows the shipped code as that changes): the workflows as they ran before the control
+ * plane's forward steps became local activities (commit a9d89f9) — every step a regular activity on
+ * the control queue — obtained by answering `false` to patched('control-steps-as-local-activities'),
+ * the path that runs started before the change replay on. The benchmark runs it next to the shipped
+ * code to show what the change bought. Run by bench/run.ts at start; alone:
+ * `node --import tsx bench/variants/generate.ts` (it prints the difference).
  *
- * EDITS lists each change as [before, shipped]; the variant applies them from shipped to before.
+ * EDITS lists each change as [variant, shipped]; the variant applies them from shipped to variant.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -19,58 +20,13 @@ const outDir = path.join(root, 'bench', 'variants', 'regular-activities');
 
 type Edit = [from: string, to: string];
 
+const SHIPPED = "controlSteps(patched('control-steps-as-local-activities'))";
 const EDITS: Record<string, Edit[]> = {
-  'activity-options.ts': [
-    [
-      "import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';",
-      "import { proxyActivities, proxyLocalActivities, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';",
-    ],
-    [
-      'export const controlMustFinishActivities = proxyActivities<ControlActivities>(controlMustFinish);\n',
-      `export const controlMustFinishActivities = proxyActivities<ControlActivities>(controlMustFinish);
-
-/**
- * The same control-plane steps as local activities of the control worker: they run inside the
- * workflow task that asks for them, with the same timeouts and retry policies, and each result is
- * recorded in history (a MarkerRecorded event) when that task completes. A worker that dies
- * mid-step makes the workflow task time out and the step run again, as a regular activity would be
- * retried; every one of these steps is idempotent (by BDM uuid, attachment id or state check).
- * Only quick database/block-storage steps: waiting, compensations and host steps stay activities.
- */
-export const controlLocal = proxyLocalActivities<ControlActivities>(controlForward satisfies LocalActivityOptions);
-export const controlMustFinishLocal = proxyLocalActivities<ControlActivities>(controlMustFinish satisfies LocalActivityOptions);
-
-/** Runs started before the control steps became local activities replay with regular activities. */
-export function controlSteps(local: boolean) {
-  return local ? { control: controlLocal, mustFinish: controlMustFinishLocal } : { control, mustFinish: controlMustFinishActivities };
-}
-`,
-    ],
-  ],
-  'attach-volume.ts': [
-    ['  defineUpdate,\n', '  defineUpdate,\n  patched,\n'],
-    [
-      'import { control, controlMustFinishActivities as controlUndo, hostActivities, ordering } from',
-      'import { controlMustFinishActivities as controlUndo, controlSteps, hostActivities, ordering } from',
-    ],
-    [
-      'export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {\n',
-      "export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {\n  const { control } = controlSteps(patched('control-steps-as-local-activities'));\n",
-    ],
-  ],
-  'detach-volume.ts': [
-    ['defineQuery, setHandler,', 'defineQuery, patched, setHandler,'],
-    [
-      'import { control, controlMustFinishActivities, hostActivities, ordering } from',
-      'import { controlMustFinishActivities, controlSteps, hostActivities, ordering } from',
-    ],
-    [
-      'export async function detachVolume(input: DetachVolumeInput): Promise<DetachResult> {\n',
-      "export async function detachVolume(input: DetachVolumeInput): Promise<DetachResult> {\n  const { control, mustFinish } = controlSteps(patched('control-steps-as-local-activities'));\n",
-    ],
-    ["await saga.step('deleteAttachment', DETACH_STEPS.deleteAttachment, () =>\n      controlMustFinishActivities.deleteAttachment(", "await saga.step('deleteAttachment', DETACH_STEPS.deleteAttachment, () =>\n      mustFinish.deleteAttachment("],
-    ["await saga.step('destroyBdm', DETACH_STEPS.destroyBdm, () => controlMustFinishActivities.destroyBdm(", "await saga.step('destroyBdm', DETACH_STEPS.destroyBdm, () => mustFinish.destroyBdm("],
-  ],
+  // unchanged, copied so that the variant's workflows import their own copy
+  'activity-options.ts': [],
+  // the runs the patch was made for take the path of runs started before it
+  'attach-volume.ts': [['controlSteps(false)', SHIPPED]],
+  'detach-volume.ts': [['controlSteps(false)', SHIPPED]],
 };
 
 /** Returns the patch text; throws when the shipped workflows no longer match the edits. */
