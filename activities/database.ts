@@ -6,7 +6,10 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Database } from '../src/db/database.ts';
 import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
 import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceState } from '../src/db/instances.ts';
-import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, softDeleteBdm, updateBdm } from '../src/db/block-device-mappings.ts';
+import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, setBdmAttachStatus, softDeleteBdmReturning } from '../src/db/block-device-mappings.ts';
+import { recordVolumeEvent } from '../src/notifications/outbox.ts';
+import { currentOperation } from '../src/notifications/operation.ts';
+import type { NotificationFault } from '../src/notifications/volume-events.ts';
 import type { AttachRequest, DiskBus, VmState } from '../src/domain/types.ts';
 import { attachRefusal } from '../src/domain/attach-rules.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
@@ -77,21 +80,58 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
       };
     },
 
-    async setBdmAttachStatus(input: { bdmUuid: string; attachStatus: 'attached' | 'detaching' }): Promise<void> {
-      await updateBdm(db, input.bdmUuid, { attachStatus: input.attachStatus });
+    /**
+     * Detach: 'detaching' when it begins (notification volume_detach.start), back to 'attached' when it
+     * is rolled back (volume_detach.error, with the workflow's `fault`), in one transaction each.
+     */
+    async setBdmAttachStatus(input: { bdmUuid: string; attachStatus: 'attached' | 'detaching'; fault?: NotificationFault | null }): Promise<void> {
+      await withTransaction(db, async (tx) => {
+        const bdm = await setBdmAttachStatus(tx, input.bdmUuid, input.attachStatus);
+        if (!bdm?.volumeId) return;
+        const event = { operation: currentOperation(), instanceUuid: bdm.instanceUuid, volumeId: bdm.volumeId };
+        if (input.attachStatus === 'detaching') await recordVolumeEvent(tx, { ...event, eventType: 'instance.volume_detach.start' });
+        else await recordVolumeEvent(tx, { ...event, eventType: 'instance.volume_detach.error', after: 'instance.volume_detach.start', fault: input.fault });
+      });
     },
 
-    /** The BDM is done: it records the attachment as attached. */
+    /** The BDM is done: it records the attachment as attached (notification volume_attach.end, same transaction). */
     async markBdmAttached(input: { bdmUuid: string }): Promise<void> {
-      if (!(await updateBdm(db, input.bdmUuid, { attachStatus: 'attached' }))) {
-        throw ApplicationFailure.nonRetryable(`Block device mapping ${input.bdmUuid} disappeared`, 'DiskAttachFailed');
-      }
+      await withTransaction(db, async (tx) => {
+        const bdm = await setBdmAttachStatus(tx, input.bdmUuid, 'attached');
+        if (!bdm) throw ApplicationFailure.nonRetryable(`Block device mapping ${input.bdmUuid} disappeared`, 'DiskAttachFailed');
+        if (bdm.volumeId) {
+          await recordVolumeEvent(tx, {
+            eventType: 'instance.volume_attach.end',
+            after: 'instance.volume_attach.start',
+            operation: currentOperation(),
+            instanceUuid: bdm.instanceUuid,
+            volumeId: bdm.volumeId,
+          });
+        }
+      });
     },
 
-    /** Compensation for the BDM: soft-deletes the mapping this workflow created (by its uuid); safe when there is none. */
-    async destroyBdm(input: { bdmUuid: string }): Promise<{ destroyed: boolean }> {
+    /**
+     * Compensation for the BDM: soft-deletes the mapping this workflow created (by its uuid); safe when there is none.
+     * Also the last step of a detach. Notification, same transaction: volume_attach.error (with the workflow's
+     * `fault`) when this operation's attach started, volume_detach.end when its detach did.
+     */
+    async destroyBdm(input: { bdmUuid: string; fault?: NotificationFault | null }): Promise<{ destroyed: boolean }> {
       faults.check('destroyBdm', 'before');
-      return { destroyed: await softDeleteBdm(db, input.bdmUuid) };
+      return withTransaction(db, async (tx) => {
+        const bdm = await softDeleteBdmReturning(tx, input.bdmUuid);
+        if (bdm?.volumeId) {
+          const event = { operation: currentOperation(), instanceUuid: bdm.instanceUuid, volumeId: bdm.volumeId };
+          const attachFailed = await recordVolumeEvent(tx, {
+            ...event,
+            eventType: 'instance.volume_attach.error',
+            after: 'instance.volume_attach.start',
+            fault: input.fault ?? { type: 'AttachFailed', message: 'The attach failed and was rolled back', step: null },
+          });
+          if (!attachFailed) await recordVolumeEvent(tx, { ...event, eventType: 'instance.volume_detach.end', after: 'instance.volume_detach.start' });
+        }
+        return { destroyed: bdm !== null };
+      });
     },
 
     /** Shelved-offloaded attach: the BDM without a device name (chosen at unshelve). Idempotent by uuid. */

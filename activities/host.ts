@@ -21,6 +21,8 @@ import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
 import { buildDomainXml } from '../src/libvirt/domain-xml.ts';
 import type { FaultInjector } from '../src/faults.ts';
 import { businessFailure } from './failures.ts';
+import { recordVolumeEvent } from '../src/notifications/outbox.ts';
+import { currentOperation } from '../src/notifications/operation.ts';
 
 /** libvirt errors that say the request itself is wrong: retrying cannot help. */
 const FINAL_LIBVIRT_ERRORS = new Set([
@@ -120,6 +122,7 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
             deleteOnTermination: input.deleteOnTermination,
             operationId: input.operationId,
           });
+          await recordVolumeEvent(tx, { eventType: 'instance.volume_attach.start', operation: currentOperation(), instanceUuid: input.instanceUuid, volumeId: input.volumeId });
           return { bdmUuid: bdm.uuid, deviceName, diskBus };
         });
       } catch (err) {

@@ -190,4 +190,33 @@ export function loadConfig(): TetherConfig {
   };
 }
 
+/** Nova-style notifications (src/notifications/): where the control plane publishes the outbox. */
+export interface NotificationSettings {
+  /** TETHER_NOTIFICATIONS: `log` (default), `none`, or an `amqp://` / `amqps://` URL. */
+  sink: string;
+  /** TETHER_NOTIFICATIONS_RETENTION: how long published rows stay in the outbox (default 7d). */
+  retentionMs: number;
+  /** TETHER_NOTIFICATIONS_EXCHANGE / _TOPIC: Nova's control_exchange and versioned notification topic. */
+  exchange: string;
+  topic: string;
+}
+
+const DURATION_UNITS_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export function loadNotificationSettings(): NotificationSettings {
+  const sink = str('TETHER_NOTIFICATIONS', 'log');
+  if (sink !== 'log' && sink !== 'none' && !/^amqps?:\/\/./.test(sink)) {
+    throw new Error('TETHER_NOTIFICATIONS must be log, none or an amqp:// (amqps://) URL');
+  }
+  const retention = str('TETHER_NOTIFICATIONS_RETENTION', '7d');
+  const m = /^(\d+)([smhd]?)$/.exec(retention.trim());
+  if (!m) throw new Error(`TETHER_NOTIFICATIONS_RETENTION must be a number with an optional unit s, m, h or d (e.g. 7d), got ${JSON.stringify(retention)}`);
+  return {
+    sink,
+    retentionMs: Number(m[1]) * DURATION_UNITS_MS[m[2] || 's']!,
+    exchange: str('TETHER_NOTIFICATIONS_EXCHANGE', 'nova'),
+    topic: str('TETHER_NOTIFICATIONS_TOPIC', 'versioned_notifications'),
+  };
+}
+
 export { instanceTaskQueue, hostTaskQueue } from './domain/task-queues.ts';

@@ -17,6 +17,7 @@ import { activityMetricsInterceptor, metricsSinks, workflowMetricsInterceptorsPa
 import { startMetricsFromEnv } from '../src/metrics/http.ts';
 import { installSdkMetrics } from '../src/metrics/sdk-metrics.ts';
 import { codecDataConverter } from '../src/security/codec-config.ts';
+import { startNotificationPublisherFromEnv } from '../src/notifications/publisher.ts';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -72,6 +73,9 @@ async function main(): Promise<void> {
     });
     ctx.log.info({ taskQueue: ctx.config.controlTaskQueue }, 'control-plane worker polling');
     ctx.onShutdown(async () => worker.shutdown());
+    // The outbox's publisher (src/notifications/publisher.ts): every replica runs one, they share the rows.
+    const notifications = await startNotificationPublisherFromEnv({ db: ctx.db(), databaseUrl: ctx.config.databaseUrl, log: ctx.log });
+    ctx.onShutdown(() => notifications.stop());
     await worker.run();
   });
 }

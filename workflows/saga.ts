@@ -45,6 +45,11 @@ export class Saga {
     }
   }
 
+  /** The first step that failed: the forward step whose failure started the rollback (failure notifications report it). */
+  get failedStep(): string | null {
+    return this.steps.find((st) => st.status === 'failed')?.step ?? null;
+  }
+
   addCompensation(c: Compensation): void {
     this.compensations.unshift(c);
   }

@@ -142,3 +142,31 @@ export async function softDeleteBdm(db: Queryable, uuid: string): Promise<boolea
   );
   return (rowCount ?? 0) > 0;
 }
+
+/** Sets a live BDM's attach_status; returns what it was (and whose it is), or null when there is no such BDM. */
+export async function setBdmAttachStatus(
+  db: Queryable,
+  uuid: string,
+  attachStatus: BdmAttachStatus,
+): Promise<{ previous: BdmAttachStatus; instanceUuid: string; volumeId: string | null } | null> {
+  const { rows } = await db.query<{ previous: BdmAttachStatus; instance_uuid: string; volume_id: string | null }>(
+    `UPDATE block_device_mappings b SET attach_status = $2, updated_at = now()
+       FROM (SELECT uuid, attach_status FROM block_device_mappings WHERE uuid = $1 AND deleted_at IS NULL FOR UPDATE) old
+      WHERE b.uuid = old.uuid
+     RETURNING old.attach_status AS previous, b.instance_uuid, b.volume_id`,
+    [uuid, attachStatus],
+  );
+  const r = rows[0];
+  return r ? { previous: r.previous, instanceUuid: r.instance_uuid, volumeId: r.volume_id } : null;
+}
+
+/** Soft-deletes one BDM; returns whose it was, or null when it was already gone. */
+export async function softDeleteBdmReturning(db: Queryable, uuid: string): Promise<{ instanceUuid: string; volumeId: string | null } | null> {
+  const { rows } = await db.query<{ instance_uuid: string; volume_id: string | null }>(
+    `UPDATE block_device_mappings SET deleted_at = now(), updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL
+     RETURNING instance_uuid, volume_id`,
+    [uuid],
+  );
+  const r = rows[0];
+  return r ? { instanceUuid: r.instance_uuid, volumeId: r.volume_id } : null;
+}
