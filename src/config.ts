@@ -56,6 +56,8 @@ export interface TetherConfig {
   apiHost: string;
   apiPort: number;
   logLevel: string;
+  /** TETHER_STARTUP_WAIT_SECONDS: how long a starting process waits for PostgreSQL and Temporal to answer (0: fail at once). */
+  startupWaitMs: number;
   /** TLS to the Temporal frontend (TEMPORAL_TLS, TEMPORAL_TLS_CA/CERT/KEY/SERVER_NAME); files are read at connect time. */
   temporalTls: TemporalTlsSettings;
   /** TEMPORAL_API_KEY: sent as `Authorization: Bearer …` on every Temporal call (implies TLS unless TEMPORAL_TLS=false). */
@@ -158,6 +160,23 @@ export function temporalCacheDir(): string {
 
 export const TEMPORAL_CLI_VERSION = '1.5.1';
 
+/**
+ * OpenTelemetry tracing, by the standard OTEL_* variables. Tracing is on when an OTLP endpoint is
+ * set (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT) and OTEL_SDK_DISABLED
+ * is not true; the exporter itself reads the rest (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, OTEL_BSP_*).
+ */
+export interface TracingSettings {
+  /** Where spans go; undefined: tracing off (no provider, no interceptors, no spans). */
+  endpoint: string | undefined;
+  /** OTEL_SERVICE_NAME; each process has its own default (tether-api, tether-control-plane, …). */
+  serviceName: string | undefined;
+}
+
+export function loadTracingSettings(): TracingSettings {
+  const endpoint = optional('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') ?? optional('OTEL_EXPORTER_OTLP_ENDPOINT');
+  return { endpoint: bool('OTEL_SDK_DISABLED') === true ? undefined : endpoint, serviceName: optional('OTEL_SERVICE_NAME') };
+}
+
 export function loadConfig(): TetherConfig {
   const dataDir = path.resolve(str('TETHER_DATA_DIR', defaultDataDir()));
   const temporalPort = int('TETHER_TEMPORAL_PORT', 7233);
@@ -186,6 +205,7 @@ export function loadConfig(): TetherConfig {
     apiHost: str('TETHER_API_HOST', '127.0.0.1'),
     apiPort: int('TETHER_API_PORT', 8774),
     logLevel: str('TETHER_LOG_LEVEL', 'info'),
+    startupWaitMs: int('TETHER_STARTUP_WAIT_SECONDS', 120) * 1000,
     ...loadTemporalTls(),
   };
 }

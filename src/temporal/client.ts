@@ -3,10 +3,11 @@
  * address, TLS (server CA, mTLS client pair, server name) and API key.
  */
 import { readFileSync } from 'node:fs';
-import { Client, Connection, type TLSConfig } from '@temporalio/client';
+import { Client, Connection, type ClientOptions, type TLSConfig } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import type { TemporalTlsSettings, TetherConfig } from '../config.ts';
 import { codecDataConverter } from '../security/codec-config.ts';
+import { tracingClientInterceptors } from '../tracing/temporal-tracing.ts';
 
 /** What both `Connection.connect` (client) and `NativeConnection.connect` (worker) accept. */
 export interface TemporalConnectionOptions {
@@ -55,9 +56,17 @@ export function temporalConnectionOptions(config: TemporalConnectionConfig, read
   return options;
 }
 
+/**
+ * What every tether Client gets besides its connection: the payload codec, and Temporal's
+ * OpenTelemetry client interceptor when tracing is on (so a workflow's spans join the caller's trace).
+ */
+export function clientOptions(): Pick<ClientOptions, 'dataConverter' | 'interceptors'> {
+  return { dataConverter: codecDataConverter(), interceptors: { workflow: tracingClientInterceptors() } };
+}
+
 export async function connectClient(config: TemporalConnectionConfig & Pick<TetherConfig, 'temporalNamespace'>): Promise<Client> {
   const connection = await Connection.connect(temporalConnectionOptions(config));
-  return new Client({ connection, namespace: config.temporalNamespace, dataConverter: codecDataConverter() });
+  return new Client({ connection, namespace: config.temporalNamespace, ...clientOptions() });
 }
 
 export async function connectWorker(config: TemporalConnectionConfig): Promise<NativeConnection> {

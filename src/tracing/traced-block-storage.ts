@@ -1,0 +1,39 @@
+/**
+ * Spans around block-storage calls (the local volume service or Cinder, through the BlockStorage
+ * interface): `blockstorage.createAttachment`, `blockstorage.updateAttachment`, … with the volume id,
+ * instance uuid, attachment id, and for updateAttachment the connector's host and device name.
+ * The connection_info a call returns (which may hold CHAP passwords or cephx keys) is never recorded.
+ */
+import type { BlockStorage } from '../blockstorage/block-storage.ts';
+import { ATTR, withCallSpans, type TracedCalls } from './spans.ts';
+
+const volume = ([volumeId]: unknown[]) => ({ [ATTR.volumeId]: String(volumeId) });
+const volumeAndInstance = ([volumeId, instanceUuid]: unknown[]) => ({ [ATTR.volumeId]: String(volumeId), [ATTR.instanceUuid]: String(instanceUuid) });
+const attachment = ([attachmentId]: unknown[]) => ({ [ATTR.attachmentId]: String(attachmentId) });
+
+const BLOCK_STORAGE_CALLS: TracedCalls = {
+  getVolume: volume,
+  createAttachment: volumeAndInstance,
+  findAttachment: volumeAndInstance,
+  updateAttachment: ([attachmentId, connector]) => {
+    const c = connector as { host?: unknown; mountpoint?: unknown } | undefined;
+    return {
+      [ATTR.attachmentId]: String(attachmentId),
+      ...(typeof c?.host === 'string' ? { [ATTR.host]: c.host } : {}),
+      ...(typeof c?.mountpoint === 'string' ? { [ATTR.device]: c.mountpoint } : {}),
+    };
+  },
+  completeAttachment: attachment,
+  deleteAttachment: attachment,
+  beginDetaching: volume,
+  rollDetaching: volume,
+  deleteVolume: volume,
+  // LUKS volumes: the span names the volume only, never the key id, the key or the cipher spec.
+  getVolumeEncryption: volume,
+  getEncryptionKey: volume,
+};
+
+/** The block storage with a span around each attachment call (itself when tracing is off). */
+export function tracedBlockStorage<T extends BlockStorage>(blockStorage: T): T {
+  return withCallSpans(blockStorage, 'blockstorage', BLOCK_STORAGE_CALLS, { [ATTR.blockStorageKind]: blockStorage.kind });
+}
