@@ -13,21 +13,29 @@ import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Work
 import { createDatabase, type Database } from '../../src/db/database.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.ts';
+import { volumeKeyStore } from '../../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { FaultInjector } from '../../src/faults.ts';
 import { TetherService } from '../../src/service/tether-service.ts';
 import { createControlPlaneWorker, workflowsPath } from '../../workers/control-plane.ts';
-import { workflowMetricsInterceptorsPath } from '../../src/metrics/worker-options.ts';
+import { workflowInterceptorModules } from '../../src/temporal/workflow-interceptor-modules.ts';
 import { ComputeAgent } from '../../workers/compute-agent.ts';
 import { listInstances } from '../../src/db/instances.ts';
+import { clientOptions } from '../../src/temporal/client.ts';
 import { codecDataConverter } from '../../src/security/codec-config.ts';
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+const bundles = new Map<string, Promise<WorkflowBundleWithSourceMap>>();
 let runtimeInstalled = false;
 
-/** Bundles the workflows once per test file. */
+/** Bundles the workflows once per test file (and codec setting: with the codec on, failures are encoded in the sandbox too). */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath, workflowInterceptorModules: [workflowMetricsInterceptorsPath], logger: { log: () => undefined, info: () => undefined, warn: () => undefined, error: console.error, debug: () => undefined, trace: () => undefined } });
+  const { failureConverterPath } = codecDataConverter();
+  const key = failureConverterPath ?? '';
+  let bundle = bundles.get(key);
+  if (!bundle) {
+    bundle = bundleWorkflowCode({ workflowsPath, workflowInterceptorModules: workflowInterceptorModules(), failureConverterPath, logger: { log: () => undefined, info: () => undefined, warn: () => undefined, error: console.error, debug: () => undefined, trace: () => undefined } });
+    bundles.set(key, bundle);
+  }
   return bundle;
 }
 
@@ -74,11 +82,13 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
 
   const volumeDir = path.join(TEST_VOLUME_ROOT, id);
   await mkdir(volumeDir, { recursive: true });
-  const blockStorage = new LocalVolumeService(db, { volumeDir, availabilityZone: 'nova' });
+  // Each stack has its own master key for encrypted volumes (also given to CLI processes through env).
+  const volumeMasterKey = randomBytes(32).toString('base64');
+  const blockStorage = new LocalVolumeService(db, { volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({}, { TETHER_VOLUME_KEY: volumeMasterKey }) });
   const faults = new FaultInjector();
 
   const clientConnection = await Connection.connect({ address: temporalAddress });
-  const client = new Client({ connection: clientConnection, namespace: 'default', dataConverter: codecDataConverter() });
+  const client = new Client({ connection: clientConnection, namespace: 'default', ...clientOptions() });
   const workerConnection = await NativeConnection.connect({ address: temporalAddress });
   const controlTaskQueue = `control-${id}`;
   const host = `test-host-${id}`;
@@ -105,6 +115,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
     libvirt,
     faults,
     detach: { unplugWaitMs: options.detachUnplugWaitMs ?? 3_000, unplugRequests: 2 },
+    volumeEncryption: blockStorage,
   });
   await agent.start();
 
@@ -135,6 +146,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
       TETHER_CONTROL_TASK_QUEUE: controlTaskQueue,
       TETHER_COMPUTE_HOST: host,
       TETHER_VOLUME_DIR: volumeDir,
+      TETHER_VOLUME_KEY: volumeMasterKey,
     },
     async stop() {
       for (const instance of await listInstances(db)) {
