@@ -260,6 +260,13 @@ const historyBytes = (h: proto.temporal.api.history.v1.IHistory) => Buffer.from(
 /** Search attributes are indexed by the server, so Temporal keeps them readable by design. */
 const isSearchAttribute = (path: string) => /(^|\.)searchAttributes\./.test(path);
 
+/**
+ * The SDK's own bookkeeping in markers, written by Temporal's core and never run through codecs: a
+ * local activity's `data` (sequence number, activity type, attempt, times) and a patch marker's id.
+ * The local activity's *result* is a payload like any other, and encrypted.
+ */
+const isMarkerBookkeeping = (path: string) => /markerRecordedEventAttributes\.details\.(data|patch-data)\./.test(path);
+
 function withCodecKeys(value: string | undefined): () => void {
   const before = process.env.TETHER_CODEC_KEYS;
   if (value === undefined) delete process.env.TETHER_CODEC_KEYS;
@@ -303,11 +310,14 @@ describe('an attach with the codec on', () => {
     const histories = [await rawHistory(stack.client, started.workflowId), await rawHistory(stack.client, `create-server-${vm.uuid}`).catch(() => null)];
     const attachHistory = histories[0]!;
     const payloads = payloadsIn(attachHistory.events);
-    const plain = payloads.filter((p) => !isSearchAttribute(p.path) && utf8(p.payload.metadata?.encoding) !== ENCRYPTED_ENCODING);
+    const plain = payloads.filter((p) => !isSearchAttribute(p.path) && !isMarkerBookkeeping(p.path) && utf8(p.payload.metadata?.encoding) !== ENCRYPTED_ENCODING);
     expect(plain.map((p) => p.path)).toEqual([]);
     const encrypted = payloads.filter((p) => utf8(p.payload.metadata?.encoding) === ENCRYPTED_ENCODING);
-    // input, the reservation update, every activity's input and result, the workflow result
-    expect(encrypted.length).toBeGreaterThanOrEqual(15);
+    // the local activities' results among them
+    expect(encrypted.filter((p) => /markerRecordedEventAttributes\.details\.result\./.test(p.path)).length).toBeGreaterThanOrEqual(5);
+    // input, the reservation update, every activity's input and result, every local activity's result
+    // (their inputs are not recorded), the workflow result
+    expect(encrypted.length).toBeGreaterThanOrEqual(12);
     expect(new Set(encrypted.map((p) => utf8(p.payload.metadata?.[KEY_ID_METADATA])))).toEqual(new Set(['k2']));
 
     // tether itself still reads everything (through the client's codec): the steps of `tether history`
@@ -359,13 +369,24 @@ describe('an attach with the codec on', () => {
   });
 
   // TetherService.retryAttach re-reads the failed run's input from raw history, through the client's codecs.
-  it('`tether retry` re-reads the failed request from (encrypted) history', async () => {
+  it('failure messages are encrypted in history too; `tether retry` re-reads the failed request from (encrypted) history', async () => {
     const vm = await runningServer(stack, 'vm-codec-retry');
     const v = await volume(stack, 'vol-codec-retry');
     stack.faults.inject('attachDisk', 'before', { times: 1 });
     try {
       const started = await stack.service.attachVolume({ server: vm.uuid, volume: v.id, tag: 'retry-me' });
+      // the client decodes and decrypts the failure: its message is readable here…
       await expect(stack.service.awaitAttach(started.handle)).rejects.toThrow(/failed at step attachDisk/);
+      // …while history holds the failure messages and stack traces only inside encrypted payloads
+      const history = await rawHistory(stack.client, started.workflowId);
+      const raw = historyBytes(history);
+      expect(['Injected fault', 'attachDisk failed', 'failed at step', 'at async', '.ts:'].filter((s) => raw.includes(s))).toEqual([]);
+      const failures = (history.events ?? []).flatMap((e) => [e.activityTaskFailedEventAttributes?.failure, e.workflowExecutionFailedEventAttributes?.failure]).filter((f) => f);
+      expect(failures.length).toBeGreaterThan(0);
+      for (const f of failures) {
+        expect(f!.message).toBe('Encoded failure');
+        expect(utf8(f!.encodedAttributes?.metadata?.encoding)).toBe(ENCRYPTED_ENCODING);
+      }
     } finally {
       stack.faults.clear();
     }

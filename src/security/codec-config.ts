@@ -14,6 +14,7 @@
  */
 import type { DataConverter } from '@temporalio/common';
 import { AesGcmCodec, type CodecKey } from './aes-gcm-codec.ts';
+import { fileURLToPath } from 'node:url';
 
 type Env = Record<string, string | undefined>;
 
@@ -97,11 +98,19 @@ export function codecFromEnv(env: Env = process.env): AesGcmCodec | undefined {
 }
 
 /**
+ * Failure converter module used with the codec: failure messages and stack traces go into an
+ * encoded (hence encrypted) payload instead of plain-text history fields.
+ */
+export const encryptedFailuresConverterPath = fileURLToPath(new URL('./failure-converter.cjs', import.meta.url));
+
+/**
  * The data converter for `new Client({ dataConverter })` and `Worker.create({ dataConverter })`:
  * the AES-GCM codec when keys are configured, Temporal's defaults otherwise. Payload codecs run
- * outside the workflow sandbox, so workers take the codec object itself (no module path needed).
+ * outside the workflow sandbox, so workers take the codec object itself (no module path needed);
+ * the failure converter is loaded by path (and bundled with the workflows: a pre-built bundle must
+ * be made with `failureConverterPath` from here too).
  */
 export function codecDataConverter(env: Env = process.env): DataConverter {
   const codec = codecFromEnv(env);
-  return codec ? { payloadCodecs: [codec] } : {};
+  return codec ? { payloadCodecs: [codec], failureConverterPath: encryptedFailuresConverterPath } : {};
 }
