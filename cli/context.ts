@@ -5,14 +5,19 @@ import { createDatabase, type Database } from '../src/db/database.ts';
 import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { connectClient } from '../src/temporal/client.ts';
 import { TetherService } from '../src/service/tether-service.ts';
+import { ScopedTetherService } from '../src/auth/scoped-service.ts';
+import { cliCaller } from '../src/auth/caller.ts';
 
 export class CliContext {
   readonly config: TetherConfig = loadConfig();
   private db: Database | undefined;
   private client: Client | undefined;
-  private service: TetherService | undefined;
+  private service: ScopedTetherService | undefined;
+  /** --project / TETHER_PROJECT_ID: act as a member of this project; unset: an operator (admin). */
+  projectId: string | undefined;
 
-  async tether(): Promise<TetherService> {
+  /** The service as the CLI's caller sees it (src/auth/policy.ts applies, as on the API). */
+  async tether(): Promise<ScopedTetherService> {
     if (this.service) return this.service;
     this.db = createDatabase(this.config.databaseUrl, { max: 4, applicationName: 'tether-cli' });
     try {
@@ -25,12 +30,13 @@ export class CliContext {
     } catch (err) {
       throw new Error(`Cannot reach Temporal at ${this.config.temporalAddress}: ${(err as Error).message}. Is the stack running (npm start)?`);
     }
-    this.service = new TetherService({
+    const service = new TetherService({
       db: this.db,
       client: this.client,
       blockStorage: createConfiguredBlockStorage(this.config, this.db),
       config: this.config,
     });
+    this.service = new ScopedTetherService(service, cliCaller(this.projectId));
     return this.service;
   }
 

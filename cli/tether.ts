@@ -7,10 +7,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../src/errors.ts';
 import type { StepProgress } from '../src/domain/steps.ts';
-import type { TetherService } from '../src/service/tether-service.ts';
+import type { ScopedTetherService } from '../src/auth/scoped-service.ts';
+import { registerIdentityCommands } from './identity-command.ts';
 import { CliContext } from './context.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { formatDisagreements, inspectInvariants } from '../src/checker/invariants.ts';
+import { recentNotifications } from '../src/notifications/outbox.ts';
 import { elapsed, table } from './format.ts';
 
 const ctx = new CliContext();
@@ -21,7 +23,7 @@ function print(value: unknown, text: () => string): void {
 }
 
 /** Wraps an action: opens the service, prints errors as one line, sets the exit code. */
-function action<A extends unknown[]>(fn: (tether: TetherService, ...args: A) => Promise<void>) {
+function action<A extends unknown[]>(fn: (tether: ScopedTetherService, ...args: A) => Promise<void>) {
   return async (...args: A) => {
     try {
       await fn(await ctx.tether(), ...args);
@@ -51,7 +53,7 @@ function stepLine(s: StepProgress): string {
  * Prints each step as it completes (from the workflow's `progress` query) until `done` settles,
  * then rethrows its failure.
  */
-async function followSteps<T>(tether: TetherService, handle: WorkflowHandle, done: Promise<T>, out: NodeJS.WritableStream): Promise<T> {
+async function followSteps<T>(tether: ScopedTetherService, handle: WorkflowHandle, done: Promise<T>, out: NodeJS.WritableStream): Promise<T> {
   const printed = new Set<string>();
   let finished = false;
   const settled = done.finally(() => (finished = true));
@@ -76,8 +78,14 @@ async function followSteps<T>(tether: TetherService, handle: WorkflowHandle, don
 const program = new Command('tether')
   .description('Durable volume attachment for libvirt clouds, on Temporal. Talks to a running stack (npm start).')
   .addOption(new Option('--json', 'print machine-readable JSON'))
+  .addOption(
+    new Option('--project <id>', "act as a member of this project: only its servers and volumes, Nova's rules (default: an operator, admin of every project)").env(
+      'TETHER_PROJECT_ID',
+    ),
+  )
   .hook('preAction', (cmd) => {
     json = Boolean(cmd.opts().json);
+    ctx.projectId = cmd.opts().project as string | undefined;
   })
   .showHelpAfterError()
   // commander exits 1 on a usage error (unknown command or option, missing argument, bad choice); tether's refusals exit 2
@@ -184,7 +192,7 @@ server
   .argument('<server>', 'server name or UUID')
   .action(
     action(async (tether, ref: string) => {
-      const s = await tether.resolveServer(ref);
+      const s = await tether.showServer(ref);
       print(s, () => table(['Field', 'Value'], Object.entries(s).map(([k, v]) => [k, v as string])));
     }),
   );
@@ -193,14 +201,18 @@ const volume = program.command('volume').description("manage volumes of tether's
 
 volume
   .command('create')
-  .description('create a volume (a qcow2 file in the data folder)')
+  .description('create a volume (a qcow2 file in the data folder; LUKS-encrypted with --encrypted or --type luks)')
   .argument('<name>', 'volume name')
   .requiredOption('--size <GiB>', 'size in GiB', (v) => Number(v))
   .option('--multiattach', 'allow attaching to several servers at once')
+  .option('--type <type>', "volume type: __DEFAULT__, or luks (encrypted; its key kept encrypted under TETHER_VOLUME_KEY)")
+  .option('--encrypted', 'same as --type luks')
   .action(
-    action(async (tether, name: string, opts: { size: number; multiattach?: boolean }) => {
-      const v = await tether.createVolume({ name, size: opts.size, multiattach: opts.multiattach ?? false });
-      print(v, () => `${v.name} ${v.id} ${v.status} ${v.size} GiB`);
+    action(async (tether, name: string, opts: { size: number; multiattach?: boolean; type?: string; encrypted?: boolean }) => {
+      if (opts.encrypted && opts.type !== undefined && opts.type !== 'luks') throw new TetherError('InvalidInput', `--encrypted makes a volume of type luks, not ${opts.type}.`);
+      const volumeType = opts.encrypted ? 'luks' : (opts.type ?? null);
+      const v = await tether.createVolume({ name, size: opts.size, multiattach: opts.multiattach ?? false, volumeType });
+      print(v, () => `${v.name} ${v.id} ${v.status} ${v.size} GiB${v.encrypted ? ' encrypted' : ''}`);
     }),
   );
 
@@ -333,6 +345,30 @@ program
   );
 
 program
+  .command('notifications')
+  .description('the newest Nova-style notifications of the outbox (instance.volume_attach/volume_detach .start/.end/.error), newest first, and when each was published')
+  .option('--limit <n>', 'at most this many', positiveInteger, 20)
+  .action(async (opts: { limit: number }) => {
+    try {
+      (await ctx.tether()).authorizeCheck();
+      const { db } = await ctx.stores();
+      const rows = await recentNotifications(db, { limit: opts.limit });
+      print(rows, () =>
+        table(
+          ['Created', 'Event', 'Priority', 'Publisher', 'Server', 'Volume', 'Published', 'Message id'],
+          rows.map((n) => [n.createdAt.toISOString(), n.eventType, n.priority, n.publisherId, n.instanceUuid, n.volumeId, n.publishedAt?.toISOString() ?? 'not yet', n.messageId]),
+        ),
+      );
+    } catch (err) {
+      const message = err instanceof TetherError ? `${err.message} (${err.type})` : (err as Error).message;
+      process.stderr.write(`error: ${message}\n`);
+      process.exitCode = err instanceof TetherError && err.status < 500 ? 2 : 1;
+    } finally {
+      await ctx.close();
+    }
+  });
+
+program
   .command('check')
   .description('compare the three stores (BDMs, block storage, libvirt XML) and report every disagreement')
   .option('--host <host>', 'only instances on this compute host (default: TETHER_COMPUTE_HOST)')
@@ -341,6 +377,7 @@ program
   .action(async (opts: { host?: string; allHosts?: boolean; inFlight?: boolean }) => {
     let libvirt: LibvirtConnection | undefined;
     try {
+      (await ctx.tether()).authorizeCheck();
       const { db, client, blockStorage } = await ctx.stores();
       libvirt = await LibvirtConnection.open(ctx.config.libvirtUri);
       const report = await inspectInvariants({
@@ -382,6 +419,8 @@ program
       );
     }),
   );
+
+registerIdentityCommands(program);
 
 try {
   await program.parseAsync(process.argv);

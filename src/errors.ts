@@ -18,6 +18,8 @@ export const ERROR_STATUS = {
   TaggedAttachToShelvedNotSupported: 400,
   MultiattachToShelvedNotSupported: 400,
   TooManyDiskDevices: 403,
+  /** The caller's roles do not allow the action (src/auth/policy.ts). */
+  PolicyNotAuthorized: 403,
   InstanceInvalidState: 409,
   DevicePathInUse: 409,
   InstanceLocked: 409,

@@ -28,6 +28,10 @@ export const SECRET_KEYS = new Set([
   'codectoken',
   'authorization',
   'x-auth-token',
+  'x-subject-token',
+  'x-service-token',
+  'password_hash',
+  'passwordhash',
   'cookie',
 ]);
 
@@ -59,6 +63,10 @@ export const REDACTED_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'req.headers["x-auth-token"]',
+  'req.headers["x-subject-token"]',
+  'req.headers["x-service-token"]',
+  'res.headers["x-subject-token"]',
+  '*.passwordHash',
 ];
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -19,6 +19,14 @@ import { serverRoutes } from './routes/servers.ts';
 import { versionRoutes } from './routes/versions.ts';
 import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
 import { metricsRoutes } from '../metrics/api-plugin.ts';
+import rateLimit from '@fastify/rate-limit';
+import { createHash } from 'node:crypto';
+import type { ServerOptions } from 'node:http';
+import { NOAUTH, requireCaller, type Authenticator } from '../auth/authentication.ts';
+import type { Caller } from '../auth/caller.ts';
+import { identityRoutes } from '../auth/identity-routes.ts';
+import { loadApiLimits, type ApiLimits } from './limits.ts';
+import { installHttpTracing } from '../tracing/http-tracing.ts';
 
 export interface ApiDeps {
   service: TetherService;
@@ -33,6 +41,19 @@ export interface ApiDeps {
    * real Cinder: clients then talk to Cinder directly (clouds.yaml block_storage_endpoint_override).
    */
   blockStorageApi?: boolean;
+  /** Who callers are (src/auth): noauth when absent. keystone also serves the identity API under /identity. */
+  auth?: Authenticator;
+  /** Body size, timeouts and rate limit; from the environment (src/api/limits.ts) when absent. */
+  limits?: ApiLimits;
+  /** Cinder's endpoint for the identity catalog, when blockStorageApi is false. */
+  cinderEndpoint?: string;
+}
+
+/** The rate limit's key: the token's hash when there is one (each token its own budget), else the client's address. */
+function rateLimitKey(request: { headers: Record<string, string | string[] | undefined>; ip: string }): string {
+  const token = request.headers['x-auth-token'];
+  const value = Array.isArray(token) ? token[0] : token;
+  return value ? `token:${createHash('sha256').update(value).digest('base64')}` : `ip:${request.ip}`;
 }
 
 /** JSON bodies as fastify parses them, except that an empty one (a DELETE sent with a JSON content type) is no body. */
@@ -93,20 +114,46 @@ function hasNul(value: unknown, depth = 0): boolean {
 }
 
 export async function buildApiServer(deps: ApiDeps) {
+  const auth = deps.auth ?? NOAUTH;
+  const limits = deps.limits ?? loadApiLimits();
   const app = Fastify({
+    // Nova's max_request_body_size; a larger body is a 413 before it is read whole
+    bodyLimit: limits.bodyLimit,
+    // a client that sends its request too slowly is disconnected; an idle connection too
+    requestTimeout: limits.requestTimeoutMs,
+    connectionTimeout: limits.connectionTimeoutMs,
+    // how often node checks those timeouts (its default, 30 s, would let a slow client stay much longer); not in @types/node 20
+    http: {
+      requestTimeout: limits.requestTimeoutMs,
+      headersTimeout: limits.requestTimeoutMs,
+      connectionsCheckingIntervalMS: Math.max(100, Math.min(30_000, Math.floor(limits.requestTimeoutMs / 4))),
+    } as ServerOptions,
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
     genReqId: () => `req-${randomUUID()}`,
     routerOptions: { ignoreTrailingSlash: true },
     // unknown request fields are refused (as Nova's schemas do), never silently dropped
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // First, so every route's handler runs inside its request's span (a no-op when tracing is off).
+  installHttpTracing(app);
 
   app.decorateRequest('microversion', 0);
+  app.decorateRequest('caller', null as unknown as Caller);
   app.addHook('onRequest', async (request, reply) => {
     reply.header('X-OpenStack-Request-Id', request.id);
     reply.header('X-Compute-Request-Id', request.id);
   });
   installErrorHandlers(app);
+  if (limits.rateLimit) {
+    await app.register(rateLimit, {
+      max: limits.rateLimit.max,
+      timeWindow: limits.rateLimit.windowMs,
+      keyGenerator: rateLimitKey,
+      // liveness probes and metric scrapes are not clients
+      allowList: (request) => request.url === '/healthz' || request.url === '/metrics',
+      errorResponseBuilder: (_request, context) => new ApiError(429, `Rate limit exceeded: at most ${context.max} requests per ${limits.rateLimit!.windowMs / 1000} s; retry in ${context.after}.`),
+    });
+  }
   acceptEmptyJson(app);
   app.addHook('preValidation', async (request) => {
     if (hasNul(request.params) || hasNul(request.query) || hasNul(request.body)) {
@@ -140,10 +187,14 @@ export async function buildApiServer(deps: ApiDeps) {
   await app.register(metricsRoutes, { client: deps.client, controlTaskQueue: deps.config.controlTaskQueue });
   const blockStorageApi = deps.blockStorageApi ?? true;
   await app.register(versionRoutes, { blockStorage: blockStorageApi });
+  if (auth.mode === 'keystone') {
+    await app.register(identityRoutes, { prefix: '/identity', identity: auth.identity, blockStorage: blockStorageApi ? true : deps.cinderEndpoint });
+  }
   for (const projectScoped of [false, true]) {
     const scope = { service: deps.service, projectScoped };
     await app.register(
       async (compute) => {
+        requireCaller(compute, auth);
         useMicroversions(compute, COMPUTE_VERSIONS);
         await compute.register(serverRoutes, scope);
         await compute.register(volumeAttachmentRoutes, scope);
@@ -153,6 +204,7 @@ export async function buildApiServer(deps: ApiDeps) {
     if (blockStorageApi) {
       await app.register(
         async (volume) => {
+          requireCaller(volume, auth);
           useMicroversions(volume, VOLUME_VERSIONS);
           await volume.register(blockStorageRoutes, scope);
         },

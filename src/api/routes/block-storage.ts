@@ -6,7 +6,8 @@ import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common
 import { CreateVolume, Volume, VolumeListQuery, VolumeRef } from '../schemas/volume.ts';
 import { volumeById } from '../lookups.ts';
 import { baseUrl } from '../views/links.ts';
-import { DEFAULT_VOLUME_TYPE, volumeRef, volumeView } from '../views/volume.ts';
+import { DEFAULT_VOLUME_TYPE, LUKS_VOLUME_TYPE, volumeRef, volumeView } from '../views/volume.ts';
+import { allTenantsOf, tetherFor } from '../../auth/authentication.ts';
 
 const SOURCES = ['snapshot_id', 'source_volid', 'imageRef', 'backup_id', 'consistencygroup_id', 'group_id'] as const;
 
@@ -27,7 +28,10 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       },
     },
     async (request) => {
-      const volumes = await service.listVolumes(request.query.name === undefined ? {} : { name: request.query.name });
+      const volumes = await tetherFor(service, request).listVolumes({
+        ...(request.query.name === undefined ? {} : { name: request.query.name }),
+        allTenants: allTenantsOf(request, request.query.all_tenants),
+      });
       return { volumes: volumes.map((v) => volumeRef(v, baseUrl(request))) };
     },
   );
@@ -44,7 +48,10 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       },
     },
     async (request) => {
-      const volumes = await service.listVolumes(request.query.name === undefined ? {} : { name: request.query.name });
+      const volumes = await tetherFor(service, request).listVolumes({
+        ...(request.query.name === undefined ? {} : { name: request.query.name }),
+        allTenants: allTenantsOf(request, request.query.all_tenants),
+      });
       return { volumes: volumes.map((v) => volumeView(v, baseUrl(request), request.microversion)) };
     },
   );
@@ -59,7 +66,11 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
         response: { 200: Type.Object({ volume: Volume }), ...FAULTS },
       },
     },
-    async (request) => ({ volume: volumeView(await volumeById(service, request.params.volume_id), baseUrl(request), request.microversion) }),
+    async (request) => {
+      const tether = tetherFor(service, request);
+      const volume = await volumeById({ resolveVolume: (id) => tether.showVolume(id) }, request.params.volume_id);
+      return { volume: volumeView(volume, baseUrl(request), request.microversion) };
+    },
   );
 
   app.post(
@@ -77,15 +88,16 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       const spec = request.body.volume;
       const sources = SOURCES.filter((key) => spec[key] != null);
       if (sources.length > 0) throw new ApiError(400, `tether's volume service creates blank volumes only (${sources.join(', ')} not supported).`);
-      if (spec.volume_type != null && spec.volume_type !== DEFAULT_VOLUME_TYPE) {
+      if (spec.volume_type != null && spec.volume_type !== DEFAULT_VOLUME_TYPE && spec.volume_type !== LUKS_VOLUME_TYPE) {
         throw new ApiError(404, `Volume type with name ${spec.volume_type} could not be found.`);
       }
       if (spec.metadata && Object.keys(spec.metadata).length > 0) throw new ApiError(400, "tether's volume service does not store volume metadata.");
-      const volume = await service.createVolume({
+      const volume = await tetherFor(service, request).createVolume({
         name: spec.name ?? null,
         size: spec.size,
         description: spec.description ?? null,
         multiattach: spec.multiattach ?? false,
+        volumeType: spec.volume_type ?? null,
         ...(spec.availability_zone ? { availabilityZone: spec.availability_zone } : {}),
       });
       return reply.code(202).send({ volume: volumeView(volume, baseUrl(request), request.microversion) });
@@ -103,8 +115,9 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       },
     },
     async (request, reply) => {
-      const volume = await volumeById(service, request.params.volume_id);
-      await service.deleteVolume(volume.id);
+      const tether = tetherFor(service, request);
+      const volume = await volumeById(tether, request.params.volume_id);
+      await tether.deleteVolume(volume.id);
       return reply.code(202).send();
     },
   );

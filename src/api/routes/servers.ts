@@ -6,11 +6,13 @@ import { Server, ServerListQuery, ServerRef } from '../schemas/compute.ts';
 import { serverById } from '../lookups.ts';
 import { baseUrl } from '../views/links.ts';
 import { serverRef, serverView } from '../views/server.ts';
+import { allTenantsOf, tetherFor } from '../../auth/authentication.ts';
+import type { ScopedTetherService } from '../../auth/scoped-service.ts';
 
 export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } & ScopeOptions> = async (app, { service, ...scope }) => {
   const tags = ['compute'];
-  const detailed = async (nameOrId: string, base: string, microversion: number) => {
-    const { instance, bdms } = await service.listAttachments(nameOrId);
+  const detailed = async (tether: ScopedTetherService, nameOrId: string, base: string, microversion: number) => {
+    const { instance, bdms } = await tether.listAttachments(nameOrId);
     return serverView(instance, bdms, base, microversion);
   };
 
@@ -26,7 +28,10 @@ export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } 
       },
     },
     async (request) => {
-      const servers = await service.listServers(request.query.name === undefined ? {} : { name: request.query.name });
+      const servers = await tetherFor(service, request).listServers({
+        ...(request.query.name === undefined ? {} : { name: request.query.name }),
+        allTenants: allTenantsOf(request, request.query.all_tenants),
+      });
       return { servers: servers.map((s) => serverRef(s, baseUrl(request))) };
     },
   );
@@ -43,8 +48,12 @@ export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } 
       },
     },
     async (request) => {
-      const servers = await service.listServers(request.query.name === undefined ? {} : { name: request.query.name });
-      return { servers: await Promise.all(servers.map((s) => detailed(s.uuid, baseUrl(request), request.microversion))) };
+      const tether = tetherFor(service, request);
+      const servers = await tether.listServers({
+        ...(request.query.name === undefined ? {} : { name: request.query.name }),
+        allTenants: allTenantsOf(request, request.query.all_tenants),
+      });
+      return { servers: await Promise.all(servers.map((s) => detailed(tether, s.uuid, baseUrl(request), request.microversion))) };
     },
   );
 
@@ -59,8 +68,9 @@ export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } 
       },
     },
     async (request) => {
-      const instance = await serverById(service, request.params.server_id);
-      return { server: await detailed(instance.uuid, baseUrl(request), request.microversion) };
+      const tether = tetherFor(service, request);
+      const instance = await serverById({ resolveServer: (id) => tether.showServer(id) }, request.params.server_id);
+      return { server: await detailed(tether, instance.uuid, baseUrl(request), request.microversion) };
     },
   );
 };

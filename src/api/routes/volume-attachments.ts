@@ -12,6 +12,8 @@ import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common
 import { AttachmentListQuery, CreateVolumeAttachment, VolumeAttachment } from '../schemas/compute.ts';
 import { serverById } from '../lookups.ts';
 import { attachmentView, factsOfBdm } from '../views/volume-attachment.ts';
+import { tetherFor } from '../../auth/authentication.ts';
+import type { ScopedTetherService } from '../../auth/scoped-service.ts';
 
 /** Request fields that exist only from a microversion on: below it, Nova's schema refuses them (400). */
 function refuseNewerFields(body: Static<typeof CreateVolumeAttachment>['volumeAttachment'], microversion: number): void {
@@ -44,9 +46,9 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
   const serverParams = pathParams(scope, { server_id: Type.String() });
   const attachmentParams = pathParams(scope, { server_id: Type.String(), volume_id: Type.String() });
 
-  const attachmentsOf = async (serverId: string) => {
-    const instance = await serverById(service, serverId);
-    const { bdms } = await service.listAttachments(instance.uuid);
+  const attachmentsOf = async (tether: ScopedTetherService, serverId: string) => {
+    const instance = await serverById(tether, serverId);
+    const { bdms } = await tether.listAttachments(instance.uuid);
     return bdms.flatMap((b) => (b.volumeId === null ? [] : [factsOfBdm({ ...b, volumeId: b.volumeId })]));
   };
 
@@ -67,7 +69,7 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
       for (const [name, value] of [['limit', limit], ['offset', offset]] as const) {
         if (value !== undefined && !Number.isSafeInteger(value)) throw new ApiError(400, `Invalid input for field/attribute ${name}: must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}.`);
       }
-      const all = await attachmentsOf(request.params.server_id);
+      const all = await attachmentsOf(tetherFor(service, request), request.params.server_id);
       const page = all.slice(offset, limit === undefined ? undefined : offset + limit);
       return { volumeAttachments: page.map((a) => attachmentView(a, request.microversion)) };
     },
@@ -85,7 +87,7 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
     },
     async (request) => {
       const { server_id: serverId, volume_id: volumeId } = request.params;
-      const found = (await attachmentsOf(serverId)).find((a) => a.volumeId === volumeId.toLowerCase());
+      const found = (await attachmentsOf(tetherFor(service, request), serverId)).find((a) => a.volumeId === volumeId.toLowerCase());
       if (!found || (request.microversion >= 89 && found.attachmentId === null)) throw notAttached(serverId, volumeId);
       return { volumeAttachment: attachmentView(found, request.microversion) };
     },
@@ -105,9 +107,10 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
     async (request) => {
       const body = request.body.volumeAttachment;
       refuseNewerFields(body, request.microversion);
-      const instance = await serverById(service, request.params.server_id);
+      const tether = tetherFor(service, request);
+      const instance = await serverById(tether, request.params.server_id);
       refuseShelvedBefore220(instance, request.microversion, 'attach_volume');
-      const { reservation } = await service.attachVolume({
+      const { reservation } = await tether.attachVolume({
         server: instance.uuid,
         volume: body.volumeId,
         device: body.device ?? null,
@@ -129,9 +132,10 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
       },
     },
     async (request, reply) => {
-      const instance = await serverById(service, request.params.server_id);
+      const tether = tetherFor(service, request);
+      const instance = await serverById(tether, request.params.server_id);
       refuseShelvedBefore220(instance, request.microversion, 'detach_volume');
-      await service.detachVolume({ server: instance.uuid, volume: request.params.volume_id });
+      await tether.detachVolume({ server: instance.uuid, volume: request.params.volume_id });
       return reply.code(202).send();
     },
   );

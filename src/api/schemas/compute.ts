@@ -56,7 +56,10 @@ export const Server = Type.Object({
   locked_reason: Type.Optional(Nullable(Type.String({ description: 'from 2.73' }))),
 });
 
-export const ServerListQuery = Type.Object({ name: Type.Optional(Type.String()) }, { additionalProperties: true });
+export const ServerListQuery = Type.Object(
+  { name: Type.Optional(Type.String()), all_tenants: Type.Optional(Type.String({ description: 'admins: every project' })) },
+  { additionalProperties: true },
+);
 
 export const VolumeAttachment = Type.Object({
   id: Type.Optional(Type.String({ description: 'the volume id; not in GET/list from 2.89' })),

@@ -1,0 +1,75 @@
+/**
+ * tether's policy, in one place for the HTTP API and the CLI (Nova's and Cinder's default rules,
+ * reduced to three roles):
+ *
+ * - a project's servers and volumes are visible only to callers scoped to that project, and to
+ *   admins; anything else is "not found" (404), as Nova answers, never "forbidden";
+ * - on a visible resource, the role decides: reader lists and shows, member also changes
+ *   (attach, detach, create, delete, shelve…), admin does everything anywhere (all_tenants,
+ *   migrate, choosing a host, the invariant checker). A role that is too weak is a 403.
+ *
+ * Roles imply the weaker ones: admin ⊇ member ⊇ reader. `service` (a service user validating
+ * tokens) grants nothing here.
+ */
+import { TetherError } from '../errors.ts';
+import type { Caller, Role } from './caller.ts';
+
+export type RequiredRole = 'reader' | 'member' | 'admin';
+
+/** Every action a caller can take, with its Nova/Cinder policy name and the weakest role allowed. */
+export const POLICY = {
+  'servers:list': { name: 'os_compute_api:servers:index', role: 'reader' },
+  'servers:list:all_tenants': { name: 'os_compute_api:servers:index:get_all_tenants', role: 'admin' },
+  'servers:show': { name: 'os_compute_api:servers:show', role: 'reader' },
+  'servers:create': { name: 'os_compute_api:servers:create', role: 'member' },
+  'servers:create:forced_host': { name: 'os_compute_api:servers:create:forced_host', role: 'admin' },
+  'servers:delete': { name: 'os_compute_api:servers:delete', role: 'member' },
+  'servers:shelve': { name: 'os_compute_api:os-shelve:shelve', role: 'member' },
+  'servers:shelve_offload': { name: 'os_compute_api:os-shelve:shelve_offload', role: 'member' },
+  'servers:unshelve': { name: 'os_compute_api:os-shelve:unshelve', role: 'member' },
+  'servers:unshelve:host': { name: 'os_compute_api:os-shelve:unshelve_to_host', role: 'admin' },
+  'servers:migrate': { name: 'os_compute_api:os-migrate-server:migrate', role: 'admin' },
+  'attachments:list': { name: 'os_compute_api:os-volumes-attachments:index', role: 'reader' },
+  'attachments:show': { name: 'os_compute_api:os-volumes-attachments:show', role: 'reader' },
+  'attachments:create': { name: 'os_compute_api:os-volumes-attachments:create', role: 'member' },
+  'attachments:delete': { name: 'os_compute_api:os-volumes-attachments:delete', role: 'member' },
+  'attachments:retry': { name: 'tether:attachments:retry', role: 'member' },
+  'operations:list': { name: 'tether:operations:index', role: 'reader' },
+  'operations:history': { name: 'tether:operations:show', role: 'reader' },
+  'volumes:list': { name: 'volume:get_all', role: 'reader' },
+  'volumes:show': { name: 'volume:get', role: 'reader' },
+  'volumes:create': { name: 'volume:create', role: 'member' },
+  'volumes:delete': { name: 'volume:delete', role: 'member' },
+  'invariants:check': { name: 'tether:check', role: 'admin' },
+} as const satisfies Record<string, { name: string; role: RequiredRole }>;
+
+export type Action = keyof typeof POLICY;
+
+const IMPLIED: Record<Role, RequiredRole[]> = {
+  admin: ['admin', 'member', 'reader'],
+  member: ['member', 'reader'],
+  reader: ['reader'],
+  service: [],
+};
+
+export function hasRole(caller: Caller, role: RequiredRole): boolean {
+  return caller.roles.some((r) => IMPLIED[r].includes(role));
+}
+
+export function isAdmin(caller: Caller): boolean {
+  return hasRole(caller, 'admin');
+}
+
+/** Whether resources of `projectId` exist for this caller (its own project; every project for an admin). */
+export function canSee(caller: Caller, projectId: string): boolean {
+  return isAdmin(caller) || caller.projectId === projectId;
+}
+
+export function allowed(caller: Caller, action: Action): boolean {
+  return hasRole(caller, POLICY[action].role);
+}
+
+/** Throws PolicyNotAuthorized (403) unless the caller's roles allow the action. */
+export function authorize(caller: Caller, action: Action): void {
+  if (!allowed(caller, action)) throw new TetherError('PolicyNotAuthorized', `Policy doesn't allow ${POLICY[action].name} to be performed.`);
+}
