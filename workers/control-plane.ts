@@ -13,11 +13,14 @@ import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { Database } from '../src/db/database.ts';
 import { FaultInjector } from '../src/faults.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
-import { activityMetricsInterceptor, metricsSinks, workflowMetricsInterceptorsPath } from '../src/metrics/worker-options.ts';
+import { activityMetricsInterceptor, metricsSinks } from '../src/metrics/worker-options.ts';
 import { startMetricsFromEnv } from '../src/metrics/http.ts';
 import { installSdkMetrics } from '../src/metrics/sdk-metrics.ts';
 import { codecDataConverter } from '../src/security/codec-config.ts';
 import { startNotificationPublisherFromEnv } from '../src/notifications/publisher.ts';
+import { tracingActivityInterceptors, tracingSinks } from '../src/tracing/temporal-tracing.ts';
+import { workflowInterceptorModules } from '../src/temporal/workflow-interceptor-modules.ts';
+import { tracedBlockStorage } from '../src/tracing/traced-block-storage.ts';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -36,15 +39,15 @@ export interface ControlPlaneWorkerOptions {
 
 export async function createControlPlaneWorker(o: ControlPlaneWorkerOptions): Promise<Worker> {
   const faults = o.faults ?? new FaultInjector();
-  const deps = { db: o.db, blockStorage: o.blockStorage, faults };
+  const deps = { db: o.db, blockStorage: tracedBlockStorage(o.blockStorage), faults };
   return Worker.create({
     connection: o.connection,
     namespace: o.namespace,
     taskQueue: o.taskQueue,
     dataConverter: codecDataConverter(),
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath }),
-    interceptors: { activity: [activityMetricsInterceptor], workflowModules: [workflowMetricsInterceptorsPath] },
-    sinks: metricsSinks(),
+    interceptors: { activity: [...tracingActivityInterceptors(), activityMetricsInterceptor], workflowModules: workflowInterceptorModules() },
+    sinks: { ...metricsSinks(), ...tracingSinks() },
     activities: {
       ...createDatabaseActivities(deps),
       ...createVolumeServiceActivities(deps),
