@@ -3,7 +3,9 @@
  * (real Temporal, PostgreSQL, libvirt), once per event however often an activity runs, and published
  * from there: to a log, to RabbitMQ in oslo.messaging's envelope, by several publishers without overlap.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -18,7 +20,7 @@ import { recordVolumeEvent, deletePublishedOlderThan, type OutboxNotification } 
 import { NotificationPublisher } from '../src/notifications/publisher.ts';
 import { LogSink, NoSink, type NotificationSink } from '../src/notifications/sinks.ts';
 import { AmqpSink } from '../src/notifications/amqp-sink.ts';
-import { loadNotificationSettings } from '../src/config.ts';
+import { loadNotificationSettings, projectRoot } from '../src/config.ts';
 
 let stack: TestStack;
 let vm: Instance;
@@ -335,5 +337,18 @@ describe('publishing to RabbitMQ', () => {
       await channel.deleteQueue(`${topic}.error`).catch(() => undefined);
       await probe.close().catch(() => undefined);
     }
+  });
+});
+
+describe('tether notifications', () => {
+  it('lists the newest outbox rows, newest first, as JSON or a table', async () => {
+    const run = (...args: string[]) =>
+      promisify(execFile)(process.execPath, ['bin/tether.js', 'notifications', ...args], { cwd: projectRoot, env: { ...process.env, ...stack.env } });
+    const newest = (await stack.db.query<{ message_id: string }>('SELECT message_id FROM notifications_outbox ORDER BY seq DESC LIMIT 2')).rows;
+    const listed = JSON.parse((await run('--json', '--limit', '2')).stdout) as Array<{ messageId: string; eventType: string }>;
+    expect(listed.map((n) => n.messageId)).toEqual(newest.map((r) => r.message_id));
+    const text = (await run('--limit', '1')).stdout;
+    expect(text).toMatch(/^Created\s+Event\s+Priority/);
+    expect(text).toContain(newest[0]!.message_id);
   });
 });
