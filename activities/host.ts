@@ -12,10 +12,12 @@ import { getInstance } from '../src/db/instances.ts';
 import { bdmConnectionInfo, getLiveBdmByUuid, insertVolumeBdm, liveBdm, liveBdmsOfInstance } from '../src/db/block-device-mappings.ts';
 import { busForDevice, nextDeviceName, stripDev } from '../src/domain/device-names.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
-import type { AttachRequest, DiskBus, HostConnector } from '../src/domain/types.ts';
+import type { AttachRequest, ConnectionInfo, DiskBus, HostConnector } from '../src/domain/types.ts';
 import { hostConnector } from '../src/host/connector.ts';
 import { diskBySerial, diskElements } from '../src/host/domain-disks.ts';
-import { authSecretUuid, ensureAuthSecret } from '../src/host/disk-secrets.ts';
+import { authSecretUuid, defineEncryptionSecret, encryptionSecretUuid, ensureAuthSecret } from '../src/host/disk-secrets.ts';
+import { VolumeEncryptionError, type BlockStorage } from '../src/blockstorage/block-storage.ts';
+import { passphraseOf } from '../src/blockstorage/volume-key-store.ts';
 import { LibvirtError, type LibvirtConnection } from '../src/libvirt/binding.ts';
 import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
 import { buildDomainXml } from '../src/libvirt/domain-xml.ts';
@@ -56,8 +58,19 @@ export interface DetachDiskOptions {
   unplugRequests?: number;
 }
 
-export function createHostActivities(deps: { db: Database; libvirt: LibvirtConnection; host: string; faults: FaultInjector; detach?: DetachDiskOptions }) {
-  const { db, libvirt, host, faults } = deps;
+/** Where a compute host gets an encrypted volume's metadata and key: the block storage (and its key manager). */
+export type VolumeEncryptionSource = Pick<BlockStorage, 'getVolumeEncryption' | 'getEncryptionKey'>;
+
+export function createHostActivities(deps: {
+  db: Database;
+  libvirt: LibvirtConnection;
+  host: string;
+  faults: FaultInjector;
+  detach?: DetachDiskOptions;
+  /** Needed to attach encrypted volumes; without it their attach fails (non-retryable) and rolls back. */
+  volumeEncryption?: VolumeEncryptionSource;
+}) {
+  const { db, libvirt, host, faults, volumeEncryption } = deps;
   const unplugWaitMs = deps.detach?.unplugWaitMs ?? 5_000;
   const unplugRequests = deps.detach?.unplugRequests ?? 3;
 
@@ -68,6 +81,40 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
     const xmls = [await libvirt.getXml(instanceUuid, { inactive: true })];
     if (info.active) xmls.push(await libvirt.getXml(instanceUuid));
     return xmls.flatMap((x) => diskElements(x).map((d) => d.target).filter((t): t is string => t !== null));
+  }
+
+  /**
+   * For a volume whose connection_info says `encrypted` (as Nova's attach does): fetch its encryption
+   * metadata and key here, on the host, and put the LUKS passphrase into a libvirt secret. Returns
+   * the secret's UUID for the disk's `<encryption>`, or undefined for a plain volume. The key lives
+   * only in this function's memory: never returned, logged or stored.
+   */
+  async function ensureEncryptionSecret(volumeId: string, connectionInfo: ConnectionInfo): Promise<string | undefined> {
+    if (connectionInfo.data.encrypted !== true) return undefined;
+    try {
+      if (!volumeEncryption) throw new VolumeEncryptionError(`the compute agent of host ${host} was started without access to the block storage's keys`);
+      const encryption = await volumeEncryption.getVolumeEncryption(volumeId);
+      if (!encryption) return undefined; // decrypted by the storage back end
+      const key = await volumeEncryption.getEncryptionKey(volumeId, encryption);
+      const passphrase = passphraseOf(key);
+      try {
+        return await defineEncryptionSecret(libvirt, volumeId, connectionInfo, passphrase);
+      } finally {
+        key.fill(0);
+        passphrase.fill(0);
+      }
+    } catch (err) {
+      if (err instanceof VolumeEncryptionError) {
+        throw ApplicationFailure.nonRetryable(`Encrypted volume ${volumeId} cannot be attached: ${err.message}`, 'VolumeEncryptionUnavailable');
+      }
+      throw err;
+    }
+  }
+
+  /** Removes the volume's libvirt secrets (CHAP/cephx and LUKS passphrase); no-op for those that do not exist. */
+  async function removeVolumeSecrets(volumeId: string): Promise<void> {
+    await libvirt.undefineSecret(authSecretUuid(volumeId));
+    await libvirt.undefineSecret(encryptionSecretUuid(volumeId));
   }
 
   return {
@@ -189,6 +236,8 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
         const needLive = info.active && !(await present(true));
         if (needConfig || needLive) {
           const authSecretUuid = await ensureAuthSecret(libvirt, input.volumeId, connectionInfo);
+          const encryptionSecretUuid = await ensureEncryptionSecret(input.volumeId, connectionInfo);
+          if (encryptionSecretUuid) faults.check('defineEncryptionSecret', 'after');
           const xml = buildDiskXml({
             connectionInfo,
             targetDev: target,
@@ -196,6 +245,7 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
             deviceType: (bdm.deviceType as 'disk' | 'cdrom' | 'lun' | null) ?? 'disk',
             serial: input.volumeId,
             ...(authSecretUuid ? { authSecretUuid } : {}),
+            ...(encryptionSecretUuid ? { encryptionSecretUuid } : {}),
           });
           await libvirt.attachDevice(input.instanceUuid, xml, { config: needConfig, live: needLive });
         }
@@ -220,7 +270,11 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
       const ctx = Context.current();
       try {
         const info = await libvirt.lookupDomain(input.instanceUuid);
-        if (!info) return { removed: false };
+        if (!info) {
+          // No domain, no disk: a rollback after the secrets were defined still removes them.
+          await removeVolumeSecrets(input.volumeId);
+          return { removed: false };
+        }
         let removed = false;
         const inConfig = diskBySerial(await libvirt.getXml(input.instanceUuid, { inactive: true }), input.volumeId);
         if (inConfig) {
@@ -250,7 +304,7 @@ export function createHostActivities(deps: { db: Database; libvirt: LibvirtConne
             }
           }
         }
-        await libvirt.undefineSecret(authSecretUuid(input.volumeId));
+        await removeVolumeSecrets(input.volumeId);
         faults.check('detachDisk', 'after');
         return { removed };
       } catch (err) {

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Worker, type NativeConnection } from '@temporalio/worker';
 import type { Logger } from 'pino';
-import { createDomainActivities, createHostActivities, type DetachDiskOptions } from '../activities/host.ts';
+import { createDomainActivities, createHostActivities, type DetachDiskOptions, type VolumeEncryptionSource } from '../activities/host.ts';
 import type { Database } from '../src/db/database.ts';
 import { listInstances } from '../src/db/instances.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
@@ -37,6 +37,8 @@ export interface ComputeAgentOptions {
   faults?: FaultInjector;
   detach?: DetachDiskOptions;
   resyncIntervalMs?: number;
+  /** The block storage, for encrypted volumes' metadata and keys (fetched on this host only). */
+  volumeEncryption?: VolumeEncryptionSource;
 }
 
 interface RunningWorker {
@@ -64,6 +66,7 @@ export class ComputeAgent {
       host: o.host,
       faults: o.faults ?? new FaultInjector(),
       ...(o.detach ? { detach: o.detach } : {}),
+      ...(o.volumeEncryption ? { volumeEncryption: o.volumeEncryption } : {}),
     });
   }
 
@@ -200,7 +203,7 @@ async function main(): Promise<void> {
     installSdkMetrics(ctx.log);
     const metrics = await startMetricsFromEnv(ctx.log);
     if (metrics) ctx.onShutdown(() => metrics.close());
-    const libvirt = await LibvirtConnection.open(ctx.config.libvirtUri);
+    const libvirt = await ctx.waitFor('libvirt', () => LibvirtConnection.open(ctx.config.libvirtUri));
     const agent = new ComputeAgent({
       connection: await ctx.workerConnection(),
       namespace: ctx.config.temporalNamespace,
@@ -210,6 +213,7 @@ async function main(): Promise<void> {
       libvirt,
       log: ctx.log,
       faults: FaultInjector.fromEnv(),
+      volumeEncryption: ctx.blockStorage(),
     });
     let stopped!: () => void;
     const done = new Promise<void>((resolve) => (stopped = resolve));

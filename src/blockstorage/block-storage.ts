@@ -35,7 +35,42 @@ export interface BlockStorage {
   rollDetaching(volumeId: string): Promise<void>;
   /** Deletes an available volume (delete_on_termination when its server is deleted). */
   deleteVolume(volumeId: string): Promise<void>;
+  /**
+   * The volume's encryption metadata (Cinder: GET /volumes/{id}/encryption), null for a plain volume.
+   * Asked by the compute host when connection_info says `data.encrypted`, as Nova does.
+   */
+  getVolumeEncryption(volumeId: string): Promise<VolumeEncryption | null>;
+  /**
+   * The volume's key from the key manager (Barbican for Cinder; the embedded key store for the local
+   * service). Only ever called inside a host activity, which hands it straight to a libvirt secret:
+   * it must never be returned from an activity, logged or stored. Throws VolumeEncryptionError when
+   * no key manager can give it.
+   */
+  getEncryptionKey(volumeId: string, encryption: VolumeEncryption): Promise<Buffer>;
 }
+
+/** Cinder's volume type encryption spec (provider, cipher, key_size, control_location). */
+export interface EncryptionSpec {
+  provider: 'luks';
+  cipher: string;
+  /** bits */
+  keySize: number;
+  /** 'front-end': the hypervisor (QEMU) decrypts; the only kind tether attaches. */
+  controlLocation: 'front-end';
+}
+
+export interface VolumeEncryption extends EncryptionSpec {
+  /** The key's id in the key manager (Cinder's encryption_key_id). */
+  encryptionKeyId: string;
+}
+
+/** The volume is encrypted but its key cannot be had (no key manager, wrong master key, key gone): retrying will not help. */
+export class VolumeEncryptionError extends Error {
+  override readonly name = 'VolumeEncryptionError';
+}
+
+/** Volume types of the embedded service: Cinder's default and `luks` (front-end LUKS encryption). */
+export const VOLUME_TYPES = { default: '__DEFAULT__', luks: 'luks' } as const;
 
 /** Volume management served by tether's own `/v3` API and CLI when the embedded service is in use. */
 export interface VolumeAdmin {
@@ -46,6 +81,8 @@ export interface VolumeAdmin {
     availabilityZone?: string;
     multiattach?: boolean;
     description?: string | null;
+    /** A volume type name: '__DEFAULT__' (or none) or 'luks' for an encrypted volume. */
+    volumeType?: string | null;
   }): Promise<Volume>;
   listVolumes(filter?: { name?: string; projectId?: string }): Promise<Volume[]>;
 }

@@ -1,6 +1,7 @@
 /**
- * Storage secrets (iSCSI CHAP passwords, cephx keys) go into libvirt secrets on the host, never into
- * disk XML, workflow history or logs. One secret per volume, with a UUID derived from the volume id
+ * Storage secrets (iSCSI CHAP passwords, cephx keys) and LUKS passphrases of encrypted volumes go
+ * into libvirt secrets on the host, never into disk XML, workflow history or logs. One secret of each
+ * kind per volume, with a UUID derived from the volume id
  * so that a retried attach redefines the same secret and a detach knows which one to remove.
  */
 import { createHash } from 'node:crypto';
@@ -10,7 +11,16 @@ import { escapeXml } from '../libvirt/domain-xml.ts';
 
 /** A stable UUID (RFC 4122 layout, version 5 style) for the volume's auth secret. */
 export function authSecretUuid(volumeId: string): string {
-  const h = createHash('sha1').update(`tether-auth-secret:${volumeId}`).digest();
+  return derivedUuid('tether-auth-secret', volumeId);
+}
+
+/** A stable UUID for the volume's LUKS passphrase secret. */
+export function encryptionSecretUuid(volumeId: string): string {
+  return derivedUuid('tether-encryption-secret', volumeId);
+}
+
+function derivedUuid(kind: string, volumeId: string): string {
+  const h = createHash('sha1').update(`${kind}:${volumeId}`).digest();
   h[6] = (h[6]! & 0x0f) | 0x50;
   h[8] = (h[8]! & 0x3f) | 0x80;
   const hex = h.subarray(0, 16).toString('hex');
@@ -49,4 +59,31 @@ export async function ensureAuthSecret(
     return define(`<usage type='ceph'><name>${escapeXml(`tether-${volumeId}`)}</name></usage>`, key);
   }
   return undefined;
+}
+
+/**
+ * The `<volume>` usage of the volume's passphrase secret: the image path for file-backed disks,
+ * else the volume id (as Nova does). libvirt allows one secret per usage.
+ */
+export function encryptionSecretUsage(volumeId: string, connectionInfo: ConnectionInfo): string {
+  const data = connectionInfo.data;
+  return text(data, 'path') ?? text(data, 'device_path') ?? volumeId;
+}
+
+/**
+ * Defines (or redefines, on a retry) the libvirt passphrase secret of an encrypted volume: usage type
+ * 'volume', private (its value cannot be read back through libvirt's API), and returns its UUID for
+ * the disk's `<encryption>`. The passphrase goes from this call to libvirt and nowhere else.
+ */
+export async function defineEncryptionSecret(
+  libvirt: Pick<LibvirtConnection, 'defineSecret'>,
+  volumeId: string,
+  connectionInfo: ConnectionInfo,
+  passphrase: Buffer,
+): Promise<string> {
+  const uuid = encryptionSecretUuid(volumeId);
+  const usage = escapeXml(encryptionSecretUsage(volumeId, connectionInfo));
+  const xml = `<secret ephemeral='no' private='yes'><uuid>${uuid}</uuid><description>${escapeXml(`tether volume ${volumeId}`)}</description><usage type='volume'><volume>${usage}</volume></usage></secret>`;
+  await libvirt.defineSecret(xml, passphrase);
+  return uuid;
 }

@@ -139,10 +139,24 @@ function loadApi() {
     virSecretGetUUIDString: f('virSecretGetUUIDString', 'int', [P, P]),
     virSecretUndefine: f('virSecretUndefine', 'int', [P]),
     virSecretFree: f('virSecretFree', 'int', [P]),
+    virConnectListAllSecrets: f('virConnectListAllSecrets', 'int', [P, koffi.out(koffi.pointer(P)), 'uint']),
+    virSecretGetUsageType: f('virSecretGetUsageType', 'int', [P]),
+    virSecretGetUsageID: f('virSecretGetUsageID', 'const char *', [P]),
   };
 }
 
 type Api = ReturnType<typeof loadApi>;
+
+/** libvirt's virSecretUsageType. */
+const SECRET_USAGE: Record<number, string> = { 0: 'none', 1: 'volume', 2: 'ceph', 3: 'iscsi', 4: 'tls', 5: 'vtpm' };
+
+export interface SecretInfo {
+  uuid: string;
+  /** 'volume' (LUKS passphrases), 'ceph', 'iscsi', … */
+  usageType: string;
+  /** The usage's id: the volume path for 'volume', the name for 'ceph', the target for 'iscsi'. */
+  usageId: string;
+}
 let api: Api | undefined;
 /** The last error seen by our handler; only used for virConnectOpen, which has no connection. */
 let lastHandledError: LibvirtError | undefined;
@@ -423,6 +437,32 @@ export class LibvirtConnection {
         a.virSecretFree(secret);
       }
     }, false);
+  }
+
+  /** The host's secrets: UUID, usage type (libvirt's virSecretUsageType: 1 volume, 2 ceph, 3 iscsi, …) and usage id. Never values. */
+  async listSecrets(): Promise<SecretInfo[]> {
+    return this.run(async (s) => {
+      const a = libvirt();
+      const out: [Ptr | null] = [null];
+      const n = await s.int(a.virConnectListAllSecrets, s.conn, out, 0);
+      const array = out[0];
+      if (!array) return [];
+      const secrets = (n > 0 ? koffi.decode(array, 'void *', n) : []) as Ptr[];
+      const infos: SecretInfo[] = [];
+      try {
+        for (const secret of secrets) {
+          const uuid = Buffer.alloc(UUID_BUFLEN);
+          if (a.virSecretGetUUIDString(secret, uuid) < 0) continue;
+          const usageType = a.virSecretGetUsageType(secret) as number;
+          const usageId = a.virSecretGetUsageID(secret) as string | null;
+          infos.push({ uuid: cString(uuid), usageType: SECRET_USAGE[usageType] ?? String(usageType), usageId: usageId ?? '' });
+        }
+      } finally {
+        for (const secret of secrets) a.virSecretFree(secret);
+        koffi.free(array);
+      }
+      return infos;
+    }, true);
   }
 
   /** Removes a secret; no-op if unknown. */

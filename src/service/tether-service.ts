@@ -183,7 +183,16 @@ export class TetherService {
     return this.volumeAdmin().listVolumes(filter);
   }
 
-  createVolume(spec: { name: string | null; size: number; projectId?: string; multiattach?: boolean; availabilityZone?: string; description?: string | null }): Promise<Volume> {
+  createVolume(spec: {
+    name: string | null;
+    size: number;
+    projectId?: string;
+    multiattach?: boolean;
+    availabilityZone?: string;
+    description?: string | null;
+    /** '__DEFAULT__' (or none), or 'luks' for an encrypted volume. */
+    volumeType?: string | null;
+  }): Promise<Volume> {
     if (!Number.isInteger(spec.size) || spec.size < 1 || spec.size > 1024) throw new TetherError('InvalidInput', 'Volume size must be an integer number of GiB from 1 to 1024.');
     return this.volumeAdmin().createVolume({ ...spec, projectId: spec.projectId ?? DEFAULT_PROJECT_ID });
   }

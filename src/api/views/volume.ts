@@ -5,8 +5,9 @@ import type { Volume as VolumeSchema, VolumeRef } from '../schemas/volume.ts';
 import { USER_ID } from './server.ts';
 import { cinderTime, resourceLinks } from './links.ts';
 
-/** Cinder has no volume types here: every volume is of its default type. */
+/** The embedded service's volume types: Cinder's default, and `luks` (encrypted, front-end LUKS). */
 export const DEFAULT_VOLUME_TYPE = '__DEFAULT__';
+export const LUKS_VOLUME_TYPE = 'luks';
 
 /** Cinder's `host@backend#pool` of the embedded volume service. */
 const VOLUME_HOST = 'tether@local#local';
@@ -36,7 +37,7 @@ export function volumeView(volume: Volume, base: string, microversion: number): 
         device: a.device,
         attached_at: a.attachedAt === null ? null : cinderTime(a.attachedAt),
       })),
-    volume_type: DEFAULT_VOLUME_TYPE,
+    volume_type: volume.encrypted ? LUKS_VOLUME_TYPE : DEFAULT_VOLUME_TYPE,
     snapshot_id: null,
     source_volid: null,
     metadata: {},

@@ -21,7 +21,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TetherError } from '../../errors.ts';
 import type { ConnectionInfo, HostConnector, Volume, VolumeStatus } from '../../domain/types.ts';
-import type { AttachmentRef, BlockStorage, VolumeAdmin } from '../block-storage.ts';
+import { VolumeEncryptionError, type AttachmentRef, type BlockStorage, type VolumeAdmin, type VolumeEncryption } from '../block-storage.ts';
 import { createAuth, type CinderAuth } from './auth.ts';
 import type { CinderConfig } from './config.ts';
 import { CinderHttpError, CinderUnavailableError, mapCinderError } from './errors.ts';
@@ -185,6 +185,37 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
     return out;
   }
 
+  // ---- encryption ----
+
+  /**
+   * GET /volumes/{id}/encryption: Cinder's metadata ({encryption_key_id} and, for an encrypted type,
+   * provider, cipher, key_size, control_location). null when the volume is not encrypted or is
+   * decrypted by the back end (control_location 'back-end': the host sees plain data).
+   */
+  async getVolumeEncryption(volumeId: string): Promise<VolumeEncryption | null> {
+    const { body } = await this.http
+      .request<{ encryption_key_id?: string | null; provider?: string | null; cipher?: string | null; key_size?: number | null; control_location?: string | null }>(
+        'GET',
+        `/volumes/${seg(volumeId)}/encryption`,
+      )
+      .catch((err: unknown) => {
+        throw mapCinderError(err, { volumeId });
+      });
+    if (!body?.encryption_key_id || !body.provider) return null;
+    if (body.control_location === 'back-end') return null;
+    // Older volume types name the encryptor class (nova.volume.encryptors.luks.LuksEncryptor).
+    const provider = /(^|\.)(luks|LuksEncryptor)$/.test(body.provider) ? 'luks' : null;
+    if (!provider) throw new VolumeEncryptionError(`Volume ${volumeId} uses encryption provider '${body.provider}'; tether attaches front-end LUKS only.`);
+    return { provider, cipher: body.cipher ?? 'aes-xts-plain64', keySize: body.key_size ?? 256, controlLocation: 'front-end', encryptionKeyId: body.encryption_key_id };
+  }
+
+  /** Cinder keeps keys in Barbican; tether has no Barbican client yet. */
+  async getEncryptionKey(volumeId: string, encryption: VolumeEncryption): Promise<Buffer> {
+    throw new VolumeEncryptionError(
+      `Volume ${volumeId} is encrypted (key ${encryption.encryptionKeyId} in Cinder's key manager); attaching it is not supported: no key manager (Barbican) configured in tether.`,
+    );
+  }
+
   // ---- volumes ----
 
   async getVolume(volumeId: string): Promise<Volume> {
@@ -228,6 +259,8 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
     if (spec.availabilityZone !== undefined) request.availability_zone = spec.availabilityZone;
     // Cinder removed the multiattach parameter: a volume type with multiattach="<is> True" decides.
     if (spec.multiattach) request.volume_type = this.config.multiattachVolumeType;
+    // Other types (e.g. an encrypted one) are Cinder's to know; the default type is Cinder's default.
+    else if (spec.volumeType && spec.volumeType !== '__DEFAULT__') request.volume_type = spec.volumeType;
     const { body } = await this.http.request<{ volume: CinderVolume }>('POST', '/volumes', { volume: request }).catch((err: unknown) => {
       throw mapCinderError(err, { none: true });
     });
