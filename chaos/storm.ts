@@ -4,9 +4,11 @@
  * detach of one pair interleaved, now and then an attach of a volume to a server other than its own),
  * the runner kills parts of the stack at random wall-clock moments for a set time:
  *   - the gap before each event is drawn uniformly in [0, maxGapMs];
- *   - an event SIGKILLs one target drawn among those that are up (control-plane, compute-agent, api,
- *     temporal, postgres, libvirtd unless --no-libvirtd), or two at once (one in four), and restarts
- *     them after 0–2 s down — in the background, so the next event does not wait for the restart;
+ *   - an event SIGKILLs one target drawn uniformly from control-plane, compute-agent, api, temporal,
+ *     postgres and libvirtd (unless --no-libvirtd), or two at once (one in four), and restarts them
+ *     after 0–2 s down — in the background, so the next event does not wait for the restart; a drawn
+ *     target still restarting from an earlier kill is killed once it is back, 0–maxGap later (one such
+ *     kill waits per target; further draws of it are dropped and counted);
  *   - storms of 30 s or more also SIGSTOP one worker (control-plane, compute-agent or api) for 31–40 s,
  *     longer than the activity timeouts (start-to-close and heartbeat 30 s), then SIGCONT it.
  * Then every part is made sure to run, every workflow must close, and:
@@ -18,8 +20,8 @@
  * after the last kill (or SIGCONT), leaks.
  *
  * Every choice comes from the case's seeded stream (separate streams for the kill schedule and each
- * client), so `--seed S --only storm` replays the same draws; which target is "up" at a moment still
- * depends on how long restarts take, so the kills themselves may differ a little between replays.
+ * client), drawn whatever the stack's state, so `--seed S --only storm` replays the same draws; when
+ * a kill lands still depends on how long restarts take, so the moments differ a little between replays.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Instance, Volume } from '../src/domain/types.ts';
@@ -200,27 +202,58 @@ export async function runStorm(h: Harness, run: number, o: StormOptions): Promis
     }
   }
 
+  /** A drawn target that is still restarting is killed once it is back, after `delayMs` (at most one waits per target). */
+  const deferred = new Set<Target>();
+  let dropped = 0;
+  async function killWhenBack(t: Target, delayMs: number, downMs: number): Promise<void> {
+    deferred.add(t);
+    try {
+      while (busy.has(t) && Date.now() < end) await sleep(50);
+      await sleep(delayMs);
+      if (busy.has(t) || Date.now() >= end) {
+        dropped++;
+        return;
+      }
+      busy.add(t);
+      deferredKills++;
+    } finally {
+      deferred.delete(t);
+    }
+    await killAndRestart([t], downMs);
+  }
+  let deferredKills = 0;
+
   async function scheduler(rnd: Random): Promise<void> {
     const canStop = o.seconds >= 30;
     const stopEvent = canStop ? rnd.int(0, 3) : -1;
     for (let event = 0; ; event++) {
       await sleep(rnd.int(0, maxGapMs));
       if (Date.now() >= end) return;
-      const up = targets.filter((t) => !busy.has(t));
+      // Every draw is made whatever the state, so a seed gives the same stream of choices.
       const stopNow = canStop && (event === stopEvent || rnd.bool(0.05));
-      const stoppable = STOPPABLE.filter((w) => up.includes(w));
-      if (stopNow && stoppable.length > 0) {
-        const w = rnd.pick(stoppable);
-        busy.add(w);
-        background.push(stopAndContinue(w, rnd.int(STOP_MS[0], STOP_MS[1])));
+      const stopTarget = rnd.pick(STOPPABLE);
+      const holdMs = rnd.int(STOP_MS[0], STOP_MS[1]);
+      const two = rnd.bool(0.25);
+      const drawn = rnd.sample(targets, two ? 2 : 1);
+      const downMs = rnd.int(0, 2000);
+      const laterMs = rnd.int(0, maxGapMs);
+      if (stopNow && targets.includes(stopTarget)) {
+        if (busy.has(stopTarget)) {
+          dropped++;
+        } else {
+          busy.add(stopTarget);
+          background.push(stopAndContinue(stopTarget, holdMs));
+        }
         continue;
       }
-      if (up.length === 0) continue;
-      const two = up.length > 1 && rnd.bool(0.25);
-      const ts = rnd.sample(up, two ? 2 : 1);
-      if (two) doubles++;
-      for (const t of ts) busy.add(t);
-      background.push(killAndRestart(ts, rnd.int(0, 2000)));
+      if (drawn.length > 1) doubles++;
+      const now = drawn.filter((t) => !busy.has(t));
+      for (const t of drawn.filter((t) => busy.has(t))) {
+        if (deferred.has(t)) dropped++;
+        else background.push(killWhenBack(t, laterMs, downMs));
+      }
+      for (const t of now) busy.add(t);
+      if (now.length > 0) background.push(killAndRestart(now, downMs));
     }
   }
 
@@ -299,7 +332,7 @@ export async function runStorm(h: Harness, run: number, o: StormOptions): Promis
   const leaked = checked.disagreements.length + checked.inFlight.length + between.length + volumeProblems.length + stillRunning.length;
   notes.push(
     `storm ${(stormMs / 1000).toFixed(1)} s (kills for ${o.seconds} s, gaps 0–${maxGapMs / 1000} s), ${o.clients} clients, ${volumes.length} volumes on ${h.servers.length} servers, ${pairs.length} pairs touched`,
-    `kills: ${kills.total()} (${kills.format()}), ${doubles} double; SIGSTOP: ${stops.length ? stops.join(', ') : 'none'}`,
+    `kills: ${kills.total()} (${kills.format()}), ${doubles} double draws, ${deferredKills} of a target just back from its restart, ${dropped} draws dropped (target still down); SIGSTOP: ${stops.length ? stops.join(', ') : 'none'}`,
     `operations: ${ops.format()}; requests: ${requests.format()}`,
     `workflows: ${workflows.format()}`,
     `restart all ${(restartMs / 1000).toFixed(1)} s; converged ${((convergedAt - lastFaultAt) / 1000).toFixed(1)} s after the last kill; leaks ${leaked}`,

@@ -1,8 +1,9 @@
 /**
  * The chaos runner's short mode (chaos/run.ts --short, docs/chaos.md) as part of `npm test`: its own
  * stack of separate processes (Temporal dev server on SQLite, embedded PostgreSQL, control plane,
- * compute agent, API), killed and restarted around the steps of attach and detach, plus races, the
- * API fuzzer and the CLI fuzzer. It must end `N passed, 0 failed` with no leaked resource.
+ * compute agent, API), killed and restarted around the steps of attach and detach, a 20 s storm of
+ * kills at random moments under an API workload (chaos/storm.ts), plus races, the API fuzzer and the
+ * CLI fuzzer. It must end `N passed, 0 failed` with no leaked resource.
  *
  * It runs as a child process (it SIGKILLs and restarts its own children, and owns its signals), with
  * --no-libvirtd: the system libvirtd is shared with the test files running next to this one, and

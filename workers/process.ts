@@ -11,6 +11,8 @@ import { migrate } from '../src/db/migrate.ts';
 import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { connectClient, connectWorker } from '../src/temporal/client.ts';
 import { createLogger } from '../src/logger.ts';
+import { waitForDependency } from '../src/stack/dependency-wait.ts';
+import { startTracingFromEnv } from '../src/tracing/tracing.ts';
 
 export interface ProcessContext {
   config: TetherConfig;
@@ -20,11 +22,16 @@ export interface ProcessContext {
   workerConnection(): Promise<NativeConnection>;
   client(): Promise<Client>;
   onShutdown(fn: () => Promise<void>): void;
+  /** Retries `fn` while `what` refuses connections, up to TETHER_STARTUP_WAIT_SECONDS (src/stack/dependency-wait.ts). */
+  waitFor<T>(what: string, fn: () => Promise<T>): Promise<T>;
 }
 
 export async function runProcess(name: string, body: (ctx: ProcessContext) => Promise<void>): Promise<void> {
   const config = loadConfig();
   const log = createLogger(name, config.logLevel);
+  // Before any client or worker is made: they install Temporal's tracing interceptors only when it is on.
+  const tracing = startTracingFromEnv(name);
+  if (tracing) log.info({ serviceName: tracing.serviceName, endpoint: tracing.endpoint }, 'tracing: exporting spans by OTLP');
   let db: Database | undefined;
   let blockStorage: ConfiguredBlockStorage | undefined;
   let connection: NativeConnection | undefined;
@@ -41,6 +48,11 @@ export async function runProcess(name: string, body: (ctx: ProcessContext) => Pr
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
 
+  const waitFor = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
+    waitForDependency(what, fn, {
+      timeoutMs: config.startupWaitMs,
+      onRetry: (w, err, attempt) => log.warn({ err: (err as Error).message, attempt }, `${w} not reachable yet; retrying`),
+    });
   const ctx: ProcessContext = {
     config,
     log,
@@ -53,19 +65,20 @@ export async function runProcess(name: string, body: (ctx: ProcessContext) => Pr
       return blockStorage;
     },
     async workerConnection() {
-      connection ??= await connectWorker(config);
+      connection ??= await waitFor('Temporal', () => connectWorker(config));
       return connection;
     },
     async client() {
-      client ??= await connectClient(config);
+      client ??= await waitFor('Temporal', () => connectClient(config));
       return client;
     },
     onShutdown(fn) {
       shutdownHooks.push(fn);
     },
+    waitFor,
   };
   try {
-    await migrate(config.databaseUrl);
+    await waitFor('PostgreSQL', () => migrate(config.databaseUrl));
     await body(ctx);
   } catch (err) {
     log.fatal({ err }, `${name} failed`);
@@ -74,5 +87,7 @@ export async function runProcess(name: string, body: (ctx: ProcessContext) => Pr
     await connection?.close().catch(() => undefined);
     await client?.connection.close().catch(() => undefined);
     await db?.end().catch(() => undefined);
+    // Last: the workers have drained, so their final spans are in the processor now.
+    await tracing?.shutdown().catch((err: unknown) => log.warn({ err }, 'tracing: could not flush the last spans'));
   }
 }
