@@ -32,6 +32,10 @@ export class AmqpSink implements NotificationSink {
     this.name = redactAmqpUrl(o.url);
   }
 
+  async prepare(): Promise<void> {
+    await this.open();
+  }
+
   async publish(batch: OutboxNotification[]): Promise<void> {
     const channel = await this.open();
     try {

@@ -82,6 +82,7 @@ export class NotificationPublisher {
 
   /** One batch: claim, deliver, mark published, commit. Returns how many rows it published. */
   async publishBatch(): Promise<number> {
+    await this.o.sink.prepare?.();
     return withTransaction(this.o.db, async (tx) => {
       const batch = await claimUnpublished(tx, this.batchSize);
       if (batch.length === 0) return 0;

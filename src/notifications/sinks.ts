@@ -11,6 +11,8 @@ import type { NotificationSettings } from '../config.ts';
 
 export interface NotificationSink {
   readonly name: string;
+  /** Connects, if the sink needs to, before rows are claimed (so no row lock waits on a connect). */
+  prepare?(): Promise<void>;
   /** Delivers every notification of the batch or throws (the batch then stays unpublished). */
   publish(batch: OutboxNotification[]): Promise<void>;
   close(): Promise<void>;
