@@ -4,6 +4,7 @@ import { loadConfig, type TetherConfig } from '../src/config.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { connectClient } from '../src/temporal/client.ts';
+import { startTracingFromEnv, type Tracing } from '../src/tracing/tracing.ts';
 import { TetherService } from '../src/service/tether-service.ts';
 import { ScopedTetherService } from '../src/auth/scoped-service.ts';
 import { cliCaller } from '../src/auth/caller.ts';
@@ -13,6 +14,7 @@ export class CliContext {
   private db: Database | undefined;
   private client: Client | undefined;
   private service: ScopedTetherService | undefined;
+  private tracing: Tracing | undefined;
   /** --project / TETHER_PROJECT_ID: act as a member of this project; unset: an operator (admin). */
   projectId: string | undefined;
 
@@ -25,6 +27,8 @@ export class CliContext {
     } catch (err) {
       throw new Error(`Cannot use the database at ${redactUrl(this.config.databaseUrl)}: ${(err as Error).message}. Is the stack running (npm start)?`);
     }
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set, the workflows this command starts are traced (service tether-cli).
+    this.tracing = startTracingFromEnv('cli');
     try {
       this.client = await connectClient(this.config);
     } catch (err) {
@@ -49,6 +53,7 @@ export class CliContext {
   async close(): Promise<void> {
     await this.client?.connection.close().catch(() => undefined);
     await this.db?.end().catch(() => undefined);
+    await this.tracing?.shutdown().catch(() => undefined);
   }
 }
 
