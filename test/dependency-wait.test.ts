@@ -4,6 +4,8 @@
  *   - the errors real clients (pg, node-pg-migrate, Temporal client and worker connections, libvirt)
  *     give for a peer that is not there are recognised as "unreachable";
  *     one that is there but refuses (an unknown database) is not, and ends the wait at once;
+ *   - migrations whose connection is terminated fail with that (retryable) error, and do not crash
+ *     the process with an unhandled 'error' event (node-pg-migrate's own client has no listener);
  *   - the real API process, started with PostgreSQL and Temporal behind ports where nothing listens
  *     yet, comes up once they appear (TCP relays to the test's real servers open 2 s later);
  *     with TETHER_STARTUP_WAIT_SECONDS=0 it exits with code 1 as before.
@@ -14,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { Connection } from '@temporalio/client';
+import { PG_MIGRATE_LOCK_ID } from 'node-pg-migrate';
 import { NativeConnection } from '@temporalio/worker';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { projectRoot } from '../src/config.ts';
@@ -88,6 +91,40 @@ describe('which errors mean "not reachable yet"', () => {
     expect(isUnreachable(err)).toBe(true);
     expect(calls).toBeGreaterThanOrEqual(3);
     expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+});
+
+describe('migrations when PostgreSQL goes away under them', () => {
+  it('a terminated connection is an error to retry on, not a crash', async () => {
+    const admin = new pg.Client({ connectionString: inject('databaseAdminUrl') });
+    await admin.connect();
+    cleanups.push(() => admin.end());
+    const dbName = `tether_migrate_lost_${process.pid}`;
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName}`);
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    const url = new URL(inject('databaseAdminUrl'));
+    url.pathname = `/${dbName}`;
+    // Hold node-pg-migrate's advisory lock, so that migrate() sits in `pg_advisory_lock` on its connection.
+    const holder = new pg.Client({ connectionString: url.toString() });
+    await holder.connect();
+    await holder.query('SELECT pg_advisory_lock($1)', [PG_MIGRATE_LOCK_ID]);
+    const running = migrate(url.toString()).then(() => null, (err: unknown) => err);
+    let pid: number | undefined;
+    const deadline = Date.now() + 30_000;
+    while (pid === undefined && Date.now() < deadline) {
+      const { rows } = await admin.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tether-migrate' AND wait_event_type = 'Lock'`, [dbName]);
+      pid = rows[0]?.pid;
+      if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(pid).toBeDefined();
+    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    const err = await running;
+    expect(err).toBeInstanceOf(Error);
+    expect(isUnreachable(err)).toBe(true);
+    // and once the lock is free, the same call succeeds
+    await holder.end();
+    expect((await migrate(url.toString())).length).toBeGreaterThan(0);
+    await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`);
   });
 });
 
