@@ -272,6 +272,7 @@ describe('tracing on: one attach, one trace', () => {
   it('records calls, not what they carry: no connection_info, secret value or failure message in a span', async () => {
     const chapPassword = `chap-${randomBytes(8).toString('hex')}`;
     const cephxKey = randomBytes(24).toString('base64');
+    const luksKey = randomBytes(32).toString('hex');
     const storage = {
       kind: 'fake',
       async updateAttachment() {
@@ -279,6 +280,9 @@ describe('tracing on: one attach, one trace', () => {
       },
       async completeAttachment() {
         throw new Error(`login failed for password ${chapPassword}`);
+      },
+      async getEncryptionKey() {
+        return Buffer.from(luksKey, 'hex');
       },
     } as unknown as BlockStorage;
     const libvirt = {
@@ -291,6 +295,7 @@ describe('tracing on: one attach, one trace', () => {
       const info = await traced.updateAttachment('att-1', { host: 'compute-x', mountpoint: '/dev/sdc' } as never);
       expect(info.data.auth_password).toBe(chapPassword); // the caller still gets it
       await expect(traced.completeAttachment('att-1')).rejects.toThrow('login failed');
+      expect((await traced.getEncryptionKey('vol-luks', { encryptionKeyId: 'key-1' } as never)).toString('hex')).toBe(luksKey);
       await tracedLibvirt(libvirt).defineSecret(`<secret ephemeral='no' private='yes'><usage type='ceph'><name>${cephxKey}</name></usage></secret>`, Buffer.from(cephxKey));
       root.end();
       return root.spanContext().traceId;
@@ -305,9 +310,13 @@ describe('tracing on: one attach, one trace', () => {
     expect(failed.status?.code).toBe(STATUS_ERROR);
     expect(attr(failed, 'error.type')).toBe('Error');
     expect(byName['libvirt.defineSecret']).toBeDefined();
+    expect(attr(byName['blockstorage.getEncryptionKey']!, 'tether.volume.id')).toBe('vol-luks');
     const exported = JSON.stringify(inTrace());
     expect(exported).not.toContain(chapPassword);
     expect(exported).not.toContain(cephxKey);
+    expect(exported).not.toContain(luksKey);
+    expect(exported).not.toContain(Buffer.from(luksKey, 'hex').toString('base64'));
+    expect(exported).not.toContain('key-1');
     expect(exported).not.toContain('login failed');
   });
 });

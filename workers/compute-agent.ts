@@ -25,6 +25,7 @@ import { registerComputeAgentMetrics } from '../src/metrics/compute-agent-metric
 import { codecDataConverter } from '../src/security/codec-config.ts';
 import { tracingActivityInterceptors } from '../src/tracing/temporal-tracing.ts';
 import { tracedLibvirt } from '../src/tracing/traced-libvirt.ts';
+import { tracedBlockStorage } from '../src/tracing/traced-block-storage.ts';
 
 export interface ComputeAgentOptions {
   connection: NativeConnection;
@@ -66,7 +67,7 @@ export class ComputeAgent {
       host: o.host,
       faults: o.faults ?? new FaultInjector(),
       ...(o.detach ? { detach: o.detach } : {}),
-      ...(o.volumeEncryption ? { volumeEncryption: o.volumeEncryption } : {}),
+      ...(o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(o.volumeEncryption) } : {}),
     });
   }
 

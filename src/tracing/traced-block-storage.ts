@@ -33,7 +33,11 @@ const BLOCK_STORAGE_CALLS: TracedCalls = {
   getEncryptionKey: volume,
 };
 
-/** The block storage with a span around each attachment call (itself when tracing is off). */
-export function tracedBlockStorage<T extends BlockStorage>(blockStorage: T): T {
-  return withCallSpans(blockStorage, 'blockstorage', BLOCK_STORAGE_CALLS, { [ATTR.blockStorageKind]: blockStorage.kind });
+/**
+ * The block storage (or the part of it a caller holds, such as the compute agent's encryption
+ * source) with a span around each call above; itself when tracing is off.
+ */
+export function tracedBlockStorage<T extends Partial<BlockStorage>>(blockStorage: T): T {
+  const kind = blockStorage.kind;
+  return withCallSpans(blockStorage, 'blockstorage', BLOCK_STORAGE_CALLS, kind ? { [ATTR.blockStorageKind]: kind } : {});
 }
