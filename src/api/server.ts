@@ -21,10 +21,10 @@ import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
 import { metricsRoutes } from '../metrics/api-plugin.ts';
 import rateLimit from '@fastify/rate-limit';
 import { createHash } from 'node:crypto';
-import type { ServerOptions } from 'node:http';
 import { NOAUTH, requireCaller, type Authenticator } from '../auth/authentication.ts';
 import type { Caller } from '../auth/caller.ts';
 import { identityRoutes } from '../auth/identity-routes.ts';
+import { imageRoutes } from './routes/images.ts';
 import { loadApiLimits, type ApiLimits } from './limits.ts';
 import { installHttpTracing } from '../tracing/http-tracing.ts';
 
@@ -119,15 +119,11 @@ export async function buildApiServer(deps: ApiDeps) {
   const app = Fastify({
     // Nova's max_request_body_size; a larger body is a 413 before it is read whole
     bodyLimit: limits.bodyLimit,
-    // a client that sends its request too slowly is disconnected; an idle connection too
+    // a connection silent for connectionTimeout is closed; a request (headers included) not received
+    // whole within requestTimeout is a 408 (node checks every 30 s, so it may take up to 30 s longer)
     requestTimeout: limits.requestTimeoutMs,
     connectionTimeout: limits.connectionTimeoutMs,
-    // how often node checks those timeouts (its default, 30 s, would let a slow client stay much longer); not in @types/node 20
-    http: {
-      requestTimeout: limits.requestTimeoutMs,
-      headersTimeout: limits.requestTimeoutMs,
-      connectionsCheckingIntervalMS: Math.max(100, Math.min(30_000, Math.floor(limits.requestTimeoutMs / 4))),
-    } as ServerOptions,
+    http: { requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.requestTimeoutMs },
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
     genReqId: () => `req-${randomUUID()}`,
     routerOptions: { ignoreTrailingSlash: true },
@@ -189,6 +185,13 @@ export async function buildApiServer(deps: ApiDeps) {
   await app.register(versionRoutes, { blockStorage: blockStorageApi });
   if (auth.mode === 'keystone') {
     await app.register(identityRoutes, { prefix: '/identity', identity: auth.identity, blockStorage: blockStorageApi ? true : deps.cinderEndpoint });
+    await app.register(
+      async (images) => {
+        requireCaller(images, auth);
+        await images.register(imageRoutes);
+      },
+      { prefix: '/image' },
+    );
   }
   for (const projectScoped of [false, true]) {
     const scope = { service: deps.service, projectScoped };

@@ -78,6 +78,9 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
             endpoints: endpoints(type, blockStorage === true ? `${base}/v3` : blockStorage),
           }))),
       { type: 'identity', name: 'keystone', id: stableId('service', 'identity'), endpoints: endpoints('identity', `${base}/identity/v3`) },
+      // tether has no image service; `openstack server list` insists on an image endpoint before it looks
+      // image names up (a failed lookup is ignored, and servers show no image)
+      { type: 'image', name: 'glance', id: stableId('service', 'image'), endpoints: endpoints('image', `${base}/image`) },
     ];
     return {
       token: {
