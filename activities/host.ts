@@ -61,6 +61,45 @@ export interface DetachDiskOptions {
 /** Where a compute host gets an encrypted volume's metadata and key: the block storage (and its key manager). */
 export type VolumeEncryptionSource = Pick<BlockStorage, 'getVolumeEncryption' | 'getEncryptionKey'>;
 
+/**
+ * For a volume whose connection_info says `encrypted` (as Nova's attach does): fetch its encryption
+ * metadata and key here, on the host, and put the LUKS passphrase into a libvirt secret. Returns
+ * the secret's UUID for the disk's `<encryption>`, or undefined for a plain volume. The key lives
+ * only in this function's memory: never returned, logged or stored.
+ */
+async function ensureEncryptionSecret(
+  deps: { libvirt: Pick<LibvirtConnection, 'defineSecret'>; volumeEncryption: VolumeEncryptionSource | undefined; host: string },
+  volumeId: string,
+  connectionInfo: ConnectionInfo,
+): Promise<string | undefined> {
+  if (connectionInfo.data.encrypted !== true) return undefined;
+  try {
+    if (!deps.volumeEncryption) throw new VolumeEncryptionError(`the compute agent of host ${deps.host} was started without access to the block storage's keys`);
+    const encryption = await deps.volumeEncryption.getVolumeEncryption(volumeId);
+    if (!encryption) return undefined; // decrypted by the storage back end
+    const key = await deps.volumeEncryption.getEncryptionKey(volumeId, encryption);
+    const passphrase = passphraseOf(key);
+    try {
+      return await defineEncryptionSecret(deps.libvirt, volumeId, connectionInfo, passphrase);
+    } finally {
+      key.fill(0);
+      passphrase.fill(0);
+    }
+  } catch (err) {
+    if (err instanceof VolumeEncryptionError) {
+      throw ApplicationFailure.nonRetryable(`Encrypted volume ${volumeId} cannot be attached: ${err.message}`, 'VolumeEncryptionUnavailable');
+    }
+    throw err;
+  }
+}
+
+/** Volume ids of the domain's disks that use tether's LUKS passphrase secret. */
+function encryptedDiskVolumes(domainXml: string): string[] {
+  return diskElements(domainXml)
+    .filter((d) => d.serial !== null && d.xml.includes(`uuid='${encryptionSecretUuid(d.serial)}'`))
+    .map((d) => d.serial!);
+}
+
 export function createHostActivities(deps: {
   db: Database;
   libvirt: LibvirtConnection;
@@ -81,34 +120,6 @@ export function createHostActivities(deps: {
     const xmls = [await libvirt.getXml(instanceUuid, { inactive: true })];
     if (info.active) xmls.push(await libvirt.getXml(instanceUuid));
     return xmls.flatMap((x) => diskElements(x).map((d) => d.target).filter((t): t is string => t !== null));
-  }
-
-  /**
-   * For a volume whose connection_info says `encrypted` (as Nova's attach does): fetch its encryption
-   * metadata and key here, on the host, and put the LUKS passphrase into a libvirt secret. Returns
-   * the secret's UUID for the disk's `<encryption>`, or undefined for a plain volume. The key lives
-   * only in this function's memory: never returned, logged or stored.
-   */
-  async function ensureEncryptionSecret(volumeId: string, connectionInfo: ConnectionInfo): Promise<string | undefined> {
-    if (connectionInfo.data.encrypted !== true) return undefined;
-    try {
-      if (!volumeEncryption) throw new VolumeEncryptionError(`the compute agent of host ${host} was started without access to the block storage's keys`);
-      const encryption = await volumeEncryption.getVolumeEncryption(volumeId);
-      if (!encryption) return undefined; // decrypted by the storage back end
-      const key = await volumeEncryption.getEncryptionKey(volumeId, encryption);
-      const passphrase = passphraseOf(key);
-      try {
-        return await defineEncryptionSecret(libvirt, volumeId, connectionInfo, passphrase);
-      } finally {
-        key.fill(0);
-        passphrase.fill(0);
-      }
-    } catch (err) {
-      if (err instanceof VolumeEncryptionError) {
-        throw ApplicationFailure.nonRetryable(`Encrypted volume ${volumeId} cannot be attached: ${err.message}`, 'VolumeEncryptionUnavailable');
-      }
-      throw err;
-    }
   }
 
   /** Removes the volume's libvirt secrets (CHAP/cephx and LUKS passphrase); no-op for those that do not exist. */
@@ -236,7 +247,7 @@ export function createHostActivities(deps: {
         const needLive = info.active && !(await present(true));
         if (needConfig || needLive) {
           const authSecretUuid = await ensureAuthSecret(libvirt, input.volumeId, connectionInfo);
-          const encryptionSecretUuid = await ensureEncryptionSecret(input.volumeId, connectionInfo);
+          const encryptionSecretUuid = await ensureEncryptionSecret({ libvirt, volumeEncryption, host }, input.volumeId, connectionInfo);
           if (encryptionSecretUuid) faults.check('defineEncryptionSecret', 'after');
           const xml = buildDiskXml({
             connectionInfo,
@@ -315,8 +326,28 @@ export function createHostActivities(deps: {
 }
 
 /** Host-level activities on the `host-<name>` queue: the life of domains. */
-export function createDomainActivities(deps: { libvirt: LibvirtConnection; memoryMiB?: number }) {
+export function createDomainActivities(deps: {
+  libvirt: LibvirtConnection;
+  memoryMiB?: number;
+  /** With both: a domain imported from another host gets its encrypted disks' passphrase secrets here. */
+  db?: Database;
+  volumeEncryption?: VolumeEncryptionSource;
+  host?: string;
+}) {
   const { libvirt } = deps;
+
+  /** Defines the passphrase secrets the domain's encrypted disks need on this host (from the BDMs' connection_info). */
+  async function defineEncryptionSecrets(instanceUuid: string, domainXml: string): Promise<void> {
+    const volumeIds = encryptedDiskVolumes(domainXml);
+    if (volumeIds.length === 0 || !deps.db) return;
+    for (const volumeId of volumeIds) {
+      const bdm = await liveBdm(deps.db, instanceUuid, volumeId);
+      const connectionInfo = bdm ? await bdmConnectionInfo(deps.db, bdm.uuid) : null;
+      if (!connectionInfo) continue;
+      await ensureEncryptionSecret({ libvirt, volumeEncryption: deps.volumeEncryption, host: deps.host ?? 'this host' }, volumeId, connectionInfo);
+    }
+  }
+
   return {
     /** Define and start the instance's domain (domain uuid = instance uuid); idempotent. */
     async spawnDomain(input: { instanceUuid: string; domainName: string }): Promise<{ state: string }> {
@@ -346,6 +377,7 @@ export function createDomainActivities(deps: { libvirt: LibvirtConnection; memor
     async importDomain(input: { instanceUuid: string; xml: string; start: boolean }): Promise<{ state: string }> {
       try {
         let info = await libvirt.lookupDomain(input.instanceUuid);
+        await defineEncryptionSecrets(input.instanceUuid, input.xml);
         if (!info) info = await libvirt.defineDomain(input.xml);
         if (input.start && !info.active) await libvirt.startDomain(input.instanceUuid);
         return { state: (await libvirt.lookupDomain(input.instanceUuid))?.state ?? 'unknown' };
@@ -354,8 +386,15 @@ export function createDomainActivities(deps: { libvirt: LibvirtConnection; memor
       }
     },
 
-    /** Stop and undefine the domain; idempotent. */
+    /**
+     * Stop and undefine the domain; idempotent. The LUKS passphrase secrets of its encrypted disks go
+     * with it (server delete, shelve-offload and the source of a migrate; importDomain and attachDisk
+     * define them again where the disk comes back).
+     */
     async destroyDomain(input: { instanceUuid: string }): Promise<void> {
+      const encrypted = (await libvirt.lookupDomain(input.instanceUuid)) ? encryptedDiskVolumes(await libvirt.getXml(input.instanceUuid, { inactive: true })) : [];
+      // Secrets first: a retry after a crash past the undefine would no longer see which disks had one.
+      for (const volumeId of encrypted) await libvirt.undefineSecret(encryptionSecretUuid(volumeId));
       await libvirt.destroyDomain(input.instanceUuid);
       await libvirt.undefineDomain(input.instanceUuid);
     },

@@ -276,6 +276,34 @@ describe('volumes', () => {
   });
 });
 
+describe('encryption', () => {
+  it('GET /volumes/{id}/encryption gives the metadata; a plain or back-end volume is null; the key is refused (no Barbican)', async () => {
+    const c = client();
+    const KEY_ID = '3c1cbe24-6fd3-4c2f-8e24-3b1a7b6b8c01';
+    let answer: Record<string, unknown> = { encryption_key_id: KEY_ID, provider: 'luks', cipher: 'aes-xts-plain64', key_size: 256, control_location: 'front-end' };
+    on('GET', `/volumes/${VOL}/encryption`, () => ({ status: 200, json: answer }));
+    const encryption = await c.getVolumeEncryption(VOL);
+    expect(encryption).toEqual({ provider: 'luks', cipher: 'aes-xts-plain64', keySize: 256, controlLocation: 'front-end', encryptionKeyId: KEY_ID });
+    await expect(c.getEncryptionKey(VOL, encryption!)).rejects.toThrow(/not supported: no key manager \(Barbican\) configured/);
+    answer = { ...answer, provider: 'nova.volume.encryptors.luks.LuksEncryptor' };
+    expect(await c.getVolumeEncryption(VOL)).toMatchObject({ provider: 'luks' });
+    answer = { ...answer, control_location: 'back-end' };
+    expect(await c.getVolumeEncryption(VOL)).toBeNull();
+    answer = { encryption_key_id: null };
+    expect(await c.getVolumeEncryption(VOL)).toBeNull();
+    answer = { encryption_key_id: KEY_ID, provider: 'plain', control_location: 'front-end' };
+    await expect(c.getVolumeEncryption(VOL)).rejects.toThrow(/encryption provider 'plain'; tether attaches front-end LUKS only/);
+  });
+
+  it('createVolume passes a volume type through (an encrypted type is Cinder\'s)', async () => {
+    const c = client();
+    on('POST', '/volumes', { status: 202, json: volumeDoc({ status: 'available' }) });
+    on('GET', `/volumes/${VOL}`, { status: 200, json: volumeDoc({ status: 'available', encrypted: true }) });
+    await c.createVolume({ name: 'e', size: 1, projectId: PROJECT, volumeType: 'LUKS' });
+    expect(seen.find((s) => s.method === 'POST')!.body).toEqual({ volume: { size: 1, name: 'e', volume_type: 'LUKS' } });
+  });
+});
+
 describe('attachments', () => {
   it('createAttachment reuses the attachment this instance already holds (no second reserve)', async () => {
     const c = client();

@@ -8,12 +8,15 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { NativeConnection } from '@temporalio/worker';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, storesOf } from './support/fixtures.ts';
 import { openstackJson, startTestApi, writeCloud, type Cloud, type RunningApi } from './support/clouds.ts';
 import { projectRoot } from '../src/config.ts';
 import { encryptionSecretUuid } from '../src/host/disk-secrets.ts';
 import { passphraseOf } from '../src/blockstorage/volume-key-store.ts';
+import { inspectInvariants } from '../src/checker/invariants.ts';
+import { ComputeAgent } from '../workers/compute-agent.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
 
 const run = promisify(execFile);
@@ -162,6 +165,63 @@ describe('an encrypted (luks) volume', () => {
     expect(bdms.filter((b) => b.volumeId === v.id)).toEqual([]);
     expect([...liveDisks, ...configDisks].filter((d) => d.serial === v.id)).toEqual([]);
     expect((await stack.blockStorage.getVolume(v.id)).status).toBe('available');
+  });
+
+  it('a passphrase secret left behind without a BDM is reported by the invariant checker as leaked-secret', async () => {
+    const v = await encryptedVolume('luks-leak');
+    const check = () => inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: stack.libvirt, client: stack.client, host: stack.host, controlTaskQueue: stack.controlTaskQueue });
+    expect((await check()).disagreements.filter((d) => d.volumeId === v.id)).toEqual([]);
+    // what a lost detach would leave: the secret, with no BDM holding the volume
+    await stack.libvirt.defineSecret(
+      `<secret ephemeral='no' private='yes'><uuid>${encryptionSecretUuid(v.id)}</uuid><usage type='volume'><volume>/leak/${v.id}</volume></usage></secret>`,
+      Buffer.from('not the key'),
+    );
+    try {
+      const report = await check();
+      expect(report.disagreements.filter((d) => d.volumeId === v.id)).toEqual([
+        { kind: 'leaked-secret', volumeId: v.id, detail: expect.stringMatching(new RegExp(`LUKS passphrase secret ${encryptionSecretUuid(v.id)} .* no live BDM holds volume`)) },
+      ]);
+    } finally {
+      await stack.libvirt.undefineSecret(encryptionSecretUuid(v.id));
+    }
+  });
+
+  it('moves with its server to another compute host and goes with it when the server is deleted', async () => {
+    // a second compute agent on this machine (same libvirtd), with access to the keys
+    const connection = await NativeConnection.connect({ address: stack.temporalAddress });
+    const hostB = `${stack.host}-b`;
+    const second = new ComputeAgent({
+      connection,
+      namespace: 'default',
+      host: hostB,
+      db: stack.db,
+      databaseUrl: stack.databaseUrl,
+      libvirt: stack.libvirt,
+      faults: stack.faults,
+      volumeEncryption: stack.blockStorage,
+    });
+    await second.start();
+    try {
+      const target = await runningServer(stack, 'vm-luks-move');
+      const v = await encryptedVolume('luks-move');
+      await stack.service.awaitAttach((await stack.service.attachVolume({ server: target.uuid, volume: v.id })).handle);
+      expect(await volumeSecrets(v.id)).toHaveLength(1);
+
+      // the source host's domain (and its secret) go; the target defines the secret again and starts the domain
+      const moved = await stack.service.migrateServer(target.uuid, hostB);
+      expect(moved.host).toBe(hostB);
+      expect(await volumeSecrets(v.id)).toHaveLength(1);
+      expect((await stack.libvirt.lookupDomain(target.uuid))?.state).toBe('running');
+      expect(await stack.libvirt.getXml(target.uuid)).toContain(`uuid='${encryptionSecretUuid(v.id)}'`);
+
+      const { deletedVolumes } = await stack.service.deleteServer(target.uuid);
+      expect(deletedVolumes).toEqual([]);
+      expect(await volumeSecrets(v.id)).toEqual([]);
+      expect((await stack.blockStorage.getVolume(v.id)).status).toBe('available');
+    } finally {
+      await second.stop();
+      await connection.close();
+    }
   });
 
   it('is deleted with its key (crypto-shredding)', async () => {

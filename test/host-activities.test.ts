@@ -14,7 +14,8 @@ import { migrate } from '../src/db/migrate.ts';
 import { insertInstance, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, updateBdm } from '../src/db/block-device-mappings.ts';
 import { FaultInjector } from '../src/faults.ts';
-import { authSecretUuid } from '../src/host/disk-secrets.ts';
+import { authSecretUuid, encryptionSecretUuid } from '../src/host/disk-secrets.ts';
+import { VolumeEncryptionError } from '../src/blockstorage/block-storage.ts';
 import type { LibvirtConnection } from '../src/libvirt/binding.ts';
 
 /** Just enough of libvirt: one running domain whose disks are kept as XML elements. */
@@ -122,7 +123,74 @@ describe('attachDisk with a CHAP-protected iSCSI volume', () => {
 
     await env.run(acts.detachDisk, { instanceUuid, volumeId });
     expect(libvirt.disks).toEqual([]);
-    expect(libvirt.undefinedSecrets).toEqual([secretUuid]);
+    // the volume's secrets are removed (the LUKS one is a no-op for a plain volume)
+    expect(libvirt.undefinedSecrets).toEqual([secretUuid, encryptionSecretUuid(volumeId)]);
+  });
+});
+
+describe('attachDisk with an encrypted volume', () => {
+  async function encryptedBdm(): Promise<{ instanceUuid: string; volumeId: string; bdmUuid: string }> {
+    const instanceUuid = await instance();
+    const volumeId = randomUUID();
+    const bdmUuid = randomUUID();
+    await insertVolumeBdm(db, { uuid: bdmUuid, instanceUuid, volumeId, deviceName: '/dev/sdb', diskBus: 'scsi', deviceType: 'disk', tag: null, deleteOnTermination: false, operationId: 'op' });
+    await updateBdm(db, bdmUuid, {
+      connectionInfo: { driver_volume_type: 'file', data: { path: `/srv/volume-${volumeId}.qcow2`, format: 'qcow2', encrypted: true, access_mode: 'rw' } },
+    });
+    return { instanceUuid, volumeId, bdmUuid };
+  }
+  const key = Buffer.alloc(64, 0xab);
+  const encryption = { provider: 'luks' as const, cipher: 'aes-xts-plain64', keySize: 512, controlLocation: 'front-end' as const, encryptionKeyId: randomUUID() };
+
+  it('puts the hex of the key into a private passphrase secret (usage volume = the file) and names only its UUID in <encryption>', async () => {
+    const libvirt = new FakeLibvirt();
+    const asked: string[] = [];
+    const acts = createHostActivities({
+      db,
+      libvirt: libvirt as unknown as LibvirtConnection,
+      host: 'h',
+      faults: new FaultInjector(),
+      volumeEncryption: {
+        getVolumeEncryption: async (id) => (asked.push(id), encryption),
+        getEncryptionKey: async () => Buffer.from(key),
+      },
+    });
+    const { instanceUuid, volumeId, bdmUuid } = await encryptedBdm();
+    await new MockActivityEnvironment().run(acts.attachDisk, { instanceUuid, bdmUuid, volumeId });
+    expect(asked).toEqual([volumeId]);
+    const uuid = encryptionSecretUuid(volumeId);
+    const secret = libvirt.secrets.get(uuid)!;
+    expect(secret.value).toBe(key.toString('hex'));
+    expect(secret.xml).toContain(`<usage type='volume'><volume>/srv/volume-${volumeId}.qcow2</volume></usage>`);
+    expect(secret.xml).toContain("private='yes'");
+    expect(libvirt.disks[0]).toMatch(new RegExp(`<encryption format='luks'>\\s*<secret type='passphrase' uuid='${uuid}'/>`));
+    expect(libvirt.disks[0]).not.toContain(key.toString('hex'));
+
+    await new MockActivityEnvironment().run(acts.detachDisk, { instanceUuid, volumeId });
+    expect(libvirt.secrets.has(uuid)).toBe(false);
+  });
+
+  it('fails non-retryably, attaching nothing, when no key can be had', async () => {
+    const libvirt = new FakeLibvirt();
+    const { instanceUuid, volumeId, bdmUuid } = await encryptedBdm();
+    const err = await new MockActivityEnvironment().run(activities(libvirt).attachDisk, { instanceUuid, bdmUuid, volumeId }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ type: 'VolumeEncryptionUnavailable', nonRetryable: true, message: expect.stringMatching(/without access to the block storage's keys/) });
+    const cinderLike = createHostActivities({
+      db,
+      libvirt: libvirt as unknown as LibvirtConnection,
+      host: 'h',
+      faults: new FaultInjector(),
+      volumeEncryption: {
+        getVolumeEncryption: async () => encryption,
+        getEncryptionKey: async () => {
+          throw new VolumeEncryptionError('attaching it is not supported: no key manager (Barbican) configured in tether.');
+        },
+      },
+    });
+    const refused = await new MockActivityEnvironment().run(cinderLike.attachDisk, { instanceUuid, bdmUuid, volumeId }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ type: 'VolumeEncryptionUnavailable', nonRetryable: true, message: expect.stringMatching(/not supported: no key manager \(Barbican\) configured/) });
+    expect(libvirt.disks).toEqual([]);
+    expect(libvirt.secrets.size).toBe(0);
   });
 });
 

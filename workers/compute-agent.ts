@@ -89,7 +89,12 @@ export class ComputeAgent {
       identity: this.identity(),
       dataConverter: codecDataConverter(),
       interceptors: { activity: [...tracingActivityInterceptors(), activityMetricsInterceptor] },
-      activities: createDomainActivities({ libvirt: tracedLibvirt(this.o.libvirt) }),
+      activities: createDomainActivities({
+        libvirt: tracedLibvirt(this.o.libvirt),
+        db: this.o.db,
+        host: this.o.host,
+        ...(this.o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(this.o.volumeEncryption) } : {}),
+      }),
       maxConcurrentActivityTaskExecutions: 4,
     });
     this.hostWorker = { worker, done: this.runWorker(worker, hostTaskQueue(this.o.host)) };

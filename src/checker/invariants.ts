@@ -45,6 +45,13 @@
  * - `unknown-attachment`: a live attachment whose (volume, instance) has no live BDM (without `host`
  *   also when the instance is deleted or unknown).
  *
+ * libvirt secrets (when the libvirt reader can list them):
+ * - `leaked-secret`: a libvirt secret tether defines for a volume of this block storage — its LUKS
+ *   passphrase or its CHAP/cephx secret (UUIDs derived from the volume id) — while no live BDM of
+ *   that volume exists anywhere. Attach defines it after the BDM, detach and rollback remove it
+ *   before the BDM goes, so only a leak leaves one behind. Secrets of volumes this block storage
+ *   does not know (another deployment on the same daemon, deleted volumes) are not judged.
+ *
  * Instances:
  * - `stuck-task`: task_state is set (a server action holds the instance) but no workflow of the
  *   instance is running, and task_state had not changed when we looked again.
@@ -78,6 +85,7 @@ import type { Queryable } from '../db/database.ts';
 import type { VolumeAdmin } from '../blockstorage/block-storage.ts';
 import type { BdmAttachStatus, Volume, VmState } from '../domain/types.ts';
 import { attachWorkflowId, detachWorkflowId } from '../domain/steps.ts';
+import { authSecretUuid, encryptionSecretUuid } from '../host/disk-secrets.ts';
 import { stripDev } from '../domain/device-names.ts';
 import { diskElements, type DiskElement } from '../host/domain-disks.ts';
 import { LibvirtError, VIR_ERR_NO_DOMAIN, type LibvirtConnection } from '../libvirt/binding.ts';
@@ -96,6 +104,7 @@ export type DisagreementKind =
   | 'attachment-mismatch'
   | 'missing-domain'
   | 'orphan-bdm'
+  | 'leaked-secret'
   | 'stuck-task';
 
 /** The order findings are reported in. */
@@ -113,6 +122,7 @@ export const DISAGREEMENT_KINDS: readonly DisagreementKind[] = [
   'stuck-volume',
   'stuck-bdm',
   'orphan-bdm',
+  'leaked-secret',
   'stuck-task',
 ];
 
@@ -140,7 +150,7 @@ export interface InvariantReport {
 }
 
 /** The libvirt calls the checker makes (a LibvirtConnection has them). */
-export type LibvirtReader = Pick<LibvirtConnection, 'lookupDomain' | 'getXml'>;
+export type LibvirtReader = Pick<LibvirtConnection, 'lookupDomain' | 'getXml'> & Partial<Pick<LibvirtConnection, 'listSecrets'>>;
 
 export interface CheckDeps {
   db: Queryable;
@@ -362,6 +372,25 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
         ...(a.device ? { device: a.device } : {}),
         detail: `attachment ${a.attachmentId} (${a.status}) has no live BDM` +
           (owner === undefined ? ' and the instance is unknown' : owner.deleted ? ' and the instance is deleted' : ''),
+      });
+    }
+  }
+
+  // ---- libvirt secrets of volumes that no BDM holds ----
+  if (deps.libvirt.listSecrets) {
+    const secretOwners = new Map<string, { volumeId: string; what: string }>();
+    for (const v of allVolumes) {
+      secretOwners.set(encryptionSecretUuid(v.id), { volumeId: v.id, what: 'LUKS passphrase secret' });
+      secretOwners.set(authSecretUuid(v.id), { volumeId: v.id, what: 'storage auth secret' });
+    }
+    for (const secret of await deps.libvirt.listSecrets()) {
+      const owner = secretOwners.get(secret.uuid);
+      if (!owner || anyBdmVolumes.has(owner.volumeId)) continue;
+      const v = volumeById.get(owner.volumeId)!;
+      add({ kind: 'volume', volumeId: v.id, related: v.attachments.map((a) => a.serverId) }, {
+        kind: 'leaked-secret',
+        volumeId: v.id,
+        detail: `libvirt ${owner.what} ${secret.uuid} (usage ${secret.usageType} ${secret.usageId}) is defined but no live BDM holds volume ${v.id} (${v.status})`,
       });
     }
   }
