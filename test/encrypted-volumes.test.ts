@@ -252,6 +252,16 @@ describe('creating encrypted volumes from the clients', () => {
     const shown = await openstackJson<Record<string, unknown>>(cloud, ['volume', 'create', '--type', 'luks', '--size', '1', 'osc-luks']);
     expect(shown).toMatchObject({ name: 'osc-luks', type: 'luks', encrypted: true });
     expect(await stack.blockStorage.getVolumeEncryption(String(shown.id))).toMatchObject({ provider: 'luks' });
+
+    // Cinder's GET /volumes/{id}/encryption: the metadata Nova asks for, never the key
+    const v = await stack.blockStorage.getVolume(String(shown.id));
+    const res = await fetch(`${api.url}/v3/${v.projectId}/volumes/${v.id}/encryption`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body).toEqual({ encryption_key_id: expect.any(String), provider: 'luks', cipher: 'aes-xts-plain64', key_size: 512, control_location: 'front-end' });
+    const plain = await stack.service.createVolume({ name: 'osc-plain', size: 1 });
+    expect(await (await fetch(`${api.url}/v3/${v.projectId}/volumes/${plain.id}/encryption`)).json()).toEqual({ encryption_key_id: null });
+    for (const form of await keyForms(v.id)) expect(JSON.stringify(body)).not.toContain(form);
   });
 
   it('tether volume create --encrypted', async () => {

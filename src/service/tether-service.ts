@@ -15,7 +15,7 @@ import { attachRefusal } from '../domain/attach-rules.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
 import { attachWorkflowId, detachWorkflowId } from '../domain/steps.ts';
 import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
-import type { BlockStorage, VolumeAdmin } from '../blockstorage/block-storage.ts';
+import type { BlockStorage, VolumeAdmin, VolumeEncryption } from '../blockstorage/block-storage.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
 import type { AttachProgress, AttachReservation, AttachResult, AttachVolumeInput, attachVolume } from '../../workflows/attach-volume.ts';
@@ -195,6 +195,11 @@ export class TetherService {
   }): Promise<Volume> {
     if (!Number.isInteger(spec.size) || spec.size < 1 || spec.size > 1024) throw new TetherError('InvalidInput', 'Volume size must be an integer number of GiB from 1 to 1024.');
     return this.volumeAdmin().createVolume({ ...spec, projectId: spec.projectId ?? DEFAULT_PROJECT_ID });
+  }
+
+  /** The volume's encryption metadata (never its key), null for a plain volume. */
+  volumeEncryption(volumeId: string): Promise<VolumeEncryption | null> {
+    return this.deps.blockStorage.getVolumeEncryption(volumeId);
   }
 
   async deleteVolume(nameOrId: string): Promise<void> {

@@ -73,6 +73,34 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
     },
   );
 
+  app.get(
+    '/volumes/:volume_id/encryption',
+    {
+      schema: {
+        summary: "A volume's encryption metadata, as Cinder answers it (encryption_key_id null for a plain volume; never the key)",
+        tags,
+        params: volumeParams,
+        response: {
+          200: Type.Object({
+            encryption_key_id: Type.Union([Type.String(), Type.Null()]),
+            provider: Type.Optional(Type.String()),
+            cipher: Type.Optional(Type.String()),
+            key_size: Type.Optional(Type.Integer()),
+            control_location: Type.Optional(Type.String()),
+          }),
+          ...FAULTS,
+        },
+      },
+    },
+    async (request) => {
+      const tether = tetherFor(service, request);
+      const volume = await volumeById({ resolveVolume: (id) => tether.showVolume(id) }, request.params.volume_id);
+      const e = await service.volumeEncryption(volume.id);
+      if (!e) return { encryption_key_id: null };
+      return { encryption_key_id: e.encryptionKeyId, provider: e.provider, cipher: e.cipher, key_size: e.keySize, control_location: e.controlLocation };
+    },
+  );
+
   app.post(
     '/volumes',
     {
