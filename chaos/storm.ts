@@ -231,7 +231,9 @@ export async function runStorm(h: Harness, run: number, o: StormOptions): Promis
       if (Date.now() >= end) return;
       // Every draw is made whatever the state, so a seed gives the same stream of choices.
       const stopNow = canStop && (event === stopEvent || rnd.bool(0.05));
-      const stopTarget = rnd.pick(STOPPABLE);
+      const drawnStop = rnd.int(0, STOPPABLE.length - 1);
+      // The drawn worker, or the next one up when it is still restarting.
+      const stopTarget = [0, 1, 2].map((k) => STOPPABLE[(drawnStop + k) % STOPPABLE.length]!).find((w) => !busy.has(w)) ?? STOPPABLE[drawnStop]!;
       const holdMs = rnd.int(STOP_MS[0], STOP_MS[1]);
       const two = rnd.bool(0.25);
       const drawn = rnd.sample(targets, two ? 2 : 1);
