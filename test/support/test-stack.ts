@@ -13,6 +13,7 @@ import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Work
 import { createDatabase, type Database } from '../../src/db/database.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.ts';
+import type { BlockStorage } from '../../src/blockstorage/block-storage.ts';
 import { volumeKeyStore } from '../../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { FaultInjector } from '../../src/faults.ts';
@@ -41,7 +42,7 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 
 export const TEST_VOLUME_ROOT = process.env.TETHER_TEST_VOLUME_DIR ?? '/var/lib/libvirt/images/tether-test';
 
-export interface TestStack {
+export interface TestStack<B extends BlockStorage = LocalVolumeService> {
   id: string;
   databaseUrl: string;
   temporalAddress: string;
@@ -51,7 +52,7 @@ export interface TestStack {
   db: Database;
   client: Client;
   libvirt: LibvirtConnection;
-  blockStorage: LocalVolumeService;
+  blockStorage: B;
   faults: FaultInjector;
   service: TetherService;
   agent: ComputeAgent;
@@ -60,7 +61,33 @@ export interface TestStack {
   stop(): Promise<void>;
 }
 
-export async function startTestStack(options: { detachUnplugWaitMs?: number } = {}): Promise<TestStack> {
+/** The block storage of a stack: made once the stack's database exists. */
+export interface BlockStorageSetup<B extends BlockStorage> {
+  blockStorage: B;
+  volumeDir: string;
+  /** Environment a CLI or worker process needs to reach the same block storage. */
+  env: Record<string, string>;
+  stop?: () => Promise<void>;
+}
+
+export type BlockStorageFactory<B extends BlockStorage> = (stack: { id: string; db: Database }) => Promise<BlockStorageSetup<B>>;
+
+/** tether's own volume service: files under TEST_VOLUME_ROOT/<id>, a master key of its own for encrypted volumes. */
+export const localVolumes: BlockStorageFactory<LocalVolumeService> = async ({ id, db }) => {
+  const volumeDir = path.join(TEST_VOLUME_ROOT, id);
+  await mkdir(volumeDir, { recursive: true });
+  // (also given to CLI processes through env)
+  const volumeMasterKey = randomBytes(32).toString('base64');
+  return {
+    blockStorage: new LocalVolumeService(db, { volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({}, { TETHER_VOLUME_KEY: volumeMasterKey }) }),
+    volumeDir,
+    env: { TETHER_VOLUME_DIR: volumeDir, TETHER_VOLUME_KEY: volumeMasterKey },
+  };
+};
+
+export function startTestStack(options?: { detachUnplugWaitMs?: number }): Promise<TestStack>;
+export function startTestStack<B extends BlockStorage>(options: { detachUnplugWaitMs?: number; blockStorage: BlockStorageFactory<B> }): Promise<TestStack<B>>;
+export async function startTestStack(options: { detachUnplugWaitMs?: number; blockStorage?: BlockStorageFactory<BlockStorage> } = {}): Promise<TestStack<BlockStorage>> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
@@ -80,11 +107,8 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
   await migrate(databaseUrl);
   const db = createDatabase(databaseUrl, { max: 20 });
 
-  const volumeDir = path.join(TEST_VOLUME_ROOT, id);
-  await mkdir(volumeDir, { recursive: true });
-  // Each stack has its own master key for encrypted volumes (also given to CLI processes through env).
-  const volumeMasterKey = randomBytes(32).toString('base64');
-  const blockStorage = new LocalVolumeService(db, { volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({}, { TETHER_VOLUME_KEY: volumeMasterKey }) });
+  const storage = await (options.blockStorage ?? localVolumes)({ id, db });
+  const { blockStorage, volumeDir } = storage;
   const faults = new FaultInjector();
 
   const clientConnection = await Connection.connect({ address: temporalAddress });
@@ -145,8 +169,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
       TEMPORAL_ADDRESS: temporalAddress,
       TETHER_CONTROL_TASK_QUEUE: controlTaskQueue,
       TETHER_COMPUTE_HOST: host,
-      TETHER_VOLUME_DIR: volumeDir,
-      TETHER_VOLUME_KEY: volumeMasterKey,
+      ...storage.env,
     },
     async stop() {
       for (const instance of await listInstances(db)) {
@@ -160,6 +183,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number } = 
       await workerConnection.close();
       await clientConnection.close();
       await db.end();
+      await storage.stop?.();
     },
   };
 }
