@@ -427,5 +427,7 @@ try {
 } catch (err) {
   // commander has printed `error: …` (and the help) already; --help and --version end here with exit code 0
   if (!(err instanceof CommanderError)) throw err;
+  // `tether` or `tether server` alone: commander shows the help as an error, without saying so
+  if (err.code === 'commander.help' && err.exitCode !== 0) process.stderr.write('error: no command given (the commands are listed above)\n');
   process.exitCode = err.exitCode === 0 ? 0 : 2;
 }
