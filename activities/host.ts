@@ -4,6 +4,7 @@
  * task queue `instance-<uuid>` with one activity at a time, which serializes them per instance the
  * way Nova's `synchronized(instance.uuid)` does.
  */
+import { removeOrphanDisks } from '../src/host/qemu-orphan-disks.ts';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '../src/db/database.ts';
@@ -123,6 +124,20 @@ export function createHostActivities(deps: {
   }
 
   /** Removes the volume's libvirt secrets (CHAP/cephx and LUKS passphrase); no-op for those that do not exist. */
+  /** Removes the disks QEMU holds that the live XML does not list (src/host/qemu-orphan-disks.ts). */
+  // Best effort: when QEMU's monitor cannot be asked (no libvirt-qemu, a busy monitor), the plug or
+  // unplug goes on as before and a real conflict still fails it clearly.
+  async function repairOrphanDisks(instanceUuid: string): Promise<void> {
+    try {
+      const removed = await removeOrphanDisks(libvirt, instanceUuid);
+      if (removed.length > 0) {
+        Context.current().log.warn('removed disks QEMU held that libvirt had lost track of', { instanceUuid, orphans: removed.map((o) => ({ id: o.id, file: o.file })) });
+      }
+    } catch (err) {
+      Context.current().log.warn('could not look for disks QEMU holds behind libvirt', { instanceUuid, error: (err as Error).message });
+    }
+  }
+
   async function removeVolumeSecrets(volumeId: string): Promise<void> {
     await libvirt.undefineSecret(authSecretUuid(volumeId));
     await libvirt.undefineSecret(encryptionSecretUuid(volumeId));
@@ -245,6 +260,9 @@ export function createHostActivities(deps: {
         };
         const needConfig = !(await present(false));
         const needLive = info.active && !(await present(true));
+        // A disk QEMU kept when libvirtd died mid-hot-plug would take this one's address (and is a
+        // volume the guest still sees): make QEMU agree with libvirt's XML first.
+        if (needLive) await repairOrphanDisks(input.instanceUuid);
         if (needConfig || needLive) {
           const authSecretUuid = await ensureAuthSecret(libvirt, input.volumeId, connectionInfo);
           const encryptionSecretUuid = await ensureEncryptionSecret({ libvirt, volumeEncryption, host }, input.volumeId, connectionInfo);
@@ -315,6 +333,8 @@ export function createHostActivities(deps: {
             }
           }
         }
+        // …and no disk QEMU kept behind libvirt's back (libvirtd killed during an earlier unplug or plug).
+        if (info.active) await repairOrphanDisks(input.instanceUuid);
         await removeVolumeSecrets(input.volumeId);
         faults.check('detachDisk', 'after');
         return { removed };

@@ -22,15 +22,20 @@ function print(value: unknown, text: () => string): void {
   process.stdout.write((json ? JSON.stringify(value, null, 2) : text()) + '\n');
 }
 
+/** Prints an error as one line; exit code 2 for a refusal (4xx), 1 otherwise. */
+function reportError(err: unknown): void {
+  const message = err instanceof TetherError ? `${err.message} (${err.type})` : (err as Error).message;
+  process.stderr.write(`error: ${message}\n`);
+  process.exitCode = err instanceof TetherError && err.status < 500 ? 2 : 1;
+}
+
 /** Wraps an action: opens the service, prints errors as one line, sets the exit code. */
 function action<A extends unknown[]>(fn: (tether: ScopedTetherService, ...args: A) => Promise<void>) {
   return async (...args: A) => {
     try {
       await fn(await ctx.tether(), ...args);
     } catch (err) {
-      const message = err instanceof TetherError ? `${err.message} (${err.type})` : (err as Error).message;
-      process.stderr.write(`error: ${message}\n`);
-      process.exitCode = err instanceof TetherError && err.status < 500 ? 2 : 1;
+      reportError(err);
     } finally {
       await ctx.close();
     }
@@ -360,9 +365,7 @@ program
         ),
       );
     } catch (err) {
-      const message = err instanceof TetherError ? `${err.message} (${err.type})` : (err as Error).message;
-      process.stderr.write(`error: ${message}\n`);
-      process.exitCode = err instanceof TetherError && err.status < 500 ? 2 : 1;
+      reportError(err);
     } finally {
       await ctx.close();
     }

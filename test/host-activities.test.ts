@@ -5,12 +5,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
-import pg from 'pg';
+import { createTestDatabase } from './support/test-database.ts';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createHostActivities } from '../activities/host.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { insertInstance, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, updateBdm } from '../src/db/block-device-mappings.ts';
 import { FaultInjector } from '../src/faults.ts';
@@ -47,19 +45,9 @@ class FakeLibvirt {
 }
 
 let db: Database;
-let dbName: string;
 
 beforeAll(async () => {
-  const adminUrl = inject('databaseAdminUrl');
-  dbName = `tether_unit_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${dbName}`;
-  await migrate(url.toString());
-  db = createDatabase(url.toString());
+  db = createDatabase(await createTestDatabase('tether_unit'));
 });
 
 afterAll(async () => {

@@ -7,10 +7,8 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
-import pg from 'pg';
+import { createTestDatabase } from './support/test-database.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { VolumeKeyStore, passphraseOf } from '../src/blockstorage/volume-key-store.ts';
 import { VolumeEncryptionError } from '../src/blockstorage/block-storage.ts';
 import { loadVolumeMasterKey, masterKeyFingerprint, VOLUME_MASTER_KEY_FILE, type VolumeMasterKey } from '../src/security/volume-master-key.ts';
@@ -19,16 +17,7 @@ import { volumeKeyStore } from '../src/blockstorage/index.ts';
 let db: Database;
 
 beforeAll(async () => {
-  const adminUrl = inject('databaseAdminUrl');
-  const dbName = `tether_keys_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${dbName}`;
-  await migrate(url.toString());
-  db = createDatabase(url.toString());
+  db = createDatabase(await createTestDatabase('tether_keys'));
 });
 
 afterAll(async () => {

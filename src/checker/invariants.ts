@@ -52,6 +52,11 @@
  *   before the BDM goes, so only a leak leaves one behind. Secrets of volumes this block storage
  *   does not know (another deployment on the same daemon, deleted volumes) are not judged.
  *
+ * QEMU (when the libvirt reader can pass QMP commands):
+ * - `qemu-orphan-disk`: a disk device QEMU holds in a running domain that the live XML does not list —
+ *   left when libvirtd died between QEMU's device_add/device_del and recording it
+ *   (src/host/qemu-orphan-disks.ts; the next attach or detach on the instance removes it).
+ *
  * Instances:
  * - `stuck-task`: task_state is set (a server action holds the instance) but no workflow of the
  *   instance is running, and task_state had not changed when we looked again.
@@ -88,6 +93,7 @@ import { attachWorkflowId, detachWorkflowId } from '../domain/steps.ts';
 import { authSecretUuid, encryptionSecretUuid } from '../host/disk-secrets.ts';
 import { stripDev } from '../domain/device-names.ts';
 import { diskElements, type DiskElement } from '../host/domain-disks.ts';
+import { findOrphanDisks } from '../host/qemu-orphan-disks.ts';
 import { LibvirtError, VIR_ERR_NO_DOMAIN, type LibvirtConnection } from '../libvirt/binding.ts';
 
 export type DisagreementKind =
@@ -105,6 +111,7 @@ export type DisagreementKind =
   | 'missing-domain'
   | 'orphan-bdm'
   | 'leaked-secret'
+  | 'qemu-orphan-disk'
   | 'stuck-task';
 
 /** The order findings are reported in. */
@@ -123,6 +130,7 @@ export const DISAGREEMENT_KINDS: readonly DisagreementKind[] = [
   'stuck-bdm',
   'orphan-bdm',
   'leaked-secret',
+  'qemu-orphan-disk',
   'stuck-task',
 ];
 
@@ -150,7 +158,7 @@ export interface InvariantReport {
 }
 
 /** The libvirt calls the checker makes (a LibvirtConnection has them). */
-export type LibvirtReader = Pick<LibvirtConnection, 'lookupDomain' | 'getXml'> & Partial<Pick<LibvirtConnection, 'listSecrets'>>;
+export type LibvirtReader = Pick<LibvirtConnection, 'lookupDomain' | 'getXml'> & Partial<Pick<LibvirtConnection, 'listSecrets' | 'qemuMonitorCommand'>>;
 
 export interface CheckDeps {
   db: Queryable;
@@ -307,6 +315,16 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
     else if (xml === null) places.push({ where: 'the persistent config (no domain)', disks: [] });
     if (xml?.live !== undefined) places.push({ where: 'the live domain', disks: diskElements(xml.live) });
     checkDisks(instance, instanceBdms, places, volumeById, add);
+    if (xml?.live !== undefined && deps.libvirt.qemuMonitorCommand) {
+      const orphans = await findOrphanDisks(deps.libvirt as Parameters<typeof findOrphanDisks>[0], instance.uuid).catch(() => []);
+      for (const orphan of orphans) {
+        add({ kind: 'instance', instanceUuid: instance.uuid }, {
+          kind: 'qemu-orphan-disk',
+          instanceUuid: instance.uuid,
+          detail: `QEMU holds disk ${orphan.id}${orphan.file ? ` (${orphan.file})` : ''} that the live XML does not list (libvirt lost track of it)`,
+        });
+      }
+    }
   }
 
   // ---- BDMs against the block storage ----

@@ -167,6 +167,17 @@ function takeHandledError(): LibvirtError | undefined {
   return e;
 }
 
+/** libvirt-qemu (the QEMU monitor passthrough), loaded on first use: only the orphan-disk repair needs it. */
+let qemuApi: { virDomainQemuMonitorCommand: Fn } | undefined;
+function libvirtQemu(): { virDomainQemuMonitorCommand: Fn } {
+  qemuApi ??= {
+    virDomainQemuMonitorCommand: koffi
+      .load('libvirt-qemu.so.0')
+      .func('virDomainQemuMonitorCommand', 'int', ['void *', 'str', koffi.out(koffi.pointer(koffi.disposable('str'))), 'uint']),
+  };
+  return qemuApi;
+}
+
 /** Loads libvirt on first use (so importing this module works without libvirt installed). */
 function libvirt(): Api {
   if (api) return api;
@@ -415,6 +426,21 @@ export class LibvirtConnection {
   async detachDevice(uuid: string, xml: string, flags: AffectFlags): Promise<void> {
     await this.run((s) => s.onDomain(uuid, (dom) =>
       s.int(libvirt().virDomainDetachDeviceFlags, dom, xml, affect(flags))), false);
+  }
+
+  /**
+   * Sends one QMP command to the domain's QEMU and returns its `return` value (libvirt-qemu's monitor
+   * passthrough; libvirt marks the domain "custom-monitor" tainted). Only for what libvirt's own API
+   * cannot see: devices QEMU holds that libvirt lost track of (src/host/qemu-orphan-disks.ts).
+   */
+  async qemuMonitorCommand(uuid: string, command: { execute: string; arguments?: Record<string, unknown> }): Promise<unknown> {
+    return this.run((s) => s.onDomain(uuid, async (dom) => {
+      const out: [string | null] = [null];
+      await s.int(libvirtQemu().virDomainQemuMonitorCommand, dom, JSON.stringify(command), out, 0);
+      const reply = JSON.parse(out[0] ?? '{}') as { return?: unknown; error?: { class?: string; desc?: string } };
+      if (reply.error) throw new LibvirtError(1, 10, `QEMU ${command.execute}: ${reply.error.desc ?? reply.error.class ?? 'error'}`);
+      return reply.return;
+    }), false);
   }
 
   /** Defines a secret and stores its value; returns the secret's UUID. */

@@ -7,11 +7,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { inject } from 'vitest';
-import pg from 'pg';
+import { createTestDatabase } from './test-database.ts';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createDatabase, type Database } from '../../src/db/database.ts';
-import { migrate } from '../../src/db/migrate.ts';
 import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.ts';
 import type { BlockStorage } from '../../src/blockstorage/block-storage.ts';
 import { volumeKeyStore } from '../../src/blockstorage/index.ts';
@@ -94,17 +93,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number; blo
   }
   const id = randomBytes(4).toString('hex');
   const temporalAddress = inject('temporalAddress');
-  const adminUrl = inject('databaseAdminUrl');
-
-  const dbName = `tether_test_${id}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${dbName}`;
-  const databaseUrl = url.toString();
-  await migrate(databaseUrl);
+  const databaseUrl = await createTestDatabase('tether_test', id);
   const db = createDatabase(databaseUrl, { max: 20 });
 
   const storage = await (options.blockStorage ?? localVolumes)({ id, db });
