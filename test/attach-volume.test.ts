@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
-import { runningServer, storesOf, volume } from './support/fixtures.ts';
+import { ATTACH_FAULT_POINTS, runningServer, storesOf, volume } from './support/fixtures.ts';
 import { TetherError } from '../src/errors.ts';
 import type { Instance } from '../src/domain/types.ts';
 import { historySteps } from './support/history-steps.ts';
@@ -70,20 +70,7 @@ describe('a successful attach', () => {
 });
 
 describe('a failure injected at each step rolls everything back', () => {
-  const cases: Array<[string, 'before' | 'after']> = [
-    ['validate', 'before'],
-    ['reserveDeviceName', 'before'],
-    ['reserveDeviceName', 'after'],
-    ['reserveVolume', 'before'],
-    ['reserveVolume', 'after'],
-    ['getHostConnector', 'before'],
-    ['initializeConnection', 'before'],
-    ['initializeConnection', 'after'],
-    ['attachDisk', 'before'],
-    ['attachDisk', 'after'],
-    ['completeAttachment', 'before'],
-    ['completeAttachment', 'after'],
-  ];
+  const cases = ATTACH_FAULT_POINTS;
   it.each(cases)('failing %s (%s it runs) leaves no BDM, the volume available and no disk', async (step, phase) => {
     const v = await volume(stack, `fail-${step}-${phase}`);
     stack.faults.inject(step, phase, { times: 1 });

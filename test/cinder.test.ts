@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asTestStack, startCinderStack, type CinderStack } from './support/cinder-stack.ts';
 import { cinderAvailability } from './support/cinder.ts';
-import { runningServer, storesOf, volume } from './support/fixtures.ts';
+import { ATTACH_FAULT_POINTS, runningServer, storesOf, volume } from './support/fixtures.ts';
 import { openstack, openstackJson, startTestApi, type Cloud } from './support/clouds.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
 import { OVER_QUOTA_TYPE } from '../src/blockstorage/cinder/errors.ts';
@@ -281,20 +281,7 @@ describe.skipIf(!availability.available)('tether on a real Cinder', () => {
   });
 
   describe('a failure injected at each attach step rolls back, in Cinder too', () => {
-    const cases: Array<[string, 'before' | 'after']> = [
-      ['validate', 'before'],
-      ['reserveDeviceName', 'before'],
-      ['reserveDeviceName', 'after'],
-      ['reserveVolume', 'before'],
-      ['reserveVolume', 'after'],
-      ['getHostConnector', 'before'],
-      ['initializeConnection', 'before'],
-      ['initializeConnection', 'after'],
-      ['attachDisk', 'before'],
-      ['attachDisk', 'after'],
-      ['completeAttachment', 'before'],
-      ['completeAttachment', 'after'],
-    ];
+    const cases = ATTACH_FAULT_POINTS;
     it.each(cases)('failing %s (%s it runs): no BDM, no disk, Cinder available with no attachment', async (step, phase) => {
       const v = await newVolume(`fail-${step}-${phase}`);
       stack.faults.inject(step, phase, { times: 1 });

@@ -21,3 +21,19 @@ export async function storesOf(stack: TestStack, instanceUuid: string) {
   const configDisks = diskElements(await stack.libvirt.getXml(instanceUuid, { inactive: true }));
   return { bdms, liveDisks, configDisks };
 }
+
+/** The attach fault points the rollback tests inject at (a step and the side of its work). */
+export const ATTACH_FAULT_POINTS: Array<[string, 'before' | 'after']> = [
+    ['validate', 'before'],
+    ['reserveDeviceName', 'before'],
+    ['reserveDeviceName', 'after'],
+    ['reserveVolume', 'before'],
+    ['reserveVolume', 'after'],
+    ['getHostConnector', 'before'],
+    ['initializeConnection', 'before'],
+    ['initializeConnection', 'after'],
+    ['attachDisk', 'before'],
+    ['attachDisk', 'after'],
+    ['completeAttachment', 'before'],
+    ['completeAttachment', 'after'],
+];
