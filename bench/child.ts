@@ -13,7 +13,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { fileURLToPath } from 'node:url';
 import { createDatabase } from '../src/db/database.ts';
-import { createBlockStorage } from '../src/blockstorage/index.ts';
+import { createConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { createControlPlaneWorker } from '../workers/control-plane.ts';
 import { ComputeAgent } from '../workers/compute-agent.ts';
@@ -37,6 +37,8 @@ export type WorkerTuning = Partial<
 export interface ControlVariant {
   workflows: 'shipped' | 'regular-activities';
   worker?: WorkerTuning;
+  /** Environment that selects the block storage (e.g. a real Cinder's TETHER_BLOCK_STORAGE=cinder, CINDER_*); default: the embedded volume service. */
+  blockStorageEnv?: Record<string, string>;
 }
 
 export interface AgentVariant {
@@ -74,7 +76,9 @@ async function main(): Promise<void> {
   if (config.role === 'control') {
     const clientConnection = await Connection.connect({ address: config.temporalAddress });
     const client = new Client({ connection: clientConnection, namespace: config.namespace });
-    const blockStorage = createBlockStorage({ volumeDir: config.volumeDir, availabilityZone: 'nova' }, db);
+    const blockStorage = createConfiguredBlockStorage({ volumeDir: config.volumeDir, availabilityZone: 'nova' }, db, {
+      env: { ...process.env, ...(config.variant.blockStorageEnv ?? {}) },
+    });
     let worker: Worker;
     if (config.variant.workflows === 'shipped' && !config.variant.worker) {
       // Exactly what workers/control-plane.ts runs.

@@ -69,6 +69,17 @@ export function withDescendants(root: number): number[] {
   return out;
 }
 
+/** Processes whose command line contains `text` (e.g. a daemon's private config folder). */
+export function pidsWithArgument(text: string): number[] {
+  return allPids().filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** The pid of the process listening on 127.0.0.1/0.0.0.0:port (via /proc/net/tcp and the fd links). */
 export function pidListeningOn(port: number): number | undefined {
   const inodes = new Set<string>();

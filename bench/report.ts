@@ -28,6 +28,15 @@ export interface BenchResults {
   };
   scale?: ScaleResult;
   variants: VariantComparison[];
+  /** The same cycles against a real Cinder (block storage work of a real deployment's kind). */
+  cinder?: {
+    mode: string;
+    driver: string;
+    instances: number;
+    cells: CellResult[];
+    histories: Array<{ concurrency: number; instances: number; attach?: HistorySummary; detach?: HistorySummary }>;
+    skipped?: string;
+  };
 }
 
 function cell(results: CellResult[], mode: string, c: number, i: number): CellResult | undefined {
@@ -58,6 +67,42 @@ export function splitTable(r: BenchResults): string {
   lines.push('|---:|---:|---|---:|---:|---:|---:|');
   for (const m of r.matrix) lines.push(`| ${m.instances} | ${m.concurrency} | ${m.mode} | ${m.reservation.p50} | ${m.attach.p50} | ${m.detach.p50} | ${m.errors} |`);
   return lines.join('\n');
+}
+
+/**
+ * The issue's target, per cell: the orchestration overhead of an attach (Temporal attach p50 − direct
+ * attach p50, both measured side by side in the same run) next to the work itself (the direct attach
+ * p50: the same steps against the same stores, without Temporal). Same for detach.
+ */
+export function overheadTable(rows: Array<{ label: string; temporal?: CellResult; direct?: CellResult }>): string {
+  const lines: string[] = [];
+  lines.push('| block storage | instances | concurrency | attach p50 Temporal | work (attach p50 direct) | overhead per attach | overhead / work | detach p50 Temporal / direct | detach overhead / work |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const { label, temporal: t, direct: d } of rows) {
+    if (!t || !d) continue;
+    const over = round1(t.attach.p50 - d.attach.p50);
+    const dOver = round1(t.detach.p50 - d.detach.p50);
+    lines.push(
+      `| ${label} | ${t.instances} | ${t.concurrency} | ${t.attach.p50} | ${d.attach.p50} | ${over} | ${ratio(over, d.attach.p50)}× | ${t.detach.p50} / ${d.detach.p50} | ${ratio(dOver, d.detach.p50)}× |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Pairs of (Temporal, direct) cells for overheadTable: the matrix at concurrency 1 and every Cinder cell. */
+export function overheadRows(r: BenchResults): Array<{ label: string; temporal?: CellResult; direct?: CellResult }> {
+  const rows: Array<{ label: string; temporal?: CellResult; direct?: CellResult }> = [];
+  for (const t of r.matrix.filter((m) => m.mode === 'temporal' && m.concurrency === 1)) {
+    rows.push({ label: 'embedded volume service', temporal: t, direct: cell(r.matrix, 'direct', t.concurrency, t.instances) });
+  }
+  for (const t of (r.cinder?.cells ?? []).filter((m) => m.mode === 'temporal')) {
+    rows.push({ label: `Cinder (${r.cinder!.mode}, ${r.cinder!.driver} driver)`, temporal: t, direct: cell(r.cinder!.cells, 'direct', t.concurrency, t.instances) });
+  }
+  return rows;
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
 }
 
 /** CPU ms per cycle, by process, for every cell of one instance count (Temporal and direct). */
@@ -167,12 +212,37 @@ export function markdown(r: BenchResults): string {
   out.push(JSON.stringify(r.meta, null, 1));
   out.push('```');
   out.push('');
+  out.push('## Orchestration overhead per attach vs the work itself');
+  out.push('');
+  out.push(overheadTable(overheadRows(r)));
+  out.push('');
+  if (r.cinder?.skipped) out.push(`Cinder part skipped: ${r.cinder.skipped}`);
+  out.push('');
   out.push('## Attach+detach cycles: Temporal vs direct');
   out.push('');
   out.push(matrixTable(r));
   out.push('');
   out.push(splitTable(r));
   out.push('');
+  if (r.cinder && r.cinder.cells.length) {
+    out.push('## Against a real Cinder');
+    out.push('');
+    out.push(`Cinder ${r.cinder.mode} mode, ${r.cinder.driver} driver; ${r.cinder.instances} instances.`);
+    out.push('');
+    out.push(matrixTable({ ...r, matrix: r.cinder.cells }));
+    out.push('');
+    out.push(splitTable({ ...r, matrix: r.cinder.cells }));
+    for (const h of r.cinder.histories) {
+      const direct = cell(r.cinder.cells, 'direct', h.concurrency, h.instances)?.stepsP50;
+      out.push('');
+      out.push(`### Cinder: ${h.instances} instance(s), concurrency ${h.concurrency}`);
+      out.push('');
+      out.push(historyTable(h.attach, direct));
+      out.push('');
+      out.push(historyTable(h.detach, direct));
+    }
+    out.push('');
+  }
   out.push('## Where the CPU goes');
   for (const i of [...new Set(r.matrix.map((m) => m.instances))]) {
     out.push('');
@@ -310,6 +380,16 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
 }
 
 export function printSummary(r: BenchResults, log: (s: string) => void): void {
+  log('');
+  log('Orchestration overhead per attach vs the work itself (p50, ms):');
+  log(overheadTable(overheadRows(r)));
+  if (r.cinder?.skipped) log(`Cinder part skipped: ${r.cinder.skipped}`);
+  if (r.cinder?.cells.length) {
+    log('');
+    log('Against a real Cinder:');
+    log(matrixTable({ ...r, matrix: r.cinder.cells }));
+    log(splitTable({ ...r, matrix: r.cinder.cells }));
+  }
   log('');
   log(matrixTable(r));
   log('');

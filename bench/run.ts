@@ -4,7 +4,8 @@
  * docs/bench/results.md and the SVG charts in docs/bench/.
  *
  *   --quick              a few cycles per cell, and only regular-activities in the A/B
- *   --skip=a,b           skip parts: matrix, neighbours, variants, scale
+ *   --skip=a,b           skip parts: matrix, cinder, neighbours, variants, scale
+ *   --cinder-mode=M      the real Cinder's mode: single (one process, default) or multi (three daemons over RabbitMQ)
  *   --variants=a,b       side-by-side comparisons (default: all): regular-activities (the code before the
  *                        local-activities change, as 'before'), worker-tuning (as 'after')
  *   --scale=1,100,1000   instance counts for the task-queue scale test
@@ -22,13 +23,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { projectRoot } from '../src/config.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
-import { LIBVIRT_URI, startBenchStack, type BenchStack } from './stack.ts';
+import { LIBVIRT_URI, startBenchStack, waitFor, type BenchStack } from './stack.ts';
 import type { ControlVariant } from './child.ts';
 import { createDirectRunner, temporalCycle } from './direct-baseline.ts';
 import { runCell, startBackground, type CellResult, type CycleFn } from './load.ts';
 import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
-import { startSampler } from './procs.ts';
+import { pidsWithArgument, startSampler } from './procs.ts';
 import { generateRegularActivitiesVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
 
@@ -45,6 +46,7 @@ const profile = quick
       concurrency: [1, 8, 32],
       cycles: { 1: 4, 8: 8, 32: 32 } as Record<number, number>,
       historyLimit: 6,
+      cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 8 } as Record<number, number> },
       neighbourCycles: 4,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 5 }, { concurrency: 8, instances: 8, cycles: 16 }],
       variantRounds: 2,
@@ -57,6 +59,7 @@ const profile = quick
       concurrency: [1, 8, 32],
       cycles: { 1: 15, 8: 48, 32: 96 } as Record<number, number>,
       historyLimit: 20,
+      cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 15, 8: 48 } as Record<number, number> },
       neighbourCycles: 10,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 12 }, { concurrency: 8, instances: 8, cycles: 40 }],
       variantRounds: 4,
@@ -212,6 +215,10 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
       }
     }
 
+    if (!skip.has('cinder')) {
+      results.cinder = await runCinderPart(stack, directLibvirt);
+    }
+
     if (!skip.has('neighbours')) {
       const all = await stack.ensureInstances(Math.max(...profile.instances));
       const [quietInstance, ...others] = all;
@@ -287,6 +294,75 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
     log(`[${elapsed()}] task queues at scale: ${scaleSizes.join(', ')} instances on one agent`);
     results.scale = await runScale(stack, scaleSizes, { idleWindowMs: 10_000, probes: profile.probes, log });
   }
+}
+
+/**
+ * The same cycles against a real Cinder (test/support/cinder.ts: Debian's Cinder with the file
+ * driver, so QEMU really attaches the volume): a control worker of its own whose block storage is
+ * that Cinder, and the direct baseline with the same Cinder client. Here the work of an attach is
+ * what it is in a deployment, HTTP calls to Cinder's API that reach the volume manager over RPC.
+ */
+async function runCinderPart(stack: BenchStack, directLibvirt: LibvirtConnection): Promise<NonNullable<BenchResults['cinder']>> {
+  const mode = opt('cinder-mode') === 'multi' ? 'multi' : 'single';
+  const spec = profile.cinder;
+  const out: NonNullable<BenchResults['cinder']> = { mode, driver: 'file', instances: spec.instances, cells: [], histories: [] };
+  if (!fs.existsSync('/usr/lib/python3/dist-packages/cinder')) {
+    out.skipped = 'Cinder is not installed (scripts/setup.sh installs Debian\'s cinder-api, cinder-scheduler, cinder-volume)';
+    log(`  ! ${out.skipped}`);
+    return out;
+  }
+  const { startCinder } = await import('../test/support/cinder.ts');
+  const { CinderBlockStorage } = await import('../src/blockstorage/cinder/cinder-block-storage.ts');
+  log(`[${elapsed()}] starting a real Cinder (${mode} mode, file driver)…`);
+  let cinder: Awaited<ReturnType<typeof startCinder>>;
+  try {
+    cinder = await startCinder({ mode, driver: 'file' });
+  } catch (err) {
+    out.skipped = `Cinder did not start: ${(err as Error).message.split('\n')[0]}`;
+    log(`  ! ${out.skipped}`);
+    return out;
+  }
+  try {
+    const blockStorage = new CinderBlockStorage(cinder.config());
+    const queue = `${stack.controlTaskQueue}-cinder`;
+    const { child, service } = await stack.startVariantControl({ workflows: 'shipped', blockStorageEnv: cinder.env }, queue, blockStorage);
+    try {
+      const maxC = Math.max(...spec.concurrency);
+      const volumes = [];
+      for (let i = 0; i < maxC; i++) volumes.push(await service.createVolume({ name: `bench-cinder-v${i}`, size: 1 }));
+      for (const v of volumes) await waitFor(`Cinder volume ${v.id} available`, async () => (await blockStorage.getVolume(v.id)).status === 'available', 60_000, 100);
+      const instances = await stack.ensureInstances(spec.instances);
+      const direct = createDirectRunner({ db: stack.db, blockStorage, libvirt: directLibvirt, host: stack.host, service });
+      const groups = stack.procGroups([
+        { name: 'node: control-plane worker (Cinder)', pids: () => [child.pid] },
+        { name: 'Cinder', pids: () => pidsWithArgument(cinder.stateDir) },
+      ]);
+      const modes: Array<[string, CycleFn]> = [
+        ['temporal', (i, v) => temporalCycle(service, i, v)],
+        ['direct', (i, v) => direct.cycle(i, v)],
+      ];
+      for (const c of spec.concurrency) {
+        for (const [m, fn] of modes) {
+          const r = await runCell({ mode: m, concurrency: c, instances, volumes, cycles: spec.cycles[c]! }, fn, groups);
+          out.cells.push(r);
+          log(
+            `[${elapsed()}] cinder ${m.padEnd(8)} instances ${spec.instances} concurrency ${String(c).padStart(2)}: attach p50 ${r.attach.p50} ms, ` +
+              `cycle p50 ${r.cycle.p50} ms, ${r.throughput} cycles/s${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''} [other load ${r.machine.otherCores} cores]`,
+          );
+          if (m === 'temporal') {
+            const h = await historiesBetween(stack.client, queue, r.startedAt, r.endedAt, { limit: profile.historyLimit, expected: r.cycles });
+            out.histories.push({ concurrency: c, instances: spec.instances, ...h });
+          }
+        }
+      }
+      for (const v of volumes) await blockStorage.deleteVolume?.(v.id).catch(() => undefined);
+    } finally {
+      await child.stop();
+    }
+  } finally {
+    await cinder.stop();
+  }
+  return out;
 }
 
 function report(results: BenchResults): void {

@@ -25,6 +25,7 @@ import { createDatabase, type Database } from '../src/db/database.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { listInstances } from '../src/db/instances.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
+import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { TetherService } from '../src/service/tether-service.ts';
 import { startTemporalDevServer, type TemporalDevServer } from '../src/stack/temporal-dev-server.ts';
@@ -67,7 +68,8 @@ export async function startChild(config: ChildConfig, logFile: string): Promise<
 async function startChildOnce(config: ChildConfig, logFile: string): Promise<ChildHandle> {
   const out = fs.openSync(logFile, 'a');
   const child: ChildProcess = fork(childScript, [], {
-    execArgv: ['--import', 'tsx'],
+    // BENCH_CPU_PROF=<dir>: a V8 CPU profile of each child, written when it stops (for finding costs).
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
     env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
     stdio: ['ignore', out, out, 'ipc'],
   });
@@ -131,7 +133,7 @@ export interface BenchStack {
   volumes: Volume[];
   restartControl(variant: ControlVariant): Promise<void>;
   /** A second control-plane worker (a variant) on its own task queue, and a service that starts workflows there. */
-  startVariantControl(variant: ControlVariant, taskQueue: string): Promise<{ child: ChildHandle; service: TetherService }>;
+  startVariantControl(variant: ControlVariant, taskQueue: string, blockStorage?: BlockStorage): Promise<{ child: ChildHandle; service: TetherService }>;
   restartAgent(variant: AgentVariant): Promise<void>;
   childConfig(role: 'agent', host: string, variant: AgentVariant): ChildConfig;
   /** Makes sure `n` instances exist (domains defined, started and paused unless runningDomains). */
@@ -303,12 +305,12 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
         stack.agentVariant = variant;
       },
       childConfig: (_role, agentHost, variant) => agentConfig(agentHost, variant),
-      async startVariantControl(variant, taskQueue) {
+      async startVariantControl(variant, taskQueue, variantBlockStorage = blockStorage) {
         const child = await startChild(controlConfig(variant, taskQueue), path.join(logDir, `control-${taskQueue}.log`));
         const variantService = new TetherService({
           db,
           client,
-          blockStorage,
+          blockStorage: variantBlockStorage,
           config: { controlTaskQueue: taskQueue, computeHost: host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
         });
         return { child, service: variantService };
