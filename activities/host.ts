@@ -50,6 +50,20 @@ export interface ReserveDeviceInput extends AttachRequest {
   /** Chosen by the workflow, so that a retried or repeated reservation finds its own BDM. */
   bdmUuid: string;
   operationId: string;
+  /**
+   * Also read the host connector in the same activity (attaches started since the
+   * 'connector-with-device-name' patch): one round trip to the host instead of two. The connector is
+   * read-only host information, so reading it early changes nothing the saga must undo.
+   */
+  withConnector?: boolean;
+}
+
+export interface ReservedDevice {
+  bdmUuid: string;
+  deviceName: string;
+  diskBus: DiskBus;
+  /** Present when the input asked for it (withConnector). */
+  connector?: HostConnector;
 }
 
 export interface DetachDiskOptions {
@@ -138,6 +152,12 @@ export function createHostActivities(deps: {
     }
   }
 
+  /** The getHostConnector step's work, wherever the workflow asks for it (its own activity, or with the device name). */
+  async function readConnector(): Promise<HostConnector> {
+    faults.check('getHostConnector', 'before');
+    return hostConnector(host);
+  }
+
   async function removeVolumeSecrets(volumeId: string): Promise<void> {
     await libvirt.undefineSecret(authSecretUuid(volumeId));
     await libvirt.undefineSecret(encryptionSecretUuid(volumeId));
@@ -148,7 +168,7 @@ export function createHostActivities(deps: {
      * Create the BDM with a reserved device name: the next free name on the bus among the domain's
      * disks and the instance's live BDMs (or the requested one when free). Idempotent by BDM uuid.
      */
-    async reserveDeviceName(input: ReserveDeviceInput): Promise<{ bdmUuid: string; deviceName: string; diskBus: DiskBus }> {
+    async reserveDeviceName(input: ReserveDeviceInput): Promise<ReservedDevice> {
       faults.check('reserveDeviceName', 'before');
       const targets = await domainTargets(input.instanceUuid).catch((err) => {
         throw libvirtFailure(err, 'DiskAttachFailed');
@@ -204,7 +224,8 @@ export function createHostActivities(deps: {
         throw err;
       }
       faults.check('reserveDeviceName', 'after');
-      return result;
+      if (!input.withConnector) return result;
+      return { ...result, connector: await readConnector() };
     },
 
     /** Unshelve: a BDM created while the instance was offloaded gets its device name now. Idempotent. */
@@ -231,8 +252,7 @@ export function createHostActivities(deps: {
     },
 
     async getHostConnector(): Promise<HostConnector> {
-      faults.check('getHostConnector', 'before');
-      return hostConnector(host);
+      return readConnector();
     },
 
     /**

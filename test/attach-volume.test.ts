@@ -48,13 +48,13 @@ describe('a successful attach', () => {
     // Host steps are activities on the instance's own queue; the control plane's quick database and
     // block-storage steps, and the look for an earlier operation on the pair (nothing to wait for
     // here, so no waiting activity), are local activities of the control worker, each recorded as a
-    // marker (workflows/activity-options.ts).
+    // marker (workflows/activity-options.ts). The host reads its connector in reserveDeviceName (one
+    // round trip to the host instead of two); getHostConnector is still a step of the progress.
     expect(historySteps(history).map((s) => `${s.kind}:${s.name}`)).toEqual([
       'local:isEarlierOperationRunning',
       'local:validateAttach',
       'activity:reserveDeviceName',
       'local:reserveVolume',
-      'activity:getHostConnector',
       'local:initializeConnection',
       'activity:attachDisk',
       'local:completeAttachment',

@@ -166,8 +166,9 @@ afterAll(async () => {
   vi.restoreAllMocks();
 });
 
-// (the look for an earlier operation is a local activity, isEarlierOperationRunning, when there is nothing to wait for)
-const ATTACH_STEPS = ['isEarlierOperationRunning', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'getHostConnector', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
+// (the look for an earlier operation is a local activity, isEarlierOperationRunning, when there is nothing to wait for;
+// the host connector is read by reserveDeviceName, no activity of its own)
+const ATTACH_STEPS = ['isEarlierOperationRunning', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
 const completed = (activity: string) => ({ activity, workflow_type: 'attachVolume', outcome: 'completed', reason: '' });
 
 describe('metrics during real operations', () => {

@@ -3,7 +3,8 @@
  * workflows already running in production (non-determinism) fails here.
  * Re-record after an intended, versioned change: RECORD_HISTORIES=1 npx vitest run test/replay.test.ts
  * (it writes <scenario>.json; keep the earlier recordings under another name, as
- * <scenario>.before-local-activities.json are: runs started before a patched() change must go on replaying).
+ * <scenario>.before-local-activities.json and attach-*.before-connector-with-device-name.json are: runs
+ * started before a patched() change must go on replaying).
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

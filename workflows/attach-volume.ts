@@ -59,6 +59,10 @@ export const progressQuery = defineQuery<AttachProgress>('progress');
 
 export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {
   const { control, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
+  // Since this patch the host reads its connector in the reserveDeviceName activity: one round trip
+  // to the host fewer per attach. Runs started before it ask for the connector in an activity of its
+  // own, and so does a run whose agent is older than the patch (its answer has no connector).
+  const connectorWithDeviceName = patched('connector-with-device-name');
   const saga = new Saga();
   const operationId = workflowInfo().workflowId;
   let state: OperationState = 'attaching';
@@ -130,12 +134,14 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
     const host = hostActivities(input.instanceUuid);
     destroyBdmOnFailure(bdmUuid);
     const bdm = await saga.step('reserveDeviceName', ATTACH_STEPS.reserveDeviceName, () =>
-      host.forward.reserveDeviceName({ ...input, bdmUuid, operationId }),
+      host.forward.reserveDeviceName({ ...input, bdmUuid, operationId, ...(connectorWithDeviceName ? { withConnector: true } : {}) }),
     );
     const reserved = await reserveVolume(bdmUuid, bdm.deviceName);
     const { attachmentId } = reserved;
 
-    const connector = await saga.step('getHostConnector', ATTACH_STEPS.getHostConnector, () => host.forward.getHostConnector());
+    const connector = await saga.step('getHostConnector', ATTACH_STEPS.getHostConnector, async () =>
+      connectorWithDeviceName && bdm.connector ? bdm.connector : host.forward.getHostConnector(),
+    );
     await saga.step('initializeConnection', ATTACH_STEPS.initializeConnection, () =>
       control.initializeConnection({ bdmUuid, attachmentId, volumeId: input.volumeId, connector, device: bdm.deviceName }),
     );
