@@ -3,11 +3,12 @@
  * embedded stack. Prints tables and writes bench-results/latest.json, docs/bench/latest.json,
  * docs/bench/results.md and the SVG charts in docs/bench/.
  *
- *   --quick              a few cycles per cell, and only regular-activities in the A/B
+ *   --quick              a few cycles per cell, and only the two workflow changes in the A/B
  *   --skip=a,b           skip parts: matrix, cinder, neighbours, variants, scale
  *   --cinder-mode=M      the real Cinder's mode: single (one process, default) or multi (three daemons over RabbitMQ)
  *   --variants=a,b       side-by-side comparisons (default: all): regular-activities (the code before the
- *                        local-activities change, as 'before'), worker-tuning (as 'after')
+ *                        local-activities change, as 'before'), separate-connector (before the host
+ *                        connector came with the device name, as 'before'), worker-tuning (as 'after')
  *   --scale=1,100,1000   instance counts for the task-queue scale test
  *   --instances=1,8,64 --concurrency=1,8,32   override the matrix
  *   --rounds=N --variant-cycles=1:24,8:64   A/B rounds and cycles per variant cell
@@ -30,7 +31,7 @@ import { runCell, startBackground, type CellResult, type CycleFn } from './load.
 import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
 import { pidsWithArgument, startSampler } from './procs.ts';
-import { generateRegularActivitiesVariant } from './variants/generate.ts';
+import { generateWorkflowVariant, WORKFLOW_VARIANTS, type WorkflowVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
 
 const argv = process.argv.slice(2);
@@ -80,8 +81,14 @@ if (opt('concurrency')) profile.concurrency = opt('concurrency')!.split(',').map
 const VARIANTS: Record<string, { description: string; control: ControlVariant; former?: boolean }> = {
   'regular-activities': {
     description:
-      'before: every control-plane step a regular activity (the code until the local-activities change); after: the shipped code, where validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached, validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm are local activities of the control worker (the look for an earlier operation is a local isEarlierOperationRunning, the waiting activity scheduled only when there is one; compensations and host steps unchanged)',
+      'before: every control-plane step a regular activity (the code until the local-activities change); after: the shipped code, where validate, reserveVolume, initializeConnection, completeAttachment, markBdmAttached, validateDetach, beginDetaching, setBdmAttachStatus, deleteAttachment, destroyBdm are local activities of the control worker (the look for an earlier operation is a local isEarlierOperationRunning, the waiting activity scheduled only when there is one; compensations and host steps unchanged, the host connector coming with the device name in both)',
     control: { workflows: 'regular-activities' },
+    former: true,
+  },
+  'separate-connector': {
+    description:
+      "before: the host connector read by a getHostConnector activity of its own on the instance's queue (the code until the 'connector-with-device-name' patch); after: the shipped code, where reserveDeviceName returns the connector too (one host round trip, one workflow task fewer per attach)",
+    control: { workflows: 'separate-connector' },
     former: true,
   },
   'worker-tuning': {
@@ -90,7 +97,7 @@ const VARIANTS: Record<string, { description: string; control: ControlVariant; f
   },
 };
 // --quick compares the proposed change only; the full run also shows a tuning that did not help
-let variantNames = (opt('variants')?.split(',') ?? (quick ? ['regular-activities'] : Object.keys(VARIANTS))).filter((v) => VARIANTS[v]);
+let variantNames = (opt('variants')?.split(',') ?? (quick ? ['regular-activities', 'separate-connector'] : Object.keys(VARIANTS))).filter((v) => VARIANTS[v]);
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const t0 = performance.now();
@@ -106,11 +113,13 @@ async function main(): Promise<void> {
   }
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   log(`tether benchmark (${profile.name}); starting the stack…`);
-  try {
-    generateRegularActivitiesVariant();
-  } catch (err) {
-    log(`  ! variant regular-activities skipped: ${(err as Error).message}`);
-    variantNames = variantNames.filter((v) => v !== 'regular-activities');
+  for (const name of Object.keys(WORKFLOW_VARIANTS) as WorkflowVariant[]) {
+    try {
+      generateWorkflowVariant(name);
+    } catch (err) {
+      log(`  ! variant ${name} skipped: ${(err as Error).message}`);
+      variantNames = variantNames.filter((v) => v !== name);
+    }
   }
   const stack = await startBenchStack({ runningDomains: flag('running-domains'), log });
   let cleaned = false;

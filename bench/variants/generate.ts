@@ -1,11 +1,14 @@
 /**
- * Derives the benchmark-only workflow variant "regular-activities" from the current workflows/
- * (so it follows the shipped code as that changes): the workflows as they ran before the control
- * plane's forward steps became local activities (commit a9d89f9) — every step a regular activity on
- * the control queue — obtained by answering `false` to patched('control-steps-as-local-activities'),
- * the path that runs started before the change replay on. The benchmark runs it next to the shipped
- * code to show what the change bought. Run by bench/run.ts at start; alone:
- * `node --import tsx bench/variants/generate.ts` (it prints the difference).
+ * Derives benchmark-only workflow variants from the current workflows/ (so they follow the shipped
+ * code as that changes), each by answering `false` to one patched() call: the path that runs started
+ * before that change replay on. The benchmark runs a variant next to the shipped code to show what
+ * the change bought.
+ *   regular-activities: patched('control-steps-as-local-activities') → false: every control-plane
+ *     forward step a regular activity on the control queue (as before commit a9d89f9);
+ *   separate-connector: patched('connector-with-device-name') → false: the host connector read by a
+ *     getHostConnector activity of its own (one more round trip to the host per attach).
+ * Run by bench/run.ts at start; alone: `node --import tsx bench/variants/generate.ts [name]` (it
+ * prints the difference).
  *
  * EDITS lists each change as [variant, shipped]; the variant applies them from shipped to variant.
  */
@@ -16,21 +19,36 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const outDir = path.join(root, 'bench', 'variants', 'regular-activities');
-
 type Edit = [from: string, to: string];
 
-const SHIPPED = "controlSteps(patched('control-steps-as-local-activities'))";
-const EDITS: Record<string, Edit[]> = {
-  // unchanged, copied so that the variant's workflows import their own copy
-  'activity-options.ts': [],
-  // the runs the patch was made for take the path of runs started before it
-  'attach-volume.ts': [['controlSteps(false)', SHIPPED]],
-  'detach-volume.ts': [['controlSteps(false)', SHIPPED]],
-};
+const LOCAL_ACTIVITIES = "controlSteps(patched('control-steps-as-local-activities'))";
+const CONNECTOR = "patched('connector-with-device-name')";
+export const WORKFLOW_VARIANTS = {
+  'regular-activities': {
+    // unchanged, copied so that the variant's workflows import their own copy
+    'activity-options.ts': [],
+    // the runs the patch was made for take the path of runs started before it
+    'attach-volume.ts': [['controlSteps(false)', LOCAL_ACTIVITIES]],
+    'detach-volume.ts': [['controlSteps(false)', LOCAL_ACTIVITIES]],
+  },
+  'separate-connector': {
+    'activity-options.ts': [],
+    'attach-volume.ts': [['false', CONNECTOR]],
+    'detach-volume.ts': [],
+  },
+} satisfies Record<string, Record<string, Edit[]>>;
+
+export type WorkflowVariant = keyof typeof WORKFLOW_VARIANTS;
+
+/** The folder a variant's workflows are generated into (git-ignored). */
+export function variantDir(name: WorkflowVariant): string {
+  return path.join(root, 'bench', 'variants', name);
+}
 
 /** Returns the patch text; throws when the shipped workflows no longer match the edits. */
-export function generateRegularActivitiesVariant(): string {
+export function generateWorkflowVariant(name: WorkflowVariant): string {
+  const EDITS: Record<string, Edit[]> = WORKFLOW_VARIANTS[name];
+  const outDir = variantDir(name);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-variant-'));
   try {
     fs.mkdirSync(path.join(tmp, 'a', 'workflows'), { recursive: true });
@@ -76,6 +94,8 @@ ${fs
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  process.stdout.write(generateRegularActivitiesVariant());
-  process.stdout.write(`\n(wrote ${path.relative(root, outDir)}/)\n`);
+  const name = (process.argv[2] ?? 'regular-activities') as WorkflowVariant;
+  if (!(name in WORKFLOW_VARIANTS)) throw new Error(`unknown variant ${name}; known: ${Object.keys(WORKFLOW_VARIANTS).join(', ')}`);
+  process.stdout.write(generateWorkflowVariant(name));
+  process.stdout.write(`\n(wrote ${path.relative(root, variantDir(name))}/)\n`);
 }
