@@ -50,7 +50,9 @@ export interface AgentVariant {
 
 export type ChildConfig =
   | { role: 'control'; temporalAddress: string; namespace: string; databaseUrl: string; volumeDir: string; taskQueue: string; variant: ControlVariant }
-  | { role: 'agent'; temporalAddress: string; namespace: string; databaseUrl: string; host: string; libvirtUri: string; variant: AgentVariant };
+  | { role: 'agent'; temporalAddress: string; namespace: string; databaseUrl: string; host: string; libvirtUri: string; variant: AgentVariant }
+  /** The floor's workers (bench/floor.ts): no-op workflows of tether's shape and their no-op steps. */
+  | { role: 'floor'; temporalAddress: string; namespace: string; databaseUrl: string; workflowQueue: string; hostQueue: string };
 
 export type ParentMessage = { type: 'config'; config: ChildConfig } | { type: 'stats'; id: number } | { type: 'idle-cpu'; id: number; ms: number } | { type: 'stop' };
 
@@ -75,7 +77,22 @@ async function main(): Promise<void> {
   let stop: () => Promise<void>;
   let queues: () => number | undefined = () => undefined;
 
-  if (config.role === 'control') {
+  if (config.role === 'floor') {
+    const activities = {
+      async noop(step: string) {
+        return step;
+      },
+    };
+    const floorWorkflows = fileURLToPath(new URL('./workflows/floor.ts', import.meta.url));
+    const control = await Worker.create({ connection, namespace: config.namespace, taskQueue: config.workflowQueue, workflowsPath: floorWorkflows, activities });
+    const host = await Worker.create({ connection, namespace: config.namespace, taskQueue: config.hostQueue, activities, maxConcurrentActivityTaskExecutions: 1 });
+    const done = Promise.all([control.run(), host.run()]);
+    stop = async () => {
+      control.shutdown();
+      host.shutdown();
+      await done;
+    };
+  } else if (config.role === 'control') {
     const clientConnection = await Connection.connect({ address: config.temporalAddress });
     const client = new Client({ connection: clientConnection, namespace: config.namespace });
     const blockStorage = createConfiguredBlockStorage({ volumeDir: config.volumeDir, availabilityZone: 'nova' }, db, {

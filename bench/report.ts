@@ -7,6 +7,7 @@ import type { ScaleResult } from './scale.ts';
 import type { GroupSample } from './procs.ts';
 import { axis, cdfPoints, color, lineChart, stackedBars, type Bar, type LineSeries } from './svg.ts';
 import { ratio, rounded, summarize } from './stats.ts';
+import type { FloorResult } from './floor.ts';
 
 export interface VariantComparison {
   name: string;
@@ -28,6 +29,8 @@ export interface BenchResults {
   };
   scale?: ScaleResult;
   variants: VariantComparison[];
+  /** Workflows of the attach's and detach's shape whose steps do nothing (bench/floor.ts). */
+  floor?: FloorResult;
   /** The same cycles against a real Cinder (block storage work of a real deployment's kind). */
   cinder?: {
     mode: string;
@@ -87,6 +90,17 @@ export function overheadTable(rows: Array<{ label: string; temporal?: CellResult
     );
   }
   return lines.join('\n');
+}
+
+/** What Temporal and the SDK cost by themselves for a saga of tether's shape on this machine. */
+export function floorLine(f: FloorResult | undefined): string {
+  if (!f) return '(floor not measured)';
+  return (
+    `Floor on this machine (bench/floor.ts, ${f.runs} sequential runs): a workflow of the attach's shape whose steps do nothing ` +
+    `(2 local activities, a host activity on another queue, 2 local activities, a host activity, 2 local activities) takes ` +
+    `p50 ${f.attachShaped.p50} ms from start to result; of the detach's shape ${f.detachShaped.p50} ms; an empty workflow ${f.empty.p50} ms. ` +
+    'That much of the overhead above is Temporal\'s and the TypeScript SDK\'s for a saga of this shape, whatever the steps do.'
+  );
 }
 
 /** Pairs of (Temporal, direct) cells for overheadTable: the matrix at concurrency 1 and every Cinder cell. */
@@ -215,6 +229,8 @@ export function markdown(r: BenchResults): string {
   out.push('## Orchestration overhead per attach vs the work itself');
   out.push('');
   out.push(overheadTable(overheadRows(r)));
+  out.push('');
+  out.push(floorLine(r.floor));
   out.push('');
   if (r.cinder?.skipped) out.push(`Cinder part skipped: ${r.cinder.skipped}`);
   out.push('');
@@ -383,6 +399,7 @@ export function printSummary(r: BenchResults, log: (s: string) => void): void {
   log('');
   log('Orchestration overhead per attach vs the work itself (p50, ms):');
   log(overheadTable(overheadRows(r)));
+  log(floorLine(r.floor));
   if (r.cinder?.skipped) log(`Cinder part skipped: ${r.cinder.skipped}`);
   if (r.cinder?.cells.length) {
     log('');

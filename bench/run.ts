@@ -4,7 +4,7 @@
  * docs/bench/results.md and the SVG charts in docs/bench/.
  *
  *   --quick              a few cycles per cell, and only the two workflow changes in the A/B
- *   --skip=a,b           skip parts: matrix, cinder, neighbours, variants, scale
+ *   --skip=a,b           skip parts: matrix, floor, cinder, neighbours, variants, scale
  *   --cinder-mode=M      the real Cinder's mode: single (one process, default) or multi (three daemons over RabbitMQ)
  *   --variants=a,b       side-by-side comparisons (default: all): regular-activities (the code before the
  *                        local-activities change, as 'before'), separate-connector (before the host
@@ -30,6 +30,7 @@ import { createDirectRunner, temporalCycle } from './direct-baseline.ts';
 import { runCell, startBackground, type CellResult, type CycleFn } from './load.ts';
 import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
+import { runFloor } from './floor.ts';
 import { pidsWithArgument, startSampler } from './procs.ts';
 import { generateWorkflowVariant, WORKFLOW_VARIANTS, type WorkflowVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
@@ -48,6 +49,7 @@ const profile = quick
       cycles: { 1: 4, 8: 8, 32: 32 } as Record<number, number>,
       historyLimit: 6,
       cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 8 } as Record<number, number> },
+      floorRuns: 10,
       neighbourCycles: 4,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 5 }, { concurrency: 8, instances: 8, cycles: 16 }],
       variantRounds: 2,
@@ -61,6 +63,7 @@ const profile = quick
       cycles: { 1: 15, 8: 48, 32: 96 } as Record<number, number>,
       historyLimit: 20,
       cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 15, 8: 48 } as Record<number, number> },
+      floorRuns: 30,
       neighbourCycles: 10,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 12 }, { concurrency: 8, instances: 8, cycles: 40 }],
       variantRounds: 4,
@@ -222,6 +225,11 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
           }
         }
       }
+    }
+
+    if (!skip.has('floor')) {
+      results.floor = await runFloor(stack, stack.client, profile.floorRuns);
+      log(`[${elapsed()}] floor (steps that do nothing): attach-shaped p50 ${results.floor.attachShaped.p50} ms, detach-shaped p50 ${results.floor.detachShaped.p50} ms, empty workflow p50 ${results.floor.empty.p50} ms`);
     }
 
     if (!skip.has('cinder')) {
