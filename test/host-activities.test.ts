@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from './support/test-database.ts';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createHostActivities } from '../activities/host.ts';
+import { createHostActivities, type ReservedDevice } from '../activities/host.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { insertInstance, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, updateBdm } from '../src/db/block-device-mappings.ts';
@@ -206,5 +206,26 @@ describe('reserveDeviceName', () => {
     });
     const virtio = await env.run(acts.reserveDeviceName, { ...base, bdmUuid: randomUUID(), volumeId: randomUUID(), device: '/dev/vdc' });
     expect(virtio).toMatchObject({ deviceName: '/dev/vdc', diskBus: 'virtio' });
+  });
+
+  it('reads the host connector too when asked (withConnector), with the getHostConnector fault point after the reservation', async () => {
+    const faults = new FaultInjector();
+    const acts = createHostActivities({ db, libvirt: new FakeLibvirt() as unknown as LibvirtConnection, host: 'h', faults });
+    const instanceUuid = await instance();
+    const base = { operationId: 'op', instanceUuid, tag: null, deleteOnTermination: false, diskBus: null, deviceType: null, device: null };
+    const env = new MockActivityEnvironment();
+    const bdmUuid = randomUUID();
+    const volumeId = randomUUID();
+
+    faults.inject('getHostConnector', 'before', { times: 1 });
+    await expect(env.run(acts.reserveDeviceName, { ...base, bdmUuid, volumeId, withConnector: true })).rejects.toThrow(/Injected fault before step getHostConnector/);
+    // the reservation was made before the fault: the retry finds its own BDM and goes on
+    const reserved: ReservedDevice = await env.run(acts.reserveDeviceName, { ...base, bdmUuid, volumeId, withConnector: true });
+    expect(reserved).toMatchObject({ bdmUuid, deviceName: '/dev/sdb', diskBus: 'scsi' });
+    expect(reserved.connector).toEqual(await env.run(acts.getHostConnector));
+    expect(reserved.connector).toMatchObject({ host: 'h' });
+
+    const without = await env.run(acts.reserveDeviceName, { ...base, bdmUuid, volumeId });
+    expect(without).not.toHaveProperty('connector');
   });
 });
