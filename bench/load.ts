@@ -71,8 +71,20 @@ async function drive(spec: CellSpec, cycle: CycleFn, total: number, out: CycleTi
   );
 }
 
-export async function runCell(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[]): Promise<CellResult> {
-  if (spec.volumes.length < spec.concurrency) throw new Error('one volume per client is needed');
+/** One measured stretch of cycles of one mode: what a cell result is made of. */
+interface Round {
+  timings: CycleTiming[];
+  errors: string[];
+  wallMs: number;
+  resources: Array<GroupSample & { cpuCores: number }>;
+  busyCoreSec: number;
+  loadAvgBefore: number;
+  loadAvgAfter: number;
+  startedAt: string;
+  endedAt: string;
+}
+
+async function measureRound(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[]): Promise<Round> {
   // warm-up (not counted): a few cycles, so that connections, caches and JIT are warm
   if (spec.warmup ?? true) await drive({ ...spec, concurrency: Math.min(spec.concurrency, 4) }, cycle, Math.min(spec.concurrency, 4), [], []);
   const timings: CycleTiming[] = [];
@@ -85,13 +97,26 @@ export async function runCell(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[
   await drive(spec, cycle, spec.cycles, timings, errors);
   const wallMs = performance.now() - t0;
   const resources = sampler.stop();
-  const busyCores = (machineBusySec() - busy0) / (wallMs / 1000);
+  return { timings, errors, wallMs, resources, busyCoreSec: machineBusySec() - busy0, loadAvgBefore, loadAvgAfter: loadAverage(), startedAt, endedAt: new Date().toISOString() };
+}
+
+/** The cell's result from one or more rounds of the same mode (pooled samples, summed CPU and wall time, peak memory). */
+function cellResult(spec: CellSpec, rounds: Round[]): CellResult {
+  const timings = rounds.flatMap((r) => r.timings);
+  const errors = rounds.flatMap((r) => r.errors);
+  const wallMs = rounds.reduce((a, r) => a + r.wallMs, 0);
+  const resources = rounds[0]!.resources.map((g) => {
+    const same = rounds.map((r) => r.resources.find((x) => x.name === g.name) ?? g);
+    const cpuSec = same.reduce((a, x) => a + x.cpuSec, 0);
+    return { ...g, processes: Math.max(...same.map((x) => x.processes)), rssMb: Math.max(...same.map((x) => x.rssMb)), pssMb: Math.max(...same.map((x) => x.pssMb)), cpuSec, cpuCores: Math.round((cpuSec / (wallMs / 1000)) * 100) / 100 };
+  });
+  const busyCores = rounds.reduce((a, r) => a + r.busyCoreSec, 0) / (wallMs / 1000);
   const ours = resources.reduce((s, r) => s + r.cpuCores, 0);
   const r2 = (v: number) => Math.round(v * 100) / 100;
   const byGroup: Record<string, number> = {};
   for (const g of resources) byGroup[g.name] = timings.length ? Math.round((Math.max(0, g.cpuSec) * 1000) / timings.length) : 0;
   const cpuMsPerCycle = { total: Object.values(byGroup).reduce((a, b) => a + b, 0), byGroup };
-  const machine = { busyCores: r2(busyCores), otherCores: r2(Math.max(0, busyCores - ours)), loadAvgBefore, loadAvgAfter: loadAverage() };
+  const machine = { busyCores: r2(busyCores), otherCores: r2(Math.max(0, busyCores - ours)), loadAvgBefore: rounds[0]!.loadAvgBefore, loadAvgAfter: rounds.at(-1)!.loadAvgAfter };
   const pick = (f: (t: CycleTiming) => number) => rounded(summarize(timings.map(f)));
   let stepsP50: Record<string, number> | undefined;
   if (timings.some((t) => t.steps)) {
@@ -116,10 +141,34 @@ export async function runCell(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[
     resources,
     machine,
     cpuMsPerCycle,
-    startedAt,
-    endedAt: new Date().toISOString(),
+    startedAt: rounds[0]!.startedAt,
+    endedAt: rounds.at(-1)!.endedAt,
     samples: timings.map((t) => Math.round(t.totalMs * 10) / 10),
   };
+}
+
+export async function runCell(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[]): Promise<CellResult> {
+  if (spec.volumes.length < spec.concurrency) throw new Error('one volume per client is needed');
+  return cellResult(spec, [await measureRound(spec, cycle, groups)]);
+}
+
+/**
+ * Several modes measured in alternating rounds (A B B A A B …, each round `cycles / rounds` cycles),
+ * so that a drift of a shared component (a Cinder's periodic tasks, another user of the machine)
+ * falls on all of them alike; one pooled result per mode, in the order given. Warm-up before each
+ * mode's first round only.
+ */
+export async function runInterleaved(spec: Omit<CellSpec, 'mode'>, modes: Array<[string, CycleFn]>, rounds: number, groups: ProcGroup[]): Promise<CellResult[]> {
+  if (spec.volumes.length < spec.concurrency) throw new Error('one volume per client is needed');
+  const perRound = Math.max(spec.concurrency, Math.ceil(spec.cycles / rounds));
+  const done = new Map<string, Round[]>(modes.map(([m]) => [m, []]));
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? modes : [...modes].reverse();
+    for (const [mode, fn] of order) {
+      done.get(mode)!.push(await measureRound({ ...spec, mode, cycles: perRound, warmup: round < 2 && done.get(mode)!.length === 0 }, fn, groups));
+    }
+  }
+  return modes.map(([mode]) => cellResult({ ...spec, mode }, done.get(mode)!));
 }
 
 /** Runs cycles until stopped (background load for the noisy-neighbour measurement). */

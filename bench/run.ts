@@ -27,7 +27,7 @@ import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { LIBVIRT_URI, startBenchStack, waitFor, type BenchStack } from './stack.ts';
 import type { ControlVariant } from './child.ts';
 import { createDirectRunner, temporalCycle } from './direct-baseline.ts';
-import { runCell, startBackground, type CellResult, type CycleFn } from './load.ts';
+import { runCell, runInterleaved, startBackground, type CellResult, type CycleFn } from './load.ts';
 import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
 import { runFloor } from './floor.ts';
@@ -48,7 +48,7 @@ const profile = quick
       concurrency: [1, 8, 32],
       cycles: { 1: 4, 8: 8, 32: 32 } as Record<number, number>,
       historyLimit: 6,
-      cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 8 } as Record<number, number> },
+      cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 8 } as Record<number, number>, rounds: 2 },
       floorRuns: 10,
       neighbourCycles: 4,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 5 }, { concurrency: 8, instances: 8, cycles: 16 }],
@@ -62,7 +62,7 @@ const profile = quick
       concurrency: [1, 8, 32],
       cycles: { 1: 15, 8: 48, 32: 96 } as Record<number, number>,
       historyLimit: 20,
-      cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 15, 8: 48 } as Record<number, number> },
+      cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 32, 8: 64 } as Record<number, number>, rounds: 4 },
       floorRuns: 30,
       neighbourCycles: 10,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 12 }, { concurrency: 8, instances: 8, cycles: 40 }],
@@ -359,18 +359,18 @@ async function runCinderPart(stack: BenchStack, directLibvirt: LibvirtConnection
         ['direct', (i, v) => direct.cycle(i, v)],
       ];
       for (const c of spec.concurrency) {
-        for (const [m, fn] of modes) {
-          const r = await runCell({ mode: m, concurrency: c, instances, volumes, cycles: spec.cycles[c]! }, fn, groups);
+        // Alternating rounds: Cinder's own drift (periodic tasks, its one eventlet process) falls on both modes alike.
+        const cells = await runInterleaved({ concurrency: c, instances, volumes, cycles: spec.cycles[c]! }, modes, spec.rounds, groups);
+        for (const r of cells) {
           out.cells.push(r);
           log(
-            `[${elapsed()}] cinder ${m.padEnd(8)} instances ${spec.instances} concurrency ${String(c).padStart(2)}: attach p50 ${r.attach.p50} ms, ` +
+            `[${elapsed()}] cinder ${r.mode.padEnd(8)} instances ${spec.instances} concurrency ${String(c).padStart(2)} (${spec.rounds} alternating rounds): attach p50 ${r.attach.p50} ms, ` +
               `cycle p50 ${r.cycle.p50} ms, ${r.throughput} cycles/s${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''} [other load ${r.machine.otherCores} cores]`,
           );
-          if (m === 'temporal') {
-            const h = await historiesBetween(stack.client, queue, r.startedAt, r.endedAt, { limit: profile.historyLimit, expected: r.cycles });
-            out.histories.push({ concurrency: c, instances: spec.instances, ...h });
-          }
         }
+        const t = cells.find((r) => r.mode === 'temporal')!;
+        const h = await historiesBetween(stack.client, queue, t.startedAt, t.endedAt, { limit: profile.historyLimit, expected: t.cycles });
+        out.histories.push({ concurrency: c, instances: spec.instances, ...h });
       }
       for (const v of volumes) await blockStorage.deleteVolume?.(v.id).catch(() => undefined);
     } finally {
