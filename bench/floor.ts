@@ -17,6 +17,8 @@ export interface FloorResult {
   empty: Summary;
   attachShaped: Summary;
   detachShaped: Summary;
+  /** The attach's eight steps as local activities in one workflow task: the floor of any design on Temporal. */
+  allLocal?: Summary;
 }
 
 export async function runFloor(stack: Pick<BenchStack, 'id' | 'temporal' | 'databaseUrl' | 'logDir'>, client: Client, runs: number): Promise<FloorResult> {
@@ -41,6 +43,7 @@ export async function runFloor(stack: Pick<BenchStack, 'id' | 'temporal' | 'data
       empty: await measure('emptyNoop', []),
       attachShaped: await measure('attachShapedNoop', [hostQueue]),
       detachShaped: await measure('detachShapedNoop', [hostQueue]),
+      allLocal: await measure('allLocalNoop', []),
     };
   } finally {
     await child.stop();

@@ -41,5 +41,16 @@ export async function detachShapedNoop(hostQueue: string): Promise<void> {
   await control.noop('destroyBdm');
 }
 
+/**
+ * The lower bound of any durable saga of the attach's eight steps on Temporal: all of them local
+ * activities of one worker, in one workflow task (no second queue, no host) — not tether's design
+ * (host steps must run on the instance's host), the floor of every design.
+ */
+export async function allLocalNoop(): Promise<void> {
+  for (const step of ['isEarlierOperationRunning', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached']) {
+    await control.noop(step);
+  }
+}
+
 /** No step at all: one workflow task. */
 export async function emptyNoop(): Promise<void> {}
