@@ -6,7 +6,7 @@
 import type { Instance, Volume } from '../src/domain/types.ts';
 import type { CycleTiming } from './direct-baseline.ts';
 import { loadAverage, machineBusySec, startSampler, type GroupSample, type ProcGroup } from './procs.ts';
-import { summarize, rounded, type Summary } from './stats.ts';
+import { roundTo, summarize, rounded, type Summary } from './stats.ts';
 
 export type CycleFn = (instance: Instance, volume: Volume) => Promise<CycleTiming>;
 
@@ -108,15 +108,14 @@ function cellResult(spec: CellSpec, rounds: Round[]): CellResult {
   const resources = rounds[0]!.resources.map((g) => {
     const same = rounds.map((r) => r.resources.find((x) => x.name === g.name) ?? g);
     const cpuSec = same.reduce((a, x) => a + x.cpuSec, 0);
-    return { ...g, processes: Math.max(...same.map((x) => x.processes)), rssMb: Math.max(...same.map((x) => x.rssMb)), pssMb: Math.max(...same.map((x) => x.pssMb)), cpuSec, cpuCores: Math.round((cpuSec / (wallMs / 1000)) * 100) / 100 };
+    return { ...g, processes: Math.max(...same.map((x) => x.processes)), rssMb: Math.max(...same.map((x) => x.rssMb)), pssMb: Math.max(...same.map((x) => x.pssMb)), cpuSec, cpuCores: roundTo(cpuSec / (wallMs / 1000), 2) };
   });
   const busyCores = rounds.reduce((a, r) => a + r.busyCoreSec, 0) / (wallMs / 1000);
   const ours = resources.reduce((s, r) => s + r.cpuCores, 0);
-  const r2 = (v: number) => Math.round(v * 100) / 100;
   const byGroup: Record<string, number> = {};
   for (const g of resources) byGroup[g.name] = timings.length ? Math.round((Math.max(0, g.cpuSec) * 1000) / timings.length) : 0;
   const cpuMsPerCycle = { total: Object.values(byGroup).reduce((a, b) => a + b, 0), byGroup };
-  const machine = { busyCores: r2(busyCores), otherCores: r2(Math.max(0, busyCores - ours)), loadAvgBefore: rounds[0]!.loadAvgBefore, loadAvgAfter: rounds.at(-1)!.loadAvgAfter };
+  const machine = { busyCores: roundTo(busyCores, 2), otherCores: roundTo(Math.max(0, busyCores - ours), 2), loadAvgBefore: rounds[0]!.loadAvgBefore, loadAvgAfter: rounds.at(-1)!.loadAvgAfter };
   const pick = (f: (t: CycleTiming) => number) => rounded(summarize(timings.map(f)));
   let stepsP50: Record<string, number> | undefined;
   if (timings.some((t) => t.steps)) {

@@ -6,7 +6,7 @@ import type { HistorySummary } from './history.ts';
 import type { ScaleResult } from './scale.ts';
 import type { GroupSample } from './procs.ts';
 import { axis, cdfPoints, color, lineChart, stackedBars, type Bar, type LineSeries } from './svg.ts';
-import { ratio, rounded, summarize } from './stats.ts';
+import { ratio, roundTo, rounded, summarize } from './stats.ts';
 import type { FloorResult } from './floor.ts';
 
 export interface VariantComparison {
@@ -83,8 +83,8 @@ export function overheadTable(rows: Array<{ label: string; temporal?: CellResult
   lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const { label, temporal: t, direct: d } of rows) {
     if (!t || !d) continue;
-    const over = round1(t.attach.p50 - d.attach.p50);
-    const dOver = round1(t.detach.p50 - d.detach.p50);
+    const over = roundTo(t.attach.p50 - d.attach.p50);
+    const dOver = roundTo(t.detach.p50 - d.detach.p50);
     lines.push(
       `| ${label} | ${t.instances} | ${t.concurrency} | ${t.attach.p50} | ${d.attach.p50} | ${over} | ${ratio(over, d.attach.p50)}× | ${t.detach.p50} / ${d.detach.p50} | ${ratio(dOver, d.detach.p50)}× |`,
     );
@@ -114,10 +114,6 @@ export function overheadRows(r: BenchResults): Array<{ label: string; temporal?:
     rows.push({ label: `Cinder (${r.cinder!.mode}, ${r.cinder!.driver} driver)`, temporal: t, direct: cell(r.cinder!.cells, 'direct', t.concurrency, t.instances) });
   }
   return rows;
-}
-
-function round1(x: number): number {
-  return Math.round(x * 10) / 10;
 }
 
 /** CPU ms per cycle, by process, for every cell of one instance count (Temporal and direct). */

@@ -38,10 +38,15 @@ export function median(values: readonly number[]): number {
   return percentile([...values].sort((a, b) => a - b), 50);
 }
 
+/** Rounds to `digits` decimals (non-finite values pass through). */
+export function roundTo(v: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Number.isFinite(v) ? Math.round(v * f) / f : v;
+}
+
 /** Rounds every number in a summary (for JSON and tables). */
 export function rounded(s: Summary, digits = 1): Summary {
-  const f = 10 ** digits;
-  const r = (v: number) => (Number.isFinite(v) ? Math.round(v * f) / f : v);
+  const r = (v: number) => roundTo(v, digits);
   return { n: s.n, min: r(s.min), mean: r(s.mean), p50: r(s.p50), p95: r(s.p95), p99: r(s.p99), max: r(s.max) };
 }
 
