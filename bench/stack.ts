@@ -28,10 +28,10 @@ import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts'
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { TetherService } from '../src/service/tether-service.ts';
-import { startTemporalDevServer, type TemporalDevServer } from '../src/stack/temporal-dev-server.ts';
-import { startEmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
-import { ensureLibvirtd, type LibvirtdHandle } from '../src/stack/libvirtd.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
+import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
+import { startEmbeddedPostgres } from '../stack/embedded-postgres.ts';
+import { ensureLibvirtd, type LibvirtdHandle } from '../stack/libvirtd.ts';
+import { findFreePort } from '../stack/free-port.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
 import type { AgentVariant, ChildConfig, ChildStats, ControlVariant, ParentMessage } from './child.ts';
 import { pidFromFile, pidListeningOn, withDescendants, type ProcGroup } from './procs.ts';

@@ -23,10 +23,10 @@ import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts'
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { TetherService } from '../src/service/tether-service.ts';
 import { listInstances } from '../src/db/instances.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
-import { startTemporalDevServer, type TemporalDevServer } from '../src/stack/temporal-dev-server.ts';
-import { ensureLibvirtd, isLibvirtAvailable } from '../src/stack/libvirtd.ts';
+import { findFreePort } from '../stack/free-port.ts';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../stack/embedded-postgres.ts';
+import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
+import { ensureLibvirtd, isLibvirtAvailable } from '../stack/libvirtd.ts';
 
 export const TARGETS = ['control-plane', 'compute-agent', 'api', 'temporal', 'postgres', 'libvirtd'] as const;
 export type Target = (typeof TARGETS)[number];

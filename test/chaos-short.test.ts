@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../src/config.ts';
-import { isLibvirtAvailable } from '../src/stack/libvirtd.ts';
+import { isLibvirtAvailable } from '../stack/libvirtd.ts';
 import type { RunSummary } from '../chaos/report.ts';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tether-chaos-short-'));

@@ -12,7 +12,7 @@ import { CinderAuthError, CinderUnavailableError, CinderVersionError, OVER_QUOTA
 import { KeystoneAuth } from '../src/blockstorage/cinder/auth.ts';
 import { createConfiguredBlockStorage, createBlockStorage } from '../src/blockstorage/index.ts';
 import { TetherError } from '../src/errors.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
+import { findFreePort } from '../stack/free-port.ts';
 import type { Database } from '../src/db/database.ts';
 import type { HostConnector } from '../src/domain/types.ts';
 

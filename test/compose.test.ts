@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection } from '@temporalio/client';
 import { loadConfig, projectRoot } from '../src/config.ts';
 import * as keys from '../src/temporal/search-attributes.ts';
-import { SEARCH_ATTRIBUTES, startTemporalDevServer, type TemporalDevServer } from '../src/stack/temporal-dev-server.ts';
+import { SEARCH_ATTRIBUTES, startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
 
 const composeFile = path.join(projectRoot, 'docker-compose.yml');
 const COMPOSE = 'docker-compose';

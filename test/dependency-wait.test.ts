@@ -1,5 +1,5 @@
 /**
- * A process that starts while PostgreSQL or Temporal is down waits for them (src/stack/dependency-wait.ts,
+ * A process that starts while PostgreSQL or Temporal is down waits for them (src/process/dependency-wait.ts,
  * TETHER_STARTUP_WAIT_SECONDS) instead of exiting — found by the chaos storm (docs/chaos.md).
  *   - the errors real clients (pg, node-pg-migrate, Temporal client and worker connections, libvirt)
  *     give for a peer that is not there are recognised as "unreachable";
@@ -22,8 +22,8 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import { projectRoot } from '../src/config.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
-import { isUnreachable, waitForDependency } from '../src/stack/dependency-wait.ts';
+import { findFreePort } from '../stack/free-port.ts';
+import { isUnreachable, waitForDependency } from '../src/process/dependency-wait.ts';
 
 async function errorOf(fn: () => Promise<unknown>): Promise<unknown> {
   try {

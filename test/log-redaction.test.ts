@@ -27,7 +27,7 @@ import { Client } from '@temporalio/client';
 import { projectRoot } from '../src/config.ts';
 import { CENSOR, createLogger, scrubSecrets } from '../src/logger.ts';
 import { codecDataConverter } from '../src/security/codec-config.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
+import { findFreePort } from '../stack/free-port.ts';
 import { bdmConnectionInfo, liveBdm } from '../src/db/block-device-mappings.ts';
 import { attachWorkflowId, detachWorkflowId } from '../src/domain/steps.ts';
 import { TetherService } from '../src/service/tether-service.ts';

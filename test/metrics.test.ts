@@ -18,7 +18,7 @@ import { activityMetricsInterceptor, metricsSinks, workflowMetricsInterceptorsPa
 import { registerComputeAgentMetrics } from '../src/metrics/compute-agent-metrics.ts';
 import { metricsListenerFromEnv, startMetricsServer } from '../src/metrics/http.ts';
 import { sdkMetricsBindAddress } from '../src/metrics/sdk-metrics.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
+import { findFreePort } from '../stack/free-port.ts';
 import { workflowsPath } from '../workers/control-plane.ts';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { buildTestApi } from './support/clouds.ts';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
-import { isLibvirtAvailable } from '../src/stack/libvirtd.ts';
+import { isLibvirtAvailable } from '../stack/libvirtd.ts';
 import { findOrphanDisks } from '../src/host/qemu-orphan-disks.ts';
 import { checkInvariants } from '../src/checker/invariants.ts';
 import type { Instance } from '../src/domain/types.ts';

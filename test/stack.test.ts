@@ -11,11 +11,11 @@ import { Connection } from '@temporalio/client';
 import { msToTs } from '@temporalio/common';
 import pg from 'pg';
 import { loadConfig } from '../src/config.ts';
-import { findFreePort } from '../src/stack/free-port.ts';
-import { SEARCH_ATTRIBUTES, ensureSearchAttributes, startTemporalDevServer } from '../src/stack/temporal-dev-server.ts';
-import type { TemporalDevServer } from '../src/stack/temporal-dev-server.ts';
-import { startEmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
-import { isLibvirtAvailable } from '../src/stack/libvirtd.ts';
+import { findFreePort } from '../stack/free-port.ts';
+import { SEARCH_ATTRIBUTES, ensureSearchAttributes, startTemporalDevServer } from '../stack/temporal-dev-server.ts';
+import type { TemporalDevServer } from '../stack/temporal-dev-server.ts';
+import { startEmbeddedPostgres } from '../stack/embedded-postgres.ts';
+import { isLibvirtAvailable } from '../stack/libvirtd.ts';
 
 const KEYWORD = 2; // temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
 

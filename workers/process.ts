@@ -11,7 +11,7 @@ import { migrate } from '../src/db/migrate.ts';
 import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { connectClient, connectWorker } from '../src/temporal/client.ts';
 import { createLogger } from '../src/logger.ts';
-import { waitForDependency } from '../src/stack/dependency-wait.ts';
+import { waitForDependency } from '../src/process/dependency-wait.ts';
 import { startTracingFromEnv } from '../src/tracing/tracing.ts';
 
 export interface ProcessContext {
@@ -22,7 +22,7 @@ export interface ProcessContext {
   workerConnection(): Promise<NativeConnection>;
   client(): Promise<Client>;
   onShutdown(fn: () => Promise<void>): void;
-  /** Retries `fn` while `what` refuses connections, up to TETHER_STARTUP_WAIT_SECONDS (src/stack/dependency-wait.ts). */
+  /** Retries `fn` while `what` refuses connections, up to TETHER_STARTUP_WAIT_SECONDS (src/process/dependency-wait.ts). */
   waitFor<T>(what: string, fn: () => Promise<T>): Promise<T>;
 }
 

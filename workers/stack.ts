@@ -15,9 +15,9 @@ import { temporalConnectionOptions } from '../src/temporal/client.ts';
 import { loadConfig, projectRoot } from '../src/config.ts';
 import { loadCodecServerSettings } from '../src/security/codec-config.ts';
 import { migrate } from '../src/db/migrate.ts';
-import { ensureLibvirtd } from '../src/stack/libvirtd.ts';
-import { startEmbeddedPostgres } from '../src/stack/embedded-postgres.ts';
-import { ensureSearchAttributes, startTemporalDevServer } from '../src/stack/temporal-dev-server.ts';
+import { ensureLibvirtd } from '../stack/libvirtd.ts';
+import { startEmbeddedPostgres } from '../stack/embedded-postgres.ts';
+import { ensureSearchAttributes, startTemporalDevServer } from '../stack/temporal-dev-server.ts';
 import { blockStorageKind } from '../src/blockstorage/index.ts';
 
 const config = loadConfig();

@@ -10,10 +10,10 @@ import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { Connection } from '@temporalio/client';
 import { loadConfig, projectRoot } from '../../src/config.ts';
-import { findFreePort } from '../../src/stack/free-port.ts';
-import { ensureSearchAttributes, startTemporalDevServer } from '../../src/stack/temporal-dev-server.ts';
-import { startEmbeddedPostgres } from '../../src/stack/embedded-postgres.ts';
-import { ensureLibvirtd, isLibvirtAvailable } from '../../src/stack/libvirtd.ts';
+import { findFreePort } from '../../stack/free-port.ts';
+import { ensureSearchAttributes, startTemporalDevServer } from '../../stack/temporal-dev-server.ts';
+import { startEmbeddedPostgres } from '../../stack/embedded-postgres.ts';
+import { ensureLibvirtd, isLibvirtAvailable } from '../../stack/libvirtd.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

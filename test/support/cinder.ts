@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { findFreePort } from '../../src/stack/free-port.ts';
+import { findFreePort } from '../../stack/free-port.ts';
 import { loadCinderConfig, type CinderConfig } from '../../src/blockstorage/cinder/config.ts';
 
 const run = promisify(execFile);
