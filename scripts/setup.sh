@@ -1,50 +1,21 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian 12 machine lacks for tether: Debian packages (libvirt + QEMU,
-# OpenStack clients, docker-compose), npm dependencies and the Temporal CLI (built once into
-# ~/.cache/tether). Idempotent: when everything is present it only checks, and prints one
-# line per phase.
+# `npm run setup`: installs what a fresh Debian 12 machine lacks to run tether (`npm start`): Debian
+# packages (libvirt + QEMU, qemu-utils), npm dependencies and the Temporal CLI (built once into
+# ~/.cache/tether). Idempotent: when everything is present it only checks, and prints one line per
+# phase. The tests' own dependencies: scripts/setup-tests.sh (run by `npm test`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(
-  libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients
-  python3-openstackclient python3-novaclient python3-openstacksdk python3-cinderclient
-  docker-compose
-  # a real Cinder for test/cinder.test.ts (started by the test itself, never as a service)
-  cinder-api cinder-scheduler cinder-volume python3-pymysql
-)
+# What `npm start` needs. What only the tests need (Cinder, MariaDB, RabbitMQ, the OpenStack clients,
+# docker-compose, …) is installed by scripts/setup-tests.sh, which `npm test` runs first.
+PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients)
 
-SUDO=()
-if [[ "$(id -u)" -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-  fi
-fi
-
-# --- Debian packages --------------------------------------------------------------------
-if ! command -v dpkg-query >/dev/null 2>&1; then
-  echo "setup: apt: not a Debian-based system; install these yourself: ${PACKAGES[*]}" >&2
-else
-  missing=()
-  for pkg in "${PACKAGES[@]}"; do
-    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
-      missing+=("$pkg")
-    fi
-  done
-  if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "setup: apt: all ${#PACKAGES[@]} Debian packages present"
-  else
-    if [[ "$(id -u)" -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
-      echo "setup: apt: missing ${missing[*]}, and not root and no sudo: install them as root" >&2
-      exit 1
-    fi
-    echo "setup: apt: installing ${#missing[@]} missing package(s): ${missing[*]}"
-    start=$(date +%s)
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    echo "setup: apt: installed in $(( $(date +%s) - start ))s"
-  fi
+# shellcheck source=lib/apt.sh
+TETHER_SETUP_PART=apt
+source scripts/lib/apt.sh
+ensure_packages "${PACKAGES[@]}"
+if (( ${#ENSURED_INSTALLED[@]} == 0 )); then
+  say "all ${#PACKAGES[@]} Debian packages present"
 fi
 
 # --- Node and npm dependencies ----------------------------------------------------------

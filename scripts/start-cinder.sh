@@ -6,8 +6,9 @@
 #   bash scripts/start-cinder.sh --multi    # cinder-api + cinder-scheduler + cinder-volume over RabbitMQ
 #   bash scripts/start-cinder.sh --fake-driver   # FakeLoggingVolumeDriver as is (no attachable file)
 #
-# Needs: cinder-api cinder-scheduler cinder-volume python3-pymysql (apt), MariaDB on 127.0.0.1:3306
-# (root, no password; TETHER_TEST_CINDER_MYSQL_URL to change), RabbitMQ for --multi.
+# Needs what scripts/setup-tests.sh provides (`npm test` runs it first): cinder-api cinder-scheduler
+# cinder-volume python3-pymysql, MariaDB on 127.0.0.1:3306 with the account tether_test
+# (TETHER_TEST_CINDER_MYSQL_URL to change), RabbitMQ for --multi.
 # Ctrl-C stops it and removes its database, state folder and volume files.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -113,9 +113,12 @@ interface MysqlTarget {
   port: number;
 }
 
-/** TETHER_TEST_CINDER_MYSQL_URL, default mysql+pymysql://root@127.0.0.1:3306 (no database part). */
+/**
+ * TETHER_TEST_CINDER_MYSQL_URL, default mysql+pymysql://tether_test:tether_test@127.0.0.1:3306 (no database
+ * part): the account scripts/test-deps/mariadb.sh creates (`npm test` runs it first).
+ */
 function mysqlTarget(): MysqlTarget {
-  const raw = process.env.TETHER_TEST_CINDER_MYSQL_URL ?? 'mysql+pymysql://root@127.0.0.1:3306';
+  const raw = process.env.TETHER_TEST_CINDER_MYSQL_URL ?? 'mysql+pymysql://tether_test:tether_test@127.0.0.1:3306';
   const u = new URL(raw.replace(/^mysql\+pymysql:/, 'mysql:'));
   return { user: decodeURIComponent(u.username || 'root'), password: decodeURIComponent(u.password), host: u.hostname || '127.0.0.1', port: Number(u.port || 3306) };
 }
