@@ -14,7 +14,7 @@ import type { AttachRequest, DiskBus, VmState } from '../src/domain/types.ts';
 import { attachRefusal } from '../src/domain/attach-rules.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
-import type { FaultInjector } from '../src/faults.ts';
+import type { FaultPoints } from './fault-points.ts';
 import { businessFailure, rethrowAsFailure } from './failures.ts';
 
 export type { AttachRequest };
@@ -42,7 +42,7 @@ export interface ValidatedDetach {
   wasAttached: boolean;
 }
 
-export function createDatabaseActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultInjector }) {
+export function createDatabaseActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultPoints }) {
   const { db, blockStorage, faults } = deps;
   return {
     /** Everything Nova checks before it changes anything; failures are final (non-retryable). */

@@ -8,11 +8,11 @@ import type { Database } from '../src/db/database.ts';
 import { updateBdm } from '../src/db/block-device-mappings.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { HostConnector } from '../src/domain/types.ts';
-import type { FaultInjector } from '../src/faults.ts';
+import type { FaultPoints } from './fault-points.ts';
 import { rethrowAsFailure } from './failures.ts';
 import { TetherError } from '../src/errors.ts';
 
-export function createVolumeServiceActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultInjector }) {
+export function createVolumeServiceActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultPoints }) {
   const { db, blockStorage, faults } = deps;
 
   async function recordOnBdm(bdmUuid: string, patch: Parameters<typeof updateBdm>[2]): Promise<void> {

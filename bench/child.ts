@@ -23,7 +23,7 @@ import { ComputeAgent } from '../workers/compute-agent.ts';
 import { createDatabaseActivities } from '../activities/database.ts';
 import { createVolumeServiceActivities } from '../activities/volume-service.ts';
 import { createOperationActivities } from '../activities/operations.ts';
-import { FaultInjector } from '../src/faults.ts';
+import { FaultInjector } from '../faults/injector.ts';
 
 export type WorkerTuning = Partial<
   Pick<

@@ -19,7 +19,7 @@ import type { Database } from '../src/db/database.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { LibvirtConnection } from '../src/libvirt/binding.ts';
 import type { TetherService } from '../src/service/tether-service.ts';
-import { FaultInjector } from '../src/faults.ts';
+import { FaultInjector } from '../faults/injector.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
 
 export interface CycleTiming {

@@ -1,7 +1,7 @@
 /**
  * What every chaos scenario uses: the HTTP API as a client calls it, waiting for workflows with a
  * deadline, what the three stores say about one (instance, volume) pair, the invariant checker, and
- * the pause points of src/fault-pause.ts.
+ * the pause points of faults/pause.ts.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -13,7 +13,7 @@ import { attachWorkflowId, detachWorkflowId } from '../src/domain/steps.ts';
 import { liveBdm } from '../src/db/block-device-mappings.ts';
 import { diskBySerial } from '../src/host/domain-disks.ts';
 import { formatDisagreements, inspectInvariants, type Disagreement } from '../src/checker/invariants.ts';
-import { claimedPrefix, pausePointFile } from '../src/fault-pause.ts';
+import { claimedPrefix, pausePointFile } from '../faults/pause.ts';
 import type { ChaosStack } from './stack.ts';
 import type { Random } from './random.ts';
 import type { CaseResult } from './report.ts';

@@ -11,7 +11,7 @@ import { createHostActivities, type ReservedDevice } from '../activities/host.ts
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { insertInstance, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, updateBdm } from '../src/db/block-device-mappings.ts';
-import { FaultInjector } from '../src/faults.ts';
+import { FaultInjector } from '../faults/injector.ts';
 import { authSecretUuid, encryptionSecretUuid } from '../src/host/disk-secrets.ts';
 import { VolumeEncryptionError } from '../src/blockstorage/block-storage.ts';
 import type { LibvirtConnection } from '../src/libvirt/binding.ts';

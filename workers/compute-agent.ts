@@ -16,7 +16,7 @@ import { createDomainActivities, createHostActivities, type DetachDiskOptions, t
 import type { Database } from '../src/db/database.ts';
 import { listInstances } from '../src/db/instances.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
-import { FaultInjector } from '../src/faults.ts';
+import { FaultInjector } from '../faults/injector.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { activityMetricsInterceptor } from '../src/metrics/worker-options.ts';
 import { startMetricsFromEnv } from '../src/metrics/http.ts';

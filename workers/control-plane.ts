@@ -11,7 +11,7 @@ import { createOperationActivities } from '../activities/operations.ts';
 import type { Client } from '@temporalio/client';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { Database } from '../src/db/database.ts';
-import { FaultInjector } from '../src/faults.ts';
+import { FaultInjector } from '../faults/injector.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
 import { activityMetricsInterceptor, metricsSinks } from '../src/metrics/worker-options.ts';
 import { startMetricsFromEnv } from '../src/metrics/http.ts';

@@ -118,6 +118,11 @@ export async function updateBdm(
   return (rowCount ?? 0) > 0;
 }
 
+/** Unshelve: the device name (and bus) a BDM made while its instance was offloaded gets on its new host. */
+export async function setBdmDevice(db: Queryable, uuid: string, device: { deviceName: string; diskBus: DiskBus }): Promise<void> {
+  await db.query('UPDATE block_device_mappings SET device_name = $2, disk_bus = $3, updated_at = now() WHERE uuid = $1', [uuid, device.deviceName, device.diskBus]);
+}
+
 export async function bdmConnectionInfo(db: Queryable, uuid: string): Promise<ConnectionInfo | null> {
   const { rows } = await db.query<{ connection_info: ConnectionInfo | null }>(
     'SELECT connection_info FROM block_device_mappings WHERE uuid = $1 AND deleted_at IS NULL',

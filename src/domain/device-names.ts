@@ -52,3 +52,11 @@ export function nextDeviceName(bus: DiskBus, used: Iterable<string>): string | n
   }
   return null;
 }
+
+/** The names (without /dev/) a new disk cannot take: the domain's disk targets, the live BDMs' names and the root device. */
+export function deviceNamesInUse(domainTargets: Iterable<string>, liveBdms: Iterable<{ deviceName: string | null }>, rootDeviceName: string | null): Set<string> {
+  const used = new Set<string>(domainTargets);
+  for (const b of liveBdms) if (b.deviceName) used.add(stripDev(b.deviceName));
+  if (rootDeviceName) used.add(stripDev(rootDeviceName));
+  return used;
+}

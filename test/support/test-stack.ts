@@ -15,7 +15,7 @@ import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.
 import type { BlockStorage } from '../../src/blockstorage/block-storage.ts';
 import { volumeKeyStore } from '../../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../../src/libvirt/binding.ts';
-import { FaultInjector } from '../../src/faults.ts';
+import { FaultInjector } from '../../faults/injector.ts';
 import { TetherService } from '../../src/service/tether-service.ts';
 import { createControlPlaneWorker, workflowsPath } from '../../workers/control-plane.ts';
 import { workflowInterceptorModules } from '../../src/temporal/workflow-interceptor-modules.ts';

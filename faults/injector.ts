@@ -3,10 +3,11 @@
  * and fails there when a rule says so. Rules come from the test (in-process workers) or from the
  * TETHER_FAULTS environment variable of a worker process: `step:phase[:times],…`
  * e.g. `attachDisk:after:1`. With no rules (production) a check costs one Map lookup. The chaos runner
- * can also hold a check for a while (TETHER_CHAOS_PAUSE, src/fault-pause.ts) to kill a process there.
+ * can also hold a check for a while (TETHER_CHAOS_PAUSE, faults/pause.ts) to kill a process there.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { chaosPause } from './fault-pause.ts';
+import type { FaultPoints } from '../activities/fault-points.ts';
+import { chaosPause } from './pause.ts';
 
 export type FaultPhase = 'before' | 'after';
 
@@ -15,7 +16,7 @@ interface Rule {
   nonRetryable: boolean;
 }
 
-export class FaultInjector {
+export class FaultInjector implements FaultPoints {
   private readonly rules = new Map<string, Rule>();
 
   static fromEnv(value = process.env.TETHER_FAULTS): FaultInjector {

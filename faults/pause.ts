@@ -19,7 +19,7 @@
  * Cost when TETHER_CHAOS_PAUSE is unset: one comparison. When set and nothing is armed: one failed
  * rename (ENOENT) per check.
  *
- * FaultInjector.check (src/faults.ts) calls chaosPause first; this module imports nothing from tether.
+ * FaultInjector.check (faults/injector.ts) calls chaosPause first; this module imports nothing from tether.
  */
 import fs from 'node:fs';
 import path from 'node:path';
