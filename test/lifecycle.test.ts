@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, storesOf, volume } from './support/fixtures.ts';
 import type { Instance } from '../src/domain/types.ts';
-import type { AttachResult } from '../workflows/attach-volume.ts';
+import type { AttachResult } from '../src/domain/contracts/attach-volume.ts';
 
 let stack: TestStack;
 let vm: Instance;

@@ -1,38 +1,70 @@
 /**
- * Timeouts and retry policies by kind of step, shared by the sagas (one proxy per group, as in
- * Temporal's samples). Forward steps give up eventually so that the saga can roll back; compensations
- * and the steps after the point of no return retry until they succeed.
+ * How every workflow step is run, in one table: where it runs (control plane; the instance's host
+ * on `instance-<uuid>`; a host's domains on `host-<name>`) × whether it may give up. Forward steps
+ * give up eventually so that the saga can roll back; compensations and the steps after the point of
+ * no return (must-finish) retry until they succeed. No workflow sets timeouts or retries of its own:
+ * a new saga takes its proxies from here.
  */
 import { proxyActivities, proxyLocalActivities, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';
 import type { DatabaseActivities } from '../activities/database.ts';
 import type { VolumeServiceActivities } from '../activities/volume-service.ts';
-import type { HostActivities } from '../activities/host.ts';
+import type { DomainActivities, HostActivities } from '../activities/host.ts';
 import type { OperationActivities } from '../activities/operations.ts';
-import { instanceTaskQueue } from '../src/domain/task-queues.ts';
+import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 
 type ControlActivities = DatabaseActivities & VolumeServiceActivities & OperationActivities;
 
-/** Control-plane steps (database, block storage): quick, retried with backoff on infrastructure errors. */
-const controlForward = {
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: 10 },
-} as const satisfies ActivityOptions;
+/** The step kinds (task queues are added per instance or host). */
+export const STEP_KINDS = {
+  control: {
+    /** Database and block storage: quick, retried with backoff on infrastructure errors. */
+    forward: {
+      startToCloseTimeout: '30s',
+      retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: 10 },
+    },
+    mustFinish: {
+      startToCloseTimeout: '30s',
+      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '60s' },
+    },
+    /** Waiting for an earlier operation: long, heartbeating. */
+    waiting: {
+      startToCloseTimeout: '1h',
+      heartbeatTimeout: '30s',
+      retry: { initialInterval: '1s', maximumInterval: '30s' },
+    },
+  },
+  host: {
+    /** Gives up if no compute agent serves the instance for 5 minutes, then the saga rolls back. */
+    forward: {
+      scheduleToCloseTimeout: '5m',
+      startToCloseTimeout: '2m',
+      heartbeatTimeout: '30s',
+      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 4 },
+    },
+    /** Waits for the host for as long as it takes: a disk must not be left behind. */
+    mustFinish: {
+      startToCloseTimeout: '2m',
+      heartbeatTimeout: '30s',
+      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '60s' },
+    },
+  },
+  domain: {
+    /** Define, start, stop, move a domain: gives up if the host's agent does not answer for 5 minutes. */
+    forward: {
+      scheduleToCloseTimeout: '5m',
+      startToCloseTimeout: '60s',
+      retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 5 },
+    },
+    /** Putting a domain back where it was. */
+    mustFinish: {
+      startToCloseTimeout: '60s',
+      retry: { initialInterval: '1s', maximumInterval: '60s' },
+    },
+  },
+} as const satisfies Record<string, Record<string, ActivityOptions>>;
 
-/** Compensations and must-finish steps: retried until they succeed. */
-const controlMustFinish = {
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '60s' },
-} as const satisfies ActivityOptions;
-
-/** Waiting for an earlier operation on the same pair: long, heartbeating. */
-const waiting = {
-  startToCloseTimeout: '1h',
-  heartbeatTimeout: '30s',
-  retry: { initialInterval: '1s', maximumInterval: '30s' },
-} as const satisfies ActivityOptions;
-
-export const control = proxyActivities<ControlActivities>(controlForward);
-export const controlMustFinishActivities = proxyActivities<ControlActivities>(controlMustFinish);
+export const control = proxyActivities<ControlActivities>(STEP_KINDS.control.forward);
+export const controlMustFinish = proxyActivities<ControlActivities>(STEP_KINDS.control.mustFinish);
 
 /**
  * The same control-plane steps as local activities of the control worker: they run inside the
@@ -43,11 +75,11 @@ export const controlMustFinishActivities = proxyActivities<ControlActivities>(co
  * Only quick database/block-storage steps (and the first look for an earlier operation): waiting,
  * compensations and host steps stay activities.
  */
-export const controlLocal = proxyLocalActivities<ControlActivities>(controlForward satisfies LocalActivityOptions);
-export const controlMustFinishLocal = proxyLocalActivities<ControlActivities>(controlMustFinish satisfies LocalActivityOptions);
+export const controlLocal = proxyLocalActivities<ControlActivities>(STEP_KINDS.control.forward satisfies LocalActivityOptions);
+export const controlMustFinishLocal = proxyLocalActivities<ControlActivities>(STEP_KINDS.control.mustFinish satisfies LocalActivityOptions);
 
-export const ordering = proxyActivities<OperationActivities>(waiting);
-const orderingLocal = proxyLocalActivities<OperationActivities>(controlForward);
+export const ordering = proxyActivities<OperationActivities>(STEP_KINDS.control.waiting);
+const orderingLocal = proxyLocalActivities<OperationActivities>(STEP_KINDS.control.forward);
 
 type EarlierOperation = { counterpartWorkflowId: string; startedAt: string };
 
@@ -64,27 +96,23 @@ async function awaitEarlierOperationLookingFirst(input: EarlierOperation): Promi
 export function controlSteps(local: boolean) {
   return local
     ? { control: controlLocal, mustFinish: controlMustFinishLocal, awaitEarlierOperation: awaitEarlierOperationLookingFirst }
-    : { control, mustFinish: controlMustFinishActivities, awaitEarlierOperation: ordering.awaitEarlierOperation };
+    : { control, mustFinish: controlMustFinish, awaitEarlierOperation: ordering.awaitEarlierOperation };
 }
 
-/** Host steps on the instance's own queue. */
+/** Volume steps on the instance's own queue (device names, disks), served by the agent hosting it. */
 export function hostActivities(instanceUuid: string) {
   const taskQueue = instanceTaskQueue(instanceUuid);
   return {
-    // Forward host steps give up if no compute agent serves the instance for 5 minutes, then roll back.
-    forward: proxyActivities<HostActivities>({
-      taskQueue,
-      scheduleToCloseTimeout: '5m',
-      startToCloseTimeout: '2m',
-      heartbeatTimeout: '30s',
-      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 4 },
-    }),
-    // Compensations wait for the host for as long as it takes: a disk must not be left behind.
-    mustFinish: proxyActivities<HostActivities>({
-      taskQueue,
-      startToCloseTimeout: '2m',
-      heartbeatTimeout: '30s',
-      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '60s' },
-    }),
+    forward: proxyActivities<HostActivities>({ taskQueue, ...STEP_KINDS.host.forward }),
+    mustFinish: proxyActivities<HostActivities>({ taskQueue, ...STEP_KINDS.host.mustFinish }),
+  };
+}
+
+/** Domain steps on a host's queue (define, start, stop, export, import, destroy). */
+export function domainActivities(host: string) {
+  const taskQueue = hostTaskQueue(host);
+  return {
+    forward: proxyActivities<DomainActivities>({ taskQueue, ...STEP_KINDS.domain.forward }),
+    mustFinish: proxyActivities<DomainActivities>({ taskQueue, ...STEP_KINDS.domain.mustFinish }),
   };
 }

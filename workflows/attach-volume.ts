@@ -8,54 +8,20 @@
  * by the compute agent hosting the instance one activity at a time. Each step that changes state has
  * its compensation registered before it runs (destroy BDM, delete attachment, detach disk).
  * The `reservation` update answers once the device name and the volume are reserved (what Nova's
- * POST returns); the `progress` query reports every step so far.
+ * POST returns); the `progress` query reports every step so far. The contract (input, result,
+ * update, query) is in src/domain/contracts/attach-volume.ts.
  */
+import { ApplicationFailure, condition, patched, setHandler, uuid4, workflowInfo } from '@temporalio/workflow';
+import { ATTACH_STEPS, COMPENSATION_STEPS, detachWorkflowId } from '../src/domain/steps.ts';
 import {
-  ApplicationFailure,
-  allHandlersFinished,
-  condition,
-  defineQuery,
-  defineUpdate,
-  patched,
-  setHandler,
-  upsertSearchAttributes,
-  uuid4,
-  workflowInfo,
-} from '@temporalio/workflow';
-import type { AttachRequest } from '../src/domain/types.ts';
-import { ATTACH_STEPS, COMPENSATION_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
-import { TetherState } from '../src/temporal/search-attributes.ts';
-import { controlMustFinishActivities as controlUndo, controlSteps, hostActivities } from './activity-options.ts';
-import { detachWorkflowId } from '../src/domain/steps.ts';
-import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
-
-export interface AttachVolumeInput extends AttachRequest {}
-
-export interface AttachReservation {
-  bdmUuid: string;
-  device: string | null;
-  attachmentId: string;
-  instanceUuid: string;
-  volumeId: string;
-  tag: string | null;
-  deleteOnTermination: boolean;
-}
-
-export interface AttachResult extends AttachReservation {
-  /** False for a shelved-offloaded instance: the BDM waits for unshelve, nothing was asked of a host. */
-  hostAttached: boolean;
-}
-
-export interface AttachProgress {
-  state: OperationState;
-  currentStep: string | null;
-  steps: StepProgress[];
-  reservation: AttachReservation | null;
-  error: { type: string; message: string } | null;
-}
-
-export const reservationUpdate = defineUpdate<AttachReservation>('reservation');
-export const progressQuery = defineQuery<AttachProgress>('progress');
+  attachProgressQuery,
+  reservationUpdate,
+  type AttachReservation,
+  type AttachResult,
+  type AttachVolumeInput,
+} from '../src/domain/contracts/attach-volume.ts';
+import { controlMustFinish as controlUndo, controlSteps, hostActivities } from './activity-options.ts';
+import { VolumeOperation } from './volume-operation.ts';
 
 export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {
   const { control, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
@@ -63,29 +29,21 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
   // to the host fewer per attach. Runs started before it ask for the connector in an activity of its
   // own, and so does a run whose agent is older than the patch (its answer has no connector).
   const connectorWithDeviceName = patched('connector-with-device-name');
-  const saga = new Saga();
+  const saga = new VolumeOperation('attaching');
   const operationId = workflowInfo().workflowId;
-  let state: OperationState = 'attaching';
   let reservation: AttachReservation | null = null;
-  let error: { type: string; message: string } | null = null;
-  // Set once the rollback has finished, so that a refused POST answers only when nothing is left behind.
-  let refusal: { type: string; message: string } | null = null;
 
-  const setState = (s: OperationState) => {
-    state = s;
-    upsertSearchAttributes([{ key: TetherState, value: s }]);
-  };
-
-  setHandler(progressQuery, () => ({ state, currentStep: saga.current, steps: saga.steps, reservation, error }));
+  setHandler(attachProgressQuery, () => ({ ...saga.progress(), reservation }));
+  // A refused POST answers only once the rollback has finished, so that nothing is left behind.
   setHandler(reservationUpdate, async () => {
-    await condition(() => reservation !== null || refusal !== null);
+    await condition(() => reservation !== null || saga.refusal !== null);
     if (reservation) return reservation;
-    throw ApplicationFailure.nonRetryable(refusal!.message, refusal!.type);
+    throw ApplicationFailure.nonRetryable(saga.refusal!.message, saga.refusal!.type);
   });
-  setState('attaching');
+  saga.begin();
 
   const destroyBdmOnFailure = (bdmUuid: string) =>
-    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid, fault: error && { ...error, step: saga.failedStep } }) });
+    saga.addCompensation({ step: 'destroyBdm', description: COMPENSATION_STEPS.destroyBdm, run: () => controlUndo.destroyBdm({ bdmUuid, fault: saga.fault() }) });
 
   /** Reserve the volume (its compensation first), then record the reservation the POST answers with. */
   async function reserveVolume(bdmUuid: string, device: string | null): Promise<AttachReservation> {
@@ -114,9 +72,7 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
     destroyBdmOnFailure(bdmUuid);
     await saga.step('createBdm', ATTACH_STEPS.createShelvedBdm, () => control.createShelvedBdm({ ...input, bdmUuid, operationId }));
     const reserved = await reserveVolume(bdmUuid, null);
-    setState('attached');
-    await condition(allHandlersFinished);
-    return { ...reserved, hostAttached: false };
+    return saga.succeed('attached', { ...reserved, hostAttached: false });
   }
 
   try {
@@ -159,23 +115,12 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
       await control.markBdmAttached({ bdmUuid });
     });
 
-    setState('attached');
-    await condition(allHandlersFinished);
-    return { ...reserved, hostAttached: true };
+    return await saga.succeed('attached', { ...reserved, hostAttached: true });
   } catch (err) {
-    const root = rootApplicationFailure(err);
-    const type = root?.type ?? 'AttachFailed';
-    const where = err instanceof StepFailed ? ` at step ${err.step}` : '';
-    error = { type, message: failureMessage(err) };
-    const rolledBack = await saga.compensate();
-    setState(rolledBack ? 'rolled-back' : 'failed');
-    refusal = error;
-    await condition(allHandlersFinished);
-    const outcome = rolledBack ? 'everything was rolled back' : 'the rollback could not finish and will need a retry';
-    throw ApplicationFailure.nonRetryable(
-      `Attaching volume ${input.volumeId} to instance ${input.instanceUuid} failed${where}: ${error.message} (${outcome})`,
-      type,
-      { step: err instanceof StepFailed ? err.step : null, rolledBack },
-    );
+    return saga.fail(err, {
+      action: `Attaching volume ${input.volumeId} to instance ${input.instanceUuid}`,
+      defaultType: 'AttachFailed',
+      rolledBack: 'everything was rolled back',
+    });
   }
 }

@@ -1,27 +1,15 @@
 /** CreateServer: define and start the instance's domain on its compute host, then mark it active. */
-import { proxyActivities } from '@temporalio/workflow';
-import type { DatabaseActivities } from '../activities/database.ts';
-import type { DomainActivities } from '../activities/host.ts';
-import { hostTaskQueue } from '../src/domain/task-queues.ts';
+import type { CreateServerInput } from '../src/domain/contracts/server-actions.ts';
+import { controlMustFinish, domainActivities } from './activity-options.ts';
 
-const control = proxyActivities<DatabaseActivities>({
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '200ms', maximumInterval: '20s' },
-});
-
-export async function createServer(input: { instanceUuid: string; domainName: string; host: string }): Promise<{ state: string }> {
-  const host = proxyActivities<DomainActivities>({
-    taskQueue: hostTaskQueue(input.host),
-    scheduleToCloseTimeout: '3m',
-    startToCloseTimeout: '60s',
-    retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 5 },
-  });
+export async function createServer(input: CreateServerInput): Promise<{ state: string }> {
+  const domains = domainActivities(input.host);
   try {
-    const result = await host.spawnDomain({ instanceUuid: input.instanceUuid, domainName: input.domainName });
-    await control.markInstanceActive({ instanceUuid: input.instanceUuid });
+    const result = await domains.forward.spawnDomain({ instanceUuid: input.instanceUuid, domainName: input.domainName });
+    await controlMustFinish.markInstanceActive({ instanceUuid: input.instanceUuid });
     return result;
   } catch (err) {
-    await control.markInstanceError({ instanceUuid: input.instanceUuid });
+    await controlMustFinish.markInstanceError({ instanceUuid: input.instanceUuid });
     throw err;
   }
 }

@@ -6,46 +6,20 @@
  *
  * If the disk cannot be detached (the guest holds it), the volume is rolled back to in-use, the disk
  * is put back in the persistent config and the BDM is kept. Once the disk is gone there is no way
- * back: the remaining steps retry until they succeed.
+ * back: the remaining steps retry until they succeed. The contract is in
+ * src/domain/contracts/detach-volume.ts.
  */
-import { ApplicationFailure, condition, allHandlersFinished, defineQuery, patched, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import { attachWorkflowId, COMPENSATION_STEPS, DETACH_STEPS, type OperationState, type StepProgress } from '../src/domain/steps.ts';
-import { TetherState } from '../src/temporal/search-attributes.ts';
-import { controlMustFinishActivities, controlSteps, hostActivities } from './activity-options.ts';
-import { Saga, failureMessage, rootApplicationFailure, StepFailed } from './saga.ts';
-
-export interface DetachVolumeInput {
-  instanceUuid: string;
-  volumeId: string;
-}
-
-export interface DetachResult {
-  instanceUuid: string;
-  volumeId: string;
-  device: string | null;
-  hostDetached: boolean;
-}
-
-export interface DetachProgress {
-  state: OperationState;
-  currentStep: string | null;
-  steps: StepProgress[];
-  error: { type: string; message: string } | null;
-}
-
-export const detachProgressQuery = defineQuery<DetachProgress>('progress');
+import { patched, setHandler, workflowInfo } from '@temporalio/workflow';
+import { attachWorkflowId, COMPENSATION_STEPS, DETACH_STEPS } from '../src/domain/steps.ts';
+import { detachProgressQuery, type DetachResult, type DetachVolumeInput } from '../src/domain/contracts/detach-volume.ts';
+import { controlMustFinish, controlSteps, hostActivities } from './activity-options.ts';
+import { VolumeOperation } from './volume-operation.ts';
 
 export async function detachVolume(input: DetachVolumeInput): Promise<DetachResult> {
   const { control, mustFinish, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
-  const saga = new Saga();
-  let state: OperationState = 'detaching';
-  let error: { type: string; message: string } | null = null;
-  const setState = (s: OperationState) => {
-    state = s;
-    upsertSearchAttributes([{ key: TetherState, value: s }]);
-  };
-  setHandler(detachProgressQuery, () => ({ state, currentStep: saga.current, steps: saga.steps, error }));
-  setState('detaching');
+  const saga = new VolumeOperation('detaching');
+  setHandler(detachProgressQuery, () => saga.progress());
+  saga.begin();
 
   const host = hostActivities(input.instanceUuid);
   try {
@@ -63,8 +37,8 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
         step: 'rollDetaching',
         description: COMPENSATION_STEPS.rollDetaching,
         run: async () => {
-          await controlMustFinishActivities.rollDetaching({ volumeId: input.volumeId });
-          await controlMustFinishActivities.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'attached', fault: error && { ...error, step: saga.failedStep } });
+          await controlMustFinish.rollDetaching({ volumeId: input.volumeId });
+          await controlMustFinish.setBdmAttachStatus({ bdmUuid: v.bdmUuid, attachStatus: 'attached', fault: saga.fault() });
         },
       });
       await saga.step('beginDetaching', DETACH_STEPS.beginDetaching, async () => {
@@ -85,21 +59,12 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
       mustFinish.deleteAttachment({ volumeId: input.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId }),
     );
     await saga.step('destroyBdm', DETACH_STEPS.destroyBdm, () => mustFinish.destroyBdm({ bdmUuid: v.bdmUuid }));
-    setState('detached');
-    await condition(allHandlersFinished);
-    return { instanceUuid: input.instanceUuid, volumeId: input.volumeId, device: v.deviceName, hostDetached: !v.shelvedOffloaded };
+    return await saga.succeed('detached', { instanceUuid: input.instanceUuid, volumeId: input.volumeId, device: v.deviceName, hostDetached: !v.shelvedOffloaded });
   } catch (err) {
-    const type = rootApplicationFailure(err)?.type ?? 'DetachFailed';
-    const where = err instanceof StepFailed ? ` at step ${err.step}` : '';
-    error = { type, message: failureMessage(err) };
-    const rolledBack = await saga.compensate();
-    setState(rolledBack ? 'rolled-back' : 'failed');
-    await condition(allHandlersFinished);
-    const outcome = rolledBack ? 'the volume stays attached' : 'the rollback could not finish and will need a retry';
-    throw ApplicationFailure.nonRetryable(
-      `Detaching volume ${input.volumeId} from instance ${input.instanceUuid} failed${where}: ${error.message} (${outcome})`,
-      type,
-      { step: err instanceof StepFailed ? err.step : null, rolledBack },
-    );
+    return saga.fail(err, {
+      action: `Detaching volume ${input.volumeId} from instance ${input.instanceUuid}`,
+      defaultType: 'DetachFailed',
+      rolledBack: 'the volume stays attached',
+    });
   }
 }

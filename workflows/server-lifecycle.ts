@@ -1,36 +1,20 @@
 /**
  * Server actions that move volumes with them: shelve, shelve-offload, unshelve, delete.
  * Each takes the instance's task_state first (so attaches and detaches are refused meanwhile, as in
- * Nova) and gives it back at the end, also on failure.
+ * Nova) and gives it back at the end, also on failure. Contracts: src/domain/contracts/server-actions.ts.
  */
-import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
-import type { DomainActivities } from '../activities/host.ts';
+import { ApplicationFailure } from '@temporalio/workflow';
 import type { VmState } from '../src/domain/types.ts';
-import { hostTaskQueue } from '../src/domain/task-queues.ts';
-import { control, controlMustFinishActivities, hostActivities, ordering } from './activity-options.ts';
-
-export interface ServerActionInput {
-  instanceUuid: string;
-  /** The compute host the instance is on (or goes to, for unshelve). */
-  host: string | null;
-}
-
-function domains(host: string) {
-  return proxyActivities<DomainActivities>({
-    taskQueue: hostTaskQueue(host),
-    scheduleToCloseTimeout: '5m',
-    startToCloseTimeout: '60s',
-    retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 5 },
-  });
-}
-
-function domainsMustFinish(host: string) {
-  return proxyActivities<DomainActivities>({
-    taskQueue: hostTaskQueue(host),
-    startToCloseTimeout: '60s',
-    retry: { initialInterval: '1s', maximumInterval: '60s' },
-  });
-}
+import type {
+  DeleteServerResult,
+  MigrateInput,
+  MigrateResult,
+  ServerActionInput,
+  ShelveInput,
+  UnshelveInput,
+  UnshelveResult,
+} from '../src/domain/contracts/server-actions.ts';
+import { control, controlMustFinish, domainActivities, hostActivities, ordering } from './activity-options.ts';
 
 /** Runs `body` inside the instance task; on failure the instance returns to `onFailure` state. */
 async function withInstanceTask<T>(
@@ -44,14 +28,14 @@ async function withInstanceTask<T>(
   try {
     return await body();
   } catch (err) {
-    if (onFailure) await controlMustFinishActivities.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: onFailure });
+    if (onFailure) await controlMustFinish.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: onFailure });
     throw err;
   }
 }
 
-export async function shelveServer(input: ServerActionInput & { vmState: VmState }): Promise<void> {
+export async function shelveServer(input: ShelveInput): Promise<void> {
   await withInstanceTask(input, 'shelving', ['active', 'paused', 'stopped'], input.vmState, async () => {
-    if (input.host) await domains(input.host).stopDomain({ instanceUuid: input.instanceUuid });
+    if (input.host) await domainActivities(input.host).forward.stopDomain({ instanceUuid: input.instanceUuid });
     await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: 'shelved' });
   });
 }
@@ -62,16 +46,16 @@ export async function shelveOffloadServer(input: ServerActionInput): Promise<voi
     for (const v of await control.volumeBdmsOf({ instanceUuid: input.instanceUuid })) {
       await control.reReserveAttachment({ bdmUuid: v.bdmUuid, volumeId: v.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId });
     }
-    if (input.host) await domains(input.host).destroyDomain({ instanceUuid: input.instanceUuid });
+    if (input.host) await domainActivities(input.host).forward.destroyDomain({ instanceUuid: input.instanceUuid });
     await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: 'shelved_offloaded', host: null });
   });
 }
 
 /** Starts the domain again (defining it on `host` if it was offloaded) and connects every volume. */
-export async function unshelveServer(input: ServerActionInput & { host: string }): Promise<{ devices: Record<string, string> }> {
+export async function unshelveServer(input: UnshelveInput): Promise<UnshelveResult> {
   return withInstanceTask(input, 'unshelving', ['shelved', 'shelved_offloaded'], null, async () => {
     await control.setInstanceHost({ instanceUuid: input.instanceUuid, host: input.host });
-    await domains(input.host).spawnDomain({ instanceUuid: input.instanceUuid, domainName: `tether-${input.instanceUuid.slice(0, 8)}` });
+    await domainActivities(input.host).forward.spawnDomain({ instanceUuid: input.instanceUuid, domainName: `tether-${input.instanceUuid.slice(0, 8)}` });
     const host = hostActivities(input.instanceUuid);
     const devices: Record<string, string> = {};
     const volumes = await control.volumeBdmsOf({ instanceUuid: input.instanceUuid });
@@ -96,17 +80,17 @@ export async function unshelveServer(input: ServerActionInput & { host: string }
  * Deletes the server: waits for attaches/detaches in flight, destroys the domain (its disks go with
  * it), deletes every attachment and BDM, deletes the volumes marked delete_on_termination.
  */
-export async function deleteServer(input: ServerActionInput): Promise<{ deletedVolumes: string[] }> {
+export async function deleteServer(input: ServerActionInput): Promise<DeleteServerResult> {
   return withInstanceTask(input, 'deleting', 'any', null, async () => {
     await ordering.awaitInstanceOperations({ instanceUuid: input.instanceUuid });
-    if (input.host) await domains(input.host).destroyDomain({ instanceUuid: input.instanceUuid });
+    if (input.host) await domainActivities(input.host).forward.destroyDomain({ instanceUuid: input.instanceUuid });
     const deletedVolumes: string[] = [];
     for (const v of await control.volumeBdmsOf({ instanceUuid: input.instanceUuid })) {
-      await controlMustFinishActivities.deleteAttachment({ volumeId: v.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId });
-      await controlMustFinishActivities.destroyBdm({ bdmUuid: v.bdmUuid });
-      if (v.deleteOnTermination && (await controlMustFinishActivities.deleteVolume({ volumeId: v.volumeId })).deleted) deletedVolumes.push(v.volumeId);
+      await controlMustFinish.deleteAttachment({ volumeId: v.volumeId, instanceUuid: input.instanceUuid, attachmentId: v.attachmentId });
+      await controlMustFinish.destroyBdm({ bdmUuid: v.bdmUuid });
+      if (v.deleteOnTermination && (await controlMustFinish.deleteVolume({ volumeId: v.volumeId })).deleted) deletedVolumes.push(v.volumeId);
     }
-    await controlMustFinishActivities.markInstanceDeleted({ instanceUuid: input.instanceUuid });
+    await controlMustFinish.markInstanceDeleted({ instanceUuid: input.instanceUuid });
     return { deletedVolumes };
   });
 }
@@ -117,23 +101,23 @@ export async function deleteServer(input: ServerActionInput): Promise<{ deletedV
  * are refused while the task runs. Its queue `instance-<uuid>` follows it: the target's agent
  * serves it once the database says the instance lives there.
  */
-export async function migrateServer(input: ServerActionInput & { targetHost: string; vmState: VmState }): Promise<{ host: string }> {
+export async function migrateServer(input: MigrateInput): Promise<MigrateResult> {
   const source = input.host;
   if (!source) throw ApplicationFailure.nonRetryable(`Instance ${input.instanceUuid} has no host to move from`, 'InstanceInvalidState');
   return withInstanceTask(input, 'migrating', ['active', 'paused', 'stopped'], input.vmState, async () => {
     await ordering.awaitInstanceOperations({ instanceUuid: input.instanceUuid });
     if (input.targetHost === source) return { host: source };
-    const { xml } = await domains(source).exportDomain({ instanceUuid: input.instanceUuid });
+    const { xml } = await domainActivities(source).forward.exportDomain({ instanceUuid: input.instanceUuid });
     if (!xml) throw ApplicationFailure.nonRetryable(`Domain of instance ${input.instanceUuid} is not defined on ${source}`, 'SpawnFailed');
     const start = input.vmState === 'active' || input.vmState === 'paused';
-    await domains(source).destroyDomain({ instanceUuid: input.instanceUuid });
+    await domainActivities(source).forward.destroyDomain({ instanceUuid: input.instanceUuid });
     try {
       await control.setInstanceHost({ instanceUuid: input.instanceUuid, host: input.targetHost });
-      await domains(input.targetHost).importDomain({ instanceUuid: input.instanceUuid, xml, start });
+      await domainActivities(input.targetHost).forward.importDomain({ instanceUuid: input.instanceUuid, xml, start });
     } catch (err) {
       // The target could not take it: the domain goes back where it was.
-      await controlMustFinishActivities.setInstanceHost({ instanceUuid: input.instanceUuid, host: source });
-      await domainsMustFinish(source).importDomain({ instanceUuid: input.instanceUuid, xml, start });
+      await controlMustFinish.setInstanceHost({ instanceUuid: input.instanceUuid, host: source });
+      await domainActivities(source).mustFinish.importDomain({ instanceUuid: input.instanceUuid, xml, start });
       throw err;
     }
     await control.finishInstanceTask({ instanceUuid: input.instanceUuid, vmState: input.vmState });

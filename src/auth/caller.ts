@@ -3,10 +3,9 @@
  * Built from a token (keystone/external modes), from TETHER_AUTH=noauth (admin of the default
  * project), or by the CLI (an operator, or a member of --project).
  */
-import { DEFAULT_PROJECT_ID } from '../service/tether-service.ts';
 
 /** The default project of dev mode and of the CLI's operator (the project_id of servers made without one). */
-export { DEFAULT_PROJECT_ID };
+export const DEFAULT_PROJECT_ID = 'tether';
 
 export const ROLES = ['admin', 'member', 'reader', 'service'] as const;
 export type Role = (typeof ROLES)[number];
@@ -23,11 +22,19 @@ export interface Caller {
   roles: Role[];
 }
 
-
 /** TETHER_AUTH=noauth: every request is the admin of the default project (as before auth existed). */
 export const NOAUTH_CALLER: Caller = Object.freeze({
   userId: 'noauth',
   userName: 'noauth',
+  projectId: DEFAULT_PROJECT_ID,
+  projectName: DEFAULT_PROJECT_ID,
+  roles: ['admin'],
+}) as Caller;
+
+/** An operator: admin of every project (the service's caller unless told; the CLI without --project). */
+export const OPERATOR: Caller = Object.freeze({
+  userId: 'operator',
+  userName: 'operator',
   projectId: DEFAULT_PROJECT_ID,
   projectName: DEFAULT_PROJECT_ID,
   roles: ['admin'],

@@ -9,7 +9,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../errors.ts';
 import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
 import { isUuid, type AttachVolumeRequest, type OperationHistory, type OperationSummary, type StartedAttach, type TetherService } from '../service/tether-service.ts';
-import type { AttachProgress, AttachResult } from '../../workflows/attach-volume.ts';
+import type { AttachProgress, AttachResult } from '../domain/contracts/attach-volume.ts';
 import type { Caller } from './caller.ts';
 import { authorize, canSee, isAdmin } from './policy.ts';
 

@@ -18,7 +18,8 @@ import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
 import type { BlockStorage, VolumeAdmin, VolumeEncryption } from '../blockstorage/block-storage.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
-import type { AttachProgress, AttachReservation, AttachResult, AttachVolumeInput, attachVolume } from '../../workflows/attach-volume.ts';
+import { DEFAULT_PROJECT_ID } from '../auth/caller.ts';
+import type { AttachProgress, AttachReservation, AttachResult, AttachVolumeInput, AttachVolumeWorkflow } from '../domain/contracts/attach-volume.ts';
 import type { StepProgress } from '../domain/steps.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -40,8 +41,6 @@ export interface StartedAttach {
   workflowId: string;
   handle: WorkflowHandle;
 }
-
-export const DEFAULT_PROJECT_ID = 'tether';
 
 export class TetherService {
   constructor(
@@ -230,7 +229,7 @@ export class TetherService {
       tag: req.tag ?? null,
     });
     if (refusal && !(await this.isRunning(workflowId))) throw refusal;
-    const startWorkflowOperation = new WithStartWorkflowOperation<typeof attachVolume>('attachVolume', {
+    const startWorkflowOperation = new WithStartWorkflowOperation<AttachVolumeWorkflow>('attachVolume', {
       workflowId,
       taskQueue: this.deps.config.controlTaskQueue,
       // the same request while one is in flight joins it; after a failure, a new run (a retry)
@@ -254,7 +253,7 @@ export class TetherService {
       ],
     });
     try {
-      const reservation = await this.deps.client.workflow.executeUpdateWithStart<typeof attachVolume, AttachReservation, []>('reservation', {
+      const reservation = await this.deps.client.workflow.executeUpdateWithStart<AttachVolumeWorkflow, AttachReservation, []>('reservation', {
         startWorkflowOperation,
       });
       const handle = await startWorkflowOperation.workflowHandle();

@@ -7,7 +7,7 @@ import { CreateVolume, Volume, VolumeListQuery, VolumeRef } from '../schemas/vol
 import { volumeById } from '../lookups.ts';
 import { baseUrl } from '../views/links.ts';
 import { DEFAULT_VOLUME_TYPE, LUKS_VOLUME_TYPE, volumeRef, volumeView } from '../views/volume.ts';
-import { allTenantsOf, tetherFor } from '../../auth/authentication.ts';
+import { allTenantsOf, tetherFor } from '../authentication.ts';
 
 const SOURCES = ['snapshot_id', 'source_volid', 'imageRef', 'backup_id', 'consistencygroup_id', 'group_id'] as const;
 

@@ -6,7 +6,7 @@ import { Server, ServerListQuery, ServerRef } from '../schemas/compute.ts';
 import { serverById } from '../lookups.ts';
 import { baseUrl } from '../views/links.ts';
 import { serverRef, serverView } from '../views/server.ts';
-import { allTenantsOf, tetherFor } from '../../auth/authentication.ts';
+import { allTenantsOf, tetherFor } from '../authentication.ts';
 import type { ScopedTetherService } from '../../auth/scoped-service.ts';
 
 export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } & ScopeOptions> = async (app, { service, ...scope }) => {

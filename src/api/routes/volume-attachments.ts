@@ -12,7 +12,7 @@ import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common
 import { AttachmentListQuery, CreateVolumeAttachment, VolumeAttachment } from '../schemas/compute.ts';
 import { serverById } from '../lookups.ts';
 import { attachmentView, factsOfBdm } from '../views/volume-attachment.ts';
-import { tetherFor } from '../../auth/authentication.ts';
+import { tetherFor } from '../authentication.ts';
 import type { ScopedTetherService } from '../../auth/scoped-service.ts';
 
 /** Request fields that exist only from a microversion on: below it, Nova's schema refuses them (400). */

@@ -6,11 +6,11 @@
  */
 import { createHash } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyRequest } from 'fastify';
-import { TetherError } from '../errors.ts';
-import { ApiError } from '../api/errors.ts';
-import { baseUrl } from '../api/views/links.ts';
-import { hasRole } from './policy.ts';
-import { KeystoneError, callerOf, unauthorized, type KeystoneIdentity, type TokenInfo } from './keystone-identity.ts';
+import { TetherError } from '../../errors.ts';
+import { ApiError } from '../errors.ts';
+import { baseUrl } from '../views/links.ts';
+import { hasRole } from '../../auth/policy.ts';
+import { KeystoneError, callerOf, unauthorized, type KeystoneIdentity, type TokenInfo } from '../../auth/keystone-identity.ts';
 
 export interface IdentityRoutesOptions {
   identity: KeystoneIdentity;
