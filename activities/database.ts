@@ -5,7 +5,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Database } from '../src/db/database.ts';
 import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
-import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceState } from '../src/db/instances.ts';
+import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceHost, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, setBdmAttachStatus, softDeleteBdmReturning } from '../src/db/block-device-mappings.ts';
 import { recordVolumeEvent } from '../src/notifications/outbox.ts';
 import { currentOperation } from '../src/notifications/operation.ts';
@@ -195,7 +195,7 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
 
     /** Unshelve of an offloaded instance: it gets a host (whose compute agent then serves its queue). */
     async setInstanceHost(input: { instanceUuid: string; host: string }): Promise<void> {
-      await db.query('UPDATE instances SET host = $2, updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL', [input.instanceUuid, input.host]);
+      await setInstanceHost(db, input.instanceUuid, input.host);
     },
 
     async markInstanceDeleted(input: { instanceUuid: string }): Promise<void> {

@@ -85,6 +85,11 @@ export async function insertInstance(db: Queryable, i: NewInstance): Promise<Ins
   return row;
 }
 
+/** The compute host an instance lives on (unshelve of an offloaded instance, a move). */
+export async function setInstanceHost(db: Queryable, uuid: string, host: string): Promise<void> {
+  await db.query('UPDATE instances SET host = $2, updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL', [uuid, host]);
+}
+
 export async function setInstanceState(
   db: Queryable,
   uuid: string,
