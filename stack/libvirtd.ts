@@ -16,7 +16,8 @@ export interface LibvirtdHandle {
   stop(): Promise<void>;
 }
 
-const LOCAL_SYSTEM_URI = /^qemu(\+unix)?:\/\/\/system(\?.*)?$/;
+/** The host's own system daemon (not one behind an explicit `?socket=`, e.g. stack/libvirtd-isolated.ts). */
+const LOCAL_SYSTEM_URI = /^qemu(\+unix)?:\/\/\/system(\?(?!.*\bsocket=).*)?$/;
 
 const DAEMONS = [
   { name: 'virtlogd', pidFile: '/run/virtlogd.pid' },
@@ -91,7 +92,7 @@ function runDaemonize(name: string): Promise<void> {
   });
 }
 
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
@@ -111,7 +112,7 @@ function isZombie(pid: number): boolean {
 }
 
 /** The pid in pidFile when that process is alive and is `name` (not a reused pid). */
-async function runningPid(name: string, pidFile: string): Promise<number | undefined> {
+export async function runningPid(name: string, pidFile: string): Promise<number | undefined> {
   let pid: number;
   try {
     pid = Number.parseInt((await fsp.readFile(pidFile, 'utf8')).trim(), 10);
@@ -123,7 +124,7 @@ async function runningPid(name: string, pidFile: string): Promise<number | undef
   return comm.trim() === name ? pid : undefined;
 }
 
-async function waitForPidFile(name: string, pidFile: string, timeoutMs: number): Promise<number> {
+export async function waitForPidFile(name: string, pidFile: string, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const pid = await runningPid(name, pidFile);
@@ -133,7 +134,7 @@ async function waitForPidFile(name: string, pidFile: string, timeoutMs: number):
   }
 }
 
-async function stopDaemon(name: string, pid: number): Promise<void> {
+export async function stopDaemon(name: string, pid: number): Promise<void> {
   const comm = await fsp.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
   if (comm.trim() !== name) return; // already gone (or the pid was reused)
   process.kill(pid, 'SIGTERM');
