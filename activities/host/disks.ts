@@ -62,10 +62,10 @@ export async function ensureEncryptionSecret(
   }
 }
 
-/** Volume ids of the domain's disks that use tether's LUKS passphrase secret. */
-export function encryptedDiskVolumes(domainXml: string): string[] {
+/** Volume ids of the domain's disks that use tether's secret of a kind (LUKS passphrase, or CHAP/cephx auth). */
+export function diskVolumesWithSecret(domainXml: string, secretUuid: (volumeId: string) => string): string[] {
   return diskElements(domainXml)
-    .filter((d) => d.serial !== null && d.xml.includes(`uuid='${encryptionSecretUuid(d.serial)}'`))
+    .filter((d) => d.serial !== null && d.xml.includes(`uuid='${secretUuid(d.serial)}'`))
     .map((d) => d.serial!);
 }
 

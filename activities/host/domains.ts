@@ -1,35 +1,41 @@
 /**
  * Domains on a compute host (the `host-<name>` queue): define and start, stop, export and import for
- * a move, destroy. The LUKS passphrase secrets of a domain's encrypted disks come and go with it.
+ * a move, destroy. The libvirt secrets its disks name (LUKS passphrases, CHAP passwords, cephx keys)
+ * come and go with it.
  */
 import type { Database } from '../../src/db/database.ts';
 import { bdmConnectionInfo, liveBdm } from '../../src/db/block-device-mappings.ts';
-import { encryptionSecretUuid } from '../../src/host/disk-secrets.ts';
+import { authSecretUuid, encryptionSecretUuid, ensureAuthSecret } from '../../src/host/disk-secrets.ts';
 import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { buildDomainXml } from '../../src/libvirt/domain-xml.ts';
-import { encryptedDiskVolumes, ensureEncryptionSecret, type VolumeEncryptionSource } from './disks.ts';
+import { diskVolumesWithSecret, ensureEncryptionSecret, type VolumeEncryptionSource } from './disks.ts';
 import { libvirtFailure } from './libvirt-failures.ts';
 
 /** Host-level activities on the `host-<name>` queue: the life of domains. */
 export function createDomainActivities(deps: {
   libvirt: LibvirtConnection;
   memoryMiB?: number;
-  /** With both: a domain imported from another host gets its encrypted disks' passphrase secrets here. */
+  /** With db (and volumeEncryption for encrypted disks): a domain imported from another host gets its disks' secrets here. */
   db?: Database;
   volumeEncryption?: VolumeEncryptionSource;
   host?: string;
 }) {
   const { libvirt } = deps;
 
-  /** Defines the passphrase secrets the domain's encrypted disks need on this host (from the BDMs' connection_info). */
-  async function defineEncryptionSecrets(instanceUuid: string, domainXml: string): Promise<void> {
-    const volumeIds = encryptedDiskVolumes(domainXml);
-    if (volumeIds.length === 0 || !deps.db) return;
-    for (const volumeId of volumeIds) {
+  /**
+   * Defines on this host the secrets the domain's disks name (from the BDMs' connection_info): the
+   * CHAP password or cephx key of a network disk, the passphrase of an encrypted one.
+   */
+  async function defineDiskSecrets(instanceUuid: string, domainXml: string): Promise<void> {
+    if (!deps.db) return;
+    const auth = new Set(diskVolumesWithSecret(domainXml, authSecretUuid));
+    const encrypted = new Set(diskVolumesWithSecret(domainXml, encryptionSecretUuid));
+    for (const volumeId of new Set([...auth, ...encrypted])) {
       const bdm = await liveBdm(deps.db, instanceUuid, volumeId);
       const connectionInfo = bdm ? await bdmConnectionInfo(deps.db, bdm.uuid) : null;
       if (!connectionInfo) continue;
-      await ensureEncryptionSecret({ libvirt, volumeEncryption: deps.volumeEncryption, host: deps.host ?? 'this host' }, volumeId, connectionInfo);
+      if (auth.has(volumeId)) await ensureAuthSecret(libvirt, volumeId, connectionInfo);
+      if (encrypted.has(volumeId)) await ensureEncryptionSecret({ libvirt, volumeEncryption: deps.volumeEncryption, host: deps.host ?? 'this host' }, volumeId, connectionInfo);
     }
   }
 
@@ -62,7 +68,7 @@ export function createDomainActivities(deps: {
     async importDomain(input: { instanceUuid: string; xml: string; start: boolean }): Promise<{ state: string }> {
       try {
         let info = await libvirt.lookupDomain(input.instanceUuid);
-        await defineEncryptionSecrets(input.instanceUuid, input.xml);
+        await defineDiskSecrets(input.instanceUuid, input.xml);
         if (!info) info = await libvirt.defineDomain(input.xml);
         if (input.start && !info.active) await libvirt.startDomain(input.instanceUuid);
         return { state: (await libvirt.lookupDomain(input.instanceUuid))?.state ?? 'unknown' };
@@ -72,14 +78,16 @@ export function createDomainActivities(deps: {
     },
 
     /**
-     * Stop and undefine the domain; idempotent. The LUKS passphrase secrets of its encrypted disks go
-     * with it (server delete, shelve-offload and the source of a migrate; importDomain and attachDisk
-     * define them again where the disk comes back).
+     * Stop and undefine the domain; idempotent. The secrets its disks name — LUKS passphrases, CHAP
+     * passwords, cephx keys — go with it (server delete, shelve-offload and the source of a migrate;
+     * importDomain and attachDisk define them again where the disk comes back).
      */
     async destroyDomain(input: { instanceUuid: string }): Promise<void> {
-      const encrypted = (await libvirt.lookupDomain(input.instanceUuid)) ? encryptedDiskVolumes(await libvirt.getXml(input.instanceUuid, { inactive: true })) : [];
+      const xml = (await libvirt.lookupDomain(input.instanceUuid)) ? await libvirt.getXml(input.instanceUuid, { inactive: true }) : '';
       // Secrets first: a retry after a crash past the undefine would no longer see which disks had one.
-      for (const volumeId of encrypted) await libvirt.undefineSecret(encryptionSecretUuid(volumeId));
+      for (const secretUuid of [authSecretUuid, encryptionSecretUuid]) {
+        for (const volumeId of diskVolumesWithSecret(xml, secretUuid)) await libvirt.undefineSecret(secretUuid(volumeId));
+      }
       await libvirt.destroyDomain(input.instanceUuid);
       await libvirt.undefineDomain(input.instanceUuid);
     },

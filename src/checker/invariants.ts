@@ -48,9 +48,11 @@
  * libvirt secrets (when the libvirt reader can list them):
  * - `leaked-secret`: a libvirt secret tether defines for a volume of this block storage — its LUKS
  *   passphrase or its CHAP/cephx secret (UUIDs derived from the volume id) — while no live BDM of
- *   that volume exists anywhere. Attach defines it after the BDM, detach and rollback remove it
- *   before the BDM goes, so only a leak leaves one behind. Secrets of volumes this block storage
- *   does not know (another deployment on the same daemon, deleted volumes) are not judged.
+ *   that volume exists anywhere, or, with `host` (whose own daemon `libvirt` is), none of an instance
+ *   on this host: a moved server's secrets leave the source with its domain. Attach defines it after
+ *   the BDM, detach and rollback remove it before the BDM goes, so only a leak leaves one behind.
+ *   Secrets of volumes this block storage does not know (another deployment on the same daemon,
+ *   deleted volumes) are not judged.
  *
  * QEMU (when the libvirt reader can pass QMP commands):
  * - `qemu-orphan-disk`: a disk device QEMU holds in a running domain that the live XML does not list —
@@ -401,14 +403,15 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
       secretOwners.set(encryptionSecretUuid(v.id), { volumeId: v.id, what: 'LUKS passphrase secret' });
       secretOwners.set(authSecretUuid(v.id), { volumeId: v.id, what: 'storage auth secret' });
     }
+    const heldVolumes = deps.host === undefined ? anyBdmVolumes : new Set(volumeBdms.map((b) => b.volume_id));
     for (const secret of await deps.libvirt.listSecrets()) {
       const owner = secretOwners.get(secret.uuid);
-      if (!owner || anyBdmVolumes.has(owner.volumeId)) continue;
+      if (!owner || heldVolumes.has(owner.volumeId)) continue;
       const v = volumeById.get(owner.volumeId)!;
       add({ kind: 'volume', volumeId: v.id, related: v.attachments.map((a) => a.serverId) }, {
         kind: 'leaked-secret',
         volumeId: v.id,
-        detail: `libvirt ${owner.what} ${secret.uuid} (usage ${secret.usageType} ${secret.usageId}) is defined but no live BDM holds volume ${v.id} (${v.status})`,
+        detail: `libvirt ${owner.what} ${secret.uuid} (usage ${secret.usageType} ${secret.usageId}) is defined but no live BDM ${deps.host === undefined ? '' : `of an instance on ${deps.host} `}holds volume ${v.id} (${v.status})`,
       });
     }
   }
