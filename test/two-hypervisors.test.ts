@@ -276,7 +276,7 @@ describe('compute hosts on two libvirt daemons that share nothing', () => {
     try {
       const report = await inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: b.libvirt, client: stack.client, controlTaskQueue: stack.controlTaskQueue, host: b.name });
       expect(report.disagreements).toMatchObject([{ kind: 'leaked-secret', volumeId: chapVolume.id }]);
-      expect(report.disagreements[0]!.detail).toContain(`no live BDM of an instance on ${b.name} holds volume`);
+      expect(report.disagreements[0]!.detail).toContain(`no live BDM holds volume ${chapVolume.id} on host ${b.name}`);
     } finally {
       await b.libvirt.undefineSecret(stray);
     }

@@ -411,7 +411,7 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
       add({ kind: 'volume', volumeId: v.id, related: v.attachments.map((a) => a.serverId) }, {
         kind: 'leaked-secret',
         volumeId: v.id,
-        detail: `libvirt ${owner.what} ${secret.uuid} (usage ${secret.usageType} ${secret.usageId}) is defined but no live BDM ${deps.host === undefined ? '' : `of an instance on ${deps.host} `}holds volume ${v.id} (${v.status})`,
+        detail: `libvirt ${owner.what} ${secret.uuid} (usage ${secret.usageType} ${secret.usageId}) is defined but no live BDM holds volume ${v.id}${deps.host === undefined ? '' : ` on host ${deps.host}`} (${v.status})`,
       });
     }
   }
