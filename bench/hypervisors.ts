@@ -2,10 +2,11 @@
  * What a compute host of its own costs on this machine (docs/production.md, "Compute hosts"):
  * a libvirt daemon in its own mount namespace (stack/libvirtd-isolated.ts) next to the system one.
  *
- *   node --import tsx bench/hypervisors.ts            measures (root; ~1 min), writes docs/hypervisors.json, prints the table
+ *   node --import tsx bench/hypervisors.ts            measures (root; ~2 min), writes docs/hypervisors.json, prints the table
  *   node --import tsx bench/hypervisors.ts --report   prints the table from docs/hypervisors.json
  *
- * Measured: the daemon's start (to the first answer on its socket) and stop; the resident memory
+ * Measured: the daemon's start (to the first answer on its socket), with the system daemon's QEMU
+ * capabilities cache copied and once without it (cold: libvirtd probes every installed emulator), and stop; the resident memory
  * of its libvirtd + virtlogd with one domain running, next to the system daemon's; a tiny domain's
  * start, and a qcow2 file's SCSI attach and detach (live + persistent), on each daemon; and that
  * nothing is left after stop (no process, no directory).
@@ -39,7 +40,7 @@ interface DaemonFigures {
 interface Results {
   measuredAt: string;
   machine: { cpus: number; libvirt: string };
-  isolated: DaemonFigures & { startMs: number[]; startP50Ms: number; stopP50Ms: number; leftovers: string[] };
+  isolated: DaemonFigures & { startMs: number[]; startP50Ms: number; coldStartMs: number; stopP50Ms: number; leftovers: string[] };
   system: DaemonFigures;
   cycles: number;
 }
@@ -128,6 +129,14 @@ async function measure(): Promise<Results> {
       found.push(...leftovers(d));
       if (isAlive(qemuPid)) found.push(`QEMU ${qemuPid}`);
     }
+    // Cold: no capabilities cache to start from.
+    const coldName = `bench-${process.pid}-cold`;
+    const t0 = performance.now();
+    const cold = await startIsolatedLibvirtd({ name: coldName, stateDir: path.join(base, coldName), seedCapabilities: false });
+    const coldStartMs = ms(t0);
+    await cold.stop();
+    found.push(...leftovers(cold));
+
     const systemFigures = await measureDaemon('qemu:///system', () =>
       [pidFromFile('/run/libvirtd.pid'), pidFromFile('/run/virtlogd.pid')].filter((p): p is number => p !== undefined),
     );
@@ -138,6 +147,7 @@ async function measure(): Promise<Results> {
         ...isolated!,
         startMs: starts.map((v) => roundTo(v, 0)),
         startP50Ms: roundTo(median(starts), 0),
+        coldStartMs: roundTo(coldStartMs, 0),
         stopP50Ms: roundTo(median(stops), 0),
         leftovers: found,
       },
@@ -156,7 +166,8 @@ export function renderTable(r: Results): string {
   return [
     `| (${r.machine.libvirt}, ${r.machine.cpus} cores, ${r.measuredAt.slice(0, 10)}) | own daemon (mount namespace) | system daemon |`,
     '|---|---|---|',
-    row('daemon start, to the first answer (p50 of 3)', `${r.isolated.startP50Ms} ms`, '—'),
+    row('daemon start, to the first answer (p50 of 3), capabilities cache copied', `${r.isolated.startP50Ms} ms`, '—'),
+    row('daemon start without a capabilities cache (cold, once)', `${r.isolated.coldStartMs} ms`, '—'),
     row('daemon stop, domains destroyed, files removed (p50 of 3)', `${r.isolated.stopP50Ms} ms`, '—'),
     row('libvirtd + virtlogd RSS, one tiny domain running', `${r.isolated.daemonsRssMb} MB`, `${r.system.daemonsRssMb} MB (whatever else it runs)`),
     row('tiny domain start', `${r.isolated.domainStartMs} ms`, `${r.system.domainStartMs} ms`),

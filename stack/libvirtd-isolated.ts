@@ -38,6 +38,8 @@ export interface IsolatedLibvirtdOptions {
    * runs and removes stateDir and runDir (tests).
    */
   keepState?: boolean;
+  /** Copy the system daemon's QEMU capabilities cache into a new daemon's (default true; false measures a cold start). */
+  seedCapabilities?: boolean;
 }
 
 export interface IsolatedLibvirtd {
@@ -120,7 +122,7 @@ export async function startIsolatedLibvirtd(options: IsolatedLibvirtdOptions): P
     if (pid !== undefined) await stopDaemon(name, pid);
   }
 
-  await prepareDirectories(options.name, stateDir, runDir);
+  await prepareDirectories(options.name, stateDir, runDir, options.seedCapabilities ?? true);
   const pids: { libvirtd?: number; virtlogd?: number } = {};
   try {
     await startInNamespace(stateDir, runDir);
@@ -140,7 +142,7 @@ export async function startIsolatedLibvirtd(options: IsolatedLibvirtdOptions): P
   return handle(pids.libvirtd, pids.virtlogd, false);
 }
 
-async function prepareDirectories(name: string, stateDir: string, runDir: string): Promise<void> {
+async function prepareDirectories(name: string, stateDir: string, runDir: string, seedCapabilities: boolean): Promise<void> {
   const etc = path.join(stateDir, 'etc');
   await fsp.mkdir(etc, { recursive: true, mode: 0o700 });
   for (const file of CONFIG_FILES) {
@@ -163,7 +165,7 @@ async function prepareDirectories(name: string, stateDir: string, runDir: string
 
   const capabilities = path.join(stateDir, 'cache', 'qemu', 'capabilities');
   await fsp.mkdir(capabilities, { recursive: true });
-  if ((await fsp.readdir(capabilities)).length === 0) {
+  if (seedCapabilities && (await fsp.readdir(capabilities)).length === 0) {
     for (const file of await fsp.readdir(HOST_CAPABILITIES_CACHE).catch(() => [] as string[])) {
       if (file.endsWith('.xml')) await fsp.copyFile(path.join(HOST_CAPABILITIES_CACHE, file), path.join(capabilities, file));
     }
