@@ -39,7 +39,8 @@ interface DaemonFigures {
 
 interface Results {
   measuredAt: string;
-  machine: { cpus: number; libvirt: string };
+  /** 1-minute load average when the run began: these machines are shared, and a busy one is slower */
+  machine: { cpus: number; libvirt: string; loadAverage: number };
   isolated: DaemonFigures & { startMs: number[]; startP50Ms: number; coldStartMs: number; stopP50Ms: number; leftovers: string[] };
   system: DaemonFigures;
   cycles: number;
@@ -108,6 +109,7 @@ function leftovers(d: IsolatedLibvirtd): string[] {
 }
 
 async function measure(): Promise<Results> {
+  const loadAverage = roundTo(os.loadavg()[0]!, 1);
   fs.mkdirSync(IMAGE_DIR, { recursive: true });
   const system = await ensureLibvirtd('qemu:///system');
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-hv-bench-'));
@@ -142,7 +144,7 @@ async function measure(): Promise<Results> {
     );
     return {
       measuredAt: new Date().toISOString(),
-      machine: { cpus: os.cpus().length, libvirt: execFileSync('libvirtd', ['--version'], { encoding: 'utf8' }).trim() },
+      machine: { cpus: os.cpus().length, loadAverage, libvirt: execFileSync('libvirtd', ['--version'], { encoding: 'utf8' }).trim() },
       isolated: {
         ...isolated!,
         startMs: starts.map((v) => roundTo(v, 0)),
@@ -164,7 +166,7 @@ async function measure(): Promise<Results> {
 export function renderTable(r: Results): string {
   const row = (what: string, isolated: string, system: string) => `| ${what} | ${isolated} | ${system} |`;
   return [
-    `| (${r.machine.libvirt}, ${r.machine.cpus} cores, ${r.measuredAt.slice(0, 10)}) | own daemon (mount namespace) | system daemon |`,
+    `| (${r.machine.libvirt}, ${r.machine.cpus} cores, load average ${r.machine.loadAverage}, ${r.measuredAt.slice(0, 10)}) | own daemon (mount namespace) | system daemon |`,
     '|---|---|---|',
     row('daemon start, to the first answer (p50 of 3), capabilities cache copied', `${r.isolated.startP50Ms} ms`, '—'),
     row('daemon start without a capabilities cache (cold, once)', `${r.isolated.coldStartMs} ms`, '—'),
