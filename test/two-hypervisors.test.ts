@@ -11,15 +11,14 @@
  * driver (Debian's qemu-block-extra), so that disk can be defined in a domain but not opened by QEMU.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, readlink } from 'node:fs/promises';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NativeConnection } from '@temporalio/worker';
-import { startTestStack, TEST_VOLUME_ROOT, type BlockStorageFactory, type TestStack } from './support/test-stack.ts';
+import { localVolumesOf, startTestStack, type TestStack } from './support/test-stack.ts';
 import { ComputeAgent } from '../workers/compute-agent.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
-import { volumeKeyStore } from '../src/blockstorage/index.ts';
 import type { ConnectionInfo, HostConnector, Instance, Volume } from '../src/domain/types.ts';
 import { setInstanceState } from '../src/db/instances.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
@@ -61,16 +60,7 @@ class VolumesWithIscsi extends LocalVolumeService {
   }
 }
 
-const volumesWithIscsi: BlockStorageFactory<VolumesWithIscsi> = async ({ id, db }) => {
-  const volumeDir = path.join(TEST_VOLUME_ROOT, id);
-  await mkdir(volumeDir, { recursive: true });
-  const volumeMasterKey = randomBytes(32).toString('base64');
-  return {
-    blockStorage: new VolumesWithIscsi(db, { volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({}, { TETHER_VOLUME_KEY: volumeMasterKey }) }),
-    volumeDir,
-    env: { TETHER_VOLUME_DIR: volumeDir, TETHER_VOLUME_KEY: volumeMasterKey },
-  };
-};
+const volumesWithIscsi = localVolumesOf(VolumesWithIscsi);
 
 /** One compute host as the test sees it: its name, its own connection to its own daemon, where its QEMU pid files are. */
 interface Host {

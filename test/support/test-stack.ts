@@ -71,18 +71,25 @@ export interface BlockStorageSetup<B extends BlockStorage> {
 
 export type BlockStorageFactory<B extends BlockStorage> = (stack: { id: string; db: Database }) => Promise<BlockStorageSetup<B>>;
 
-/** tether's own volume service: files under TEST_VOLUME_ROOT/<id>, a master key of its own for encrypted volumes. */
-export const localVolumes: BlockStorageFactory<LocalVolumeService> = async ({ id, db }) => {
-  const volumeDir = path.join(TEST_VOLUME_ROOT, id);
-  await mkdir(volumeDir, { recursive: true });
-  // (also given to CLI processes through env)
-  const volumeMasterKey = randomBytes(32).toString('base64');
-  return {
-    blockStorage: new LocalVolumeService(db, { volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({}, { TETHER_VOLUME_KEY: volumeMasterKey }) }),
-    volumeDir,
-    env: { TETHER_VOLUME_DIR: volumeDir, TETHER_VOLUME_KEY: volumeMasterKey },
+/**
+ * tether's own volume service (or a subclass a test makes with `Service`): files under
+ * TEST_VOLUME_ROOT/<id>, a master key of its own for encrypted volumes.
+ */
+export function localVolumesOf<S extends LocalVolumeService>(Service: new (...args: ConstructorParameters<typeof LocalVolumeService>) => S): BlockStorageFactory<S> {
+  return async ({ id, db }) => {
+    const volumeDir = path.join(TEST_VOLUME_ROOT, id);
+    await mkdir(volumeDir, { recursive: true });
+    // (also given to CLI processes through env)
+    const volumeMasterKey = randomBytes(32).toString('base64');
+    return {
+      blockStorage: new Service(db, { volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({}, { TETHER_VOLUME_KEY: volumeMasterKey }) }),
+      volumeDir,
+      env: { TETHER_VOLUME_DIR: volumeDir, TETHER_VOLUME_KEY: volumeMasterKey },
+    };
   };
-};
+}
+
+export const localVolumes: BlockStorageFactory<LocalVolumeService> = localVolumesOf(LocalVolumeService);
 
 export function startTestStack(options?: { detachUnplugWaitMs?: number }): Promise<TestStack>;
 export function startTestStack<B extends BlockStorage>(options: { detachUnplugWaitMs?: number; blockStorage: BlockStorageFactory<B> }): Promise<TestStack<B>>;
