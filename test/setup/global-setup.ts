@@ -4,6 +4,7 @@
  * Tests read the addresses with `inject('temporalAddress')` / `inject('databaseAdminUrl')`;
  * each test file creates its own database (CREATE DATABASE) and its own task queues.
  */
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { Connection } from '@temporalio/client';
 import { loadConfig, projectRoot } from '../../src/config.ts';
 import { findFreePort } from '../../stack/free-port.ts';
 import { ensureSearchAttributes, startTemporalDevServer } from '../../stack/temporal-dev-server.ts';
-import { startEmbeddedPostgres } from '../../stack/embedded-postgres.ts';
+import type { PostgresReady } from './postgres-process.ts';
 import { ensureLibvirtd, isLibvirtAvailable } from '../../stack/libvirtd.ts';
 
 declare module 'vitest' {
@@ -72,7 +73,7 @@ export default async function setup(project: TestProject) {
     // PostgreSQL runs as the `postgres` user when we are root: it must be able to enter the dir.
     fs.chmodSync(dir, 0o755);
     teardowns.push(async () => fs.rmSync(dir, { recursive: true, force: true }));
-    const db = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), port: await findFreePort(), database: 'tether' });
+    const db = await startPostgresProcess(path.join(dir, 'data'), await findFreePort());
     teardowns.push(() => db.stop());
     const admin = new URL(db.url);
     admin.pathname = '/postgres';
@@ -106,4 +107,31 @@ export default async function setup(project: TestProject) {
     throw failed[0]!.reason;
   }
   return teardown;
+}
+
+/**
+ * Embedded PostgreSQL in a child process (test/setup/postgres-process.ts): embedded-postgres's exit hook
+ * must never load in vitest's main process, where it would turn vitest's exit code into 0.
+ */
+async function startPostgresProcess(dataDir: string, port: number): Promise<PostgresReady & { stop(): Promise<void> }> {
+  const child = fork(path.join(projectRoot, 'test', 'setup', 'postgres-process.ts'), [dataDir, String(port)], {
+    cwd: projectRoot,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const ready = await new Promise<PostgresReady>((resolve, reject) => {
+    child.once('message', (m: PostgresReady | { error: string }) => ('error' in m ? reject(new Error(m.error)) : resolve(m)));
+    child.once('exit', (code, signal) => reject(new Error(`the PostgreSQL process exited (${signal ?? `code ${code}`}) before it was ready`)));
+  });
+  return {
+    ...ready,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.send('stop');
+      const escalate = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      await exited;
+      clearTimeout(escalate);
+    },
+  };
 }

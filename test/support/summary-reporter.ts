@@ -1,0 +1,110 @@
+/**
+ * The closing lines of every vitest run (next to vitest's default reporter): every skipped test with
+ * its reason, every failure that is not a failed test (a file that did not load, a hook that threw, an
+ * error after the tests), and the plain last line `N passed, N failed, N skipped`.
+ *
+ * Counting: a test that did not run because its suite failed (a beforeAll that threw) is failed, not
+ * skipped; a file or suite error that no test accounts for (an import that threw, an afterAll) counts
+ * one, and so does each unhandled error (a rejection after a test, a worker that exited). Under CI=true
+ * a skip whose part is not in test/support/optional-skips.ts is failed too, and the run's exit code
+ * becomes 1. Every other exit code is vitest's own.
+ */
+import type { Reporter, SerializedError, TestCase, TestModule, TestSuite, Vitest } from 'vitest/node';
+import { OPTIONAL_SKIPS } from './optional-skips.ts';
+
+interface Line {
+  where: string;
+  why: string;
+}
+
+const firstLine = (text: string | undefined) => (text ?? '').trim().split('\n')[0] ?? '';
+
+function errorText(errors: readonly { message?: string; name?: string }[] | undefined): string {
+  const e = errors?.[0];
+  if (!e) return 'failed';
+  return firstLine(`${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message ?? ''}`) || 'failed';
+}
+
+export default class SummaryReporter implements Reporter {
+  private filtered = false;
+
+  onInit(vitest: Vitest): void {
+    this.filtered = Boolean(vitest.config.testNamePattern);
+  }
+
+  onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>): void {
+    const ci = process.env.CI === 'true' || process.env.CI === '1';
+    let passed = 0;
+    const failed: Line[] = [];
+    const errors: Line[] = [];
+    const skipped: Line[] = [];
+    const required: Line[] = [];
+
+    const visit = (node: TestModule | TestSuite, failedAbove: string | undefined, moduleId: string) => {
+      const own = node.errors();
+      const here = node.type === 'module' ? moduleId : `${moduleId} > ${node.fullName}`;
+      const broken = own.length > 0 ? `${node.type === 'module' ? 'the file' : `suite "${node.name}"`} failed: ${errorText(own)}` : undefined;
+      let accounted = 0;
+      for (const child of node.children) {
+        if (child.type === 'suite') {
+          accounted += visit(child, failedAbove ?? broken, moduleId);
+          continue;
+        }
+        accounted += this.count(child, failedAbove ?? broken, moduleId, ci, { passed: () => passed++, failed, skipped, required });
+      }
+      if (broken && accounted === 0) errors.push({ where: here, why: broken });
+      return accounted + (broken && accounted === 0 ? 1 : 0);
+    };
+    for (const m of testModules) visit(m, undefined, m.relativeModuleId);
+    for (const e of unhandledErrors) errors.push({ where: 'unhandled error', why: errorText([e]) });
+
+    const print = (title: string, lines: Line[]) => {
+      if (lines.length === 0) return;
+      process.stdout.write(`\n${title} (${lines.length}):\n${lines.map((l) => `  ${l.where} — ${l.why}`).join('\n')}\n`);
+    };
+    print('Skipped', skipped);
+    print('Failed', failed);
+    print('Errors outside a test (each counted as one failure)', errors);
+    print('Skipped, and under CI=true counted as failed (not in test/support/optional-skips.ts)', required);
+    const failures = failed.length + errors.length + required.length;
+    process.stdout.write(`\n${passed} passed, ${failures} failed, ${skipped.length} skipped\n`);
+    if (required.length > 0) process.exitCode = 1;
+  }
+
+  /** Classifies one test; returns how many failures it accounts for (for its suite's error). */
+  private count(
+    test: TestCase,
+    failedAbove: string | undefined,
+    moduleId: string,
+    ci: boolean,
+    into: { passed: () => void; failed: Line[]; skipped: Line[]; required: Line[] },
+  ): number {
+    const r = test.result();
+    const where = `${moduleId} > ${test.fullName}`;
+    if (r.state === 'passed') {
+      into.passed();
+      return 0;
+    }
+    if (r.state === 'failed') {
+      into.failed.push({ where, why: errorText(r.errors) });
+      return 1;
+    }
+    if (r.state === 'pending') {
+      into.failed.push({ where, why: failedAbove ? `not run: ${failedAbove}` : 'never finished (the run was interrupted or its worker died)' });
+      return 1;
+    }
+    const meta = test.meta().skip;
+    const mode = test.options.mode;
+    if (!meta && failedAbove) {
+      into.failed.push({ where, why: `not run: ${failedAbove}` });
+      return 1;
+    }
+    const reason = meta ? `${meta.part}: ${meta.reason}` : mode === 'todo' ? 'todo' : r.note ?? (this.filtered ? 'not selected (-t)' : 'no reason given (use test/support/skips.ts)');
+    if (ci && !(meta && meta.part in OPTIONAL_SKIPS) && !(this.filtered && !meta)) {
+      into.required.push({ where, why: reason });
+      return 1;
+    }
+    into.skipped.push({ where, why: reason });
+    return 0;
+  }
+}
