@@ -7,6 +7,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { DomainTemplate } from './libvirt/domain-xml.ts';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -207,6 +208,36 @@ export function loadConfig(): TetherConfig {
     logLevel: str('TETHER_LOG_LEVEL', 'info'),
     startupWaitMs: int('TETHER_STARTUP_WAIT_SECONDS', 120) * 1000,
     ...loadTemporalTls(),
+  };
+}
+
+/**
+ * What the compute agent puts into every domain it defines (TETHER_DOMAIN_*). Unset: the 64 MiB
+ * OS-less domain. TETHER_DOMAIN_KERNEL (+ _INITRD, _CMDLINE): a guest booted directly from that
+ * kernel (128 MiB unless TETHER_DOMAIN_MEMORY_MIB says otherwise); TETHER_DOMAIN_CONSOLE_DIR: its
+ * serial console on `<dir>/<instance uuid>.sock` (the folder must be writable by QEMU's user).
+ */
+export function loadDomainTemplate(): DomainTemplate {
+  const kernel = optional('TETHER_DOMAIN_KERNEL');
+  const initrd = optional('TETHER_DOMAIN_INITRD');
+  const cmdline = optional('TETHER_DOMAIN_CMDLINE');
+  const consoleDir = optional('TETHER_DOMAIN_CONSOLE_DIR');
+  const memoryMiB = optional('TETHER_DOMAIN_MEMORY_MIB') === undefined ? undefined : int('TETHER_DOMAIN_MEMORY_MIB', 0);
+  if (memoryMiB === 0) throw new Error('TETHER_DOMAIN_MEMORY_MIB must be a positive number of MiB');
+  if (!kernel && (initrd || cmdline)) throw new Error('TETHER_DOMAIN_INITRD and TETHER_DOMAIN_CMDLINE need TETHER_DOMAIN_KERNEL (the kernel they go with)');
+  for (const [name, file] of [
+    ['TETHER_DOMAIN_KERNEL', kernel],
+    ['TETHER_DOMAIN_INITRD', initrd],
+    ['TETHER_DOMAIN_CONSOLE_DIR', consoleDir],
+  ] as const) {
+    if (file === undefined) continue;
+    if (!path.isAbsolute(file)) throw new Error(`${name} must be an absolute path (QEMU opens it), got ${JSON.stringify(file)}`);
+    if (!fs.existsSync(file)) throw new Error(`${name}: ${file} does not exist`);
+  }
+  return {
+    ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+    ...(kernel ? { boot: { kernel, ...(initrd ? { initrd } : {}), ...(cmdline ? { cmdline } : {}) } } : {}),
+    ...(consoleDir ? { consoleDir } : {}),
   };
 }
 

@@ -1,9 +1,13 @@
 /** Pure tests of the disk and domain XML tether hands to libvirt. */
 import { createHash } from 'node:crypto';
 import { XMLParser } from 'fast-xml-parser';
-import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { loadDomainTemplate } from '../src/config.ts';
 import { buildDiskXml, DEFAULT_NFS_MOUNT_POINT_BASE, type DiskSpec } from '../src/libvirt/disk-xml.ts';
-import { buildDomainXml, escapeXml, parseDomainDisks } from '../src/libvirt/domain-xml.ts';
+import { buildDomainXml, DEFAULT_KERNEL_BOOT_MEMORY_MIB, domainSpecFor, escapeXml, parseDomainDisks, type DomainTemplate } from '../src/libvirt/domain-xml.ts';
 
 const VOLUME_ID = '5f3c1a8e-2b4d-4c6e-9f01-23456789abcd';
 const SECRET_UUID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
@@ -294,6 +298,66 @@ describe('buildDomainXml', () => {
     expect(doc.domain.vcpu).toBe('2');
     expect(() => buildDomainXml({ uuid: 'u', name: 'n', memoryMiB: 0 })).toThrow(RangeError);
     expect(() => buildDomainXml({ uuid: 'u', name: 'n', vcpus: 1.5 })).toThrow(RangeError);
+  });
+
+  it('boots a kernel directly and puts the serial console on a unix socket when the host template says so', () => {
+    const template: DomainTemplate = {
+      boot: { kernel: '/srv/guest/vmlinuz', initrd: '/srv/guest/initrd.img', cmdline: 'console=ttyS0 quiet' },
+      consoleDir: '/srv/consoles',
+    };
+    const spec = domainSpecFor(template, { uuid: '6f1f2a3b-0c4d-4e5f-8a6b-7c8d9e0f1a2b', name: 'tether-6f1f2a3b' });
+    expect(spec).toMatchObject({ memoryMiB: DEFAULT_KERNEL_BOOT_MEMORY_MIB, serialSocket: '/srv/consoles/6f1f2a3b-0c4d-4e5f-8a6b-7c8d9e0f1a2b.sock' });
+    const doc = parser.parse(buildDomainXml(spec), true) as { domain: Record<string, any> };
+    expect(doc.domain.os).toMatchObject({ kernel: '/srv/guest/vmlinuz', initrd: '/srv/guest/initrd.img', cmdline: 'console=ttyS0 quiet' });
+    expect(doc.domain.memory['#text']).toBe(String(DEFAULT_KERNEL_BOOT_MEMORY_MIB));
+    expect(doc.domain.devices.serial).toEqual({
+      '@type': 'unix',
+      source: { '@mode': 'bind', '@path': '/srv/consoles/6f1f2a3b-0c4d-4e5f-8a6b-7c8d9e0f1a2b.sock' },
+      target: { '@port': '0' },
+    });
+    // ACPI and the SCSI controller stay: hot-plug needs them either way
+    expect(doc.domain.features).toHaveProperty('acpi');
+    expect(doc.domain.devices.controller['@model']).toBe('virtio-scsi');
+    expect(domainSpecFor({ ...template, memoryMiB: 96 }, { uuid: 'u', name: 'n' }).memoryMiB).toBe(96);
+  });
+
+  it('keeps the OS-less 64 MiB domain for an empty template', () => {
+    const spec = domainSpecFor({}, { uuid: 'u', name: 'n' });
+    expect(spec).toEqual({ uuid: 'u', name: 'n', memoryMiB: 64 });
+    const doc = parser.parse(buildDomainXml(spec), true) as { domain: Record<string, any> };
+    expect(doc.domain.os).toEqual({ type: { '#text': 'hvm', '@machine': 'pc' } });
+    expect(doc.domain.devices.serial).toBeUndefined();
+  });
+});
+
+describe('loadDomainTemplate (TETHER_DOMAIN_*)', () => {
+  afterEach(() => vi.unstubAllEnvs());
+
+  it('is empty (the OS-less domain) when nothing is set, and reads a kernel boot otherwise', () => {
+    for (const name of ['KERNEL', 'INITRD', 'CMDLINE', 'CONSOLE_DIR', 'MEMORY_MIB']) vi.stubEnv(`TETHER_DOMAIN_${name}`, '');
+    expect(loadDomainTemplate()).toEqual({});
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-template-'));
+    fs.writeFileSync(path.join(dir, 'vmlinuz'), '');
+    vi.stubEnv('TETHER_DOMAIN_KERNEL', path.join(dir, 'vmlinuz'));
+    vi.stubEnv('TETHER_DOMAIN_CMDLINE', 'console=ttyS0');
+    vi.stubEnv('TETHER_DOMAIN_CONSOLE_DIR', dir);
+    vi.stubEnv('TETHER_DOMAIN_MEMORY_MIB', '96');
+    expect(loadDomainTemplate()).toEqual({ boot: { kernel: path.join(dir, 'vmlinuz'), cmdline: 'console=ttyS0' }, consoleDir: dir, memoryMiB: 96 });
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('refuses what could not boot, saying which variable is wrong', () => {
+    for (const name of ['KERNEL', 'INITRD', 'CMDLINE', 'CONSOLE_DIR', 'MEMORY_MIB']) vi.stubEnv(`TETHER_DOMAIN_${name}`, '');
+    vi.stubEnv('TETHER_DOMAIN_INITRD', '/boot/initrd.img');
+    expect(() => loadDomainTemplate()).toThrow(/TETHER_DOMAIN_INITRD and TETHER_DOMAIN_CMDLINE need TETHER_DOMAIN_KERNEL/);
+    vi.stubEnv('TETHER_DOMAIN_INITRD', '');
+    vi.stubEnv('TETHER_DOMAIN_KERNEL', 'vmlinuz');
+    expect(() => loadDomainTemplate()).toThrow(/TETHER_DOMAIN_KERNEL must be an absolute path/);
+    vi.stubEnv('TETHER_DOMAIN_KERNEL', '/nonexistent/vmlinuz');
+    expect(() => loadDomainTemplate()).toThrow(/TETHER_DOMAIN_KERNEL: \/nonexistent\/vmlinuz does not exist/);
+    vi.stubEnv('TETHER_DOMAIN_KERNEL', '');
+    vi.stubEnv('TETHER_DOMAIN_MEMORY_MIB', '0');
+    expect(() => loadDomainTemplate()).toThrow(/TETHER_DOMAIN_MEMORY_MIB must be a positive/);
   });
 });
 

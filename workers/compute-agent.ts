@@ -14,6 +14,8 @@ import { Worker, type NativeConnection } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import { createDomainActivities, createHostActivities, type DetachDiskOptions, type VolumeEncryptionSource } from '../activities/host.ts';
 import type { Database } from '../src/db/database.ts';
+import { loadDomainTemplate } from '../src/config.ts';
+import type { DomainTemplate } from '../src/libvirt/domain-xml.ts';
 import { listInstances } from '../src/db/instances.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 import { FaultInjector } from '../faults/injector.ts';
@@ -40,6 +42,8 @@ export interface ComputeAgentOptions {
   resyncIntervalMs?: number;
   /** The block storage, for encrypted volumes' metadata and keys (fetched on this host only). */
   volumeEncryption?: VolumeEncryptionSource;
+  /** What every domain this host defines gets (TETHER_DOMAIN_*): the OS-less domain when absent. */
+  domainTemplate?: DomainTemplate;
 }
 
 interface RunningWorker {
@@ -94,6 +98,7 @@ export class ComputeAgent {
         db: this.o.db,
         host: this.o.host,
         ...(this.o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(this.o.volumeEncryption) } : {}),
+        ...(this.o.domainTemplate ? { template: this.o.domainTemplate } : {}),
       }),
       maxConcurrentActivityTaskExecutions: 4,
     });
@@ -220,6 +225,7 @@ async function main(): Promise<void> {
       log: ctx.log,
       faults: FaultInjector.fromEnv(),
       volumeEncryption: ctx.blockStorage(),
+      domainTemplate: loadDomainTemplate(),
     });
     let stopped!: () => void;
     const done = new Promise<void>((resolve) => (stopped = resolve));

@@ -7,14 +7,15 @@ import type { Database } from '../../src/db/database.ts';
 import { bdmConnectionInfo, liveBdm } from '../../src/db/block-device-mappings.ts';
 import { authSecretUuid, encryptionSecretUuid, ensureAuthSecret } from '../../src/host/disk-secrets.ts';
 import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
-import { buildDomainXml } from '../../src/libvirt/domain-xml.ts';
+import { buildDomainXml, domainSpecFor, type DomainTemplate } from '../../src/libvirt/domain-xml.ts';
 import { diskVolumesWithSecret, ensureEncryptionSecret, type VolumeEncryptionSource } from './disks.ts';
 import { libvirtFailure } from './libvirt-failures.ts';
 
 /** Host-level activities on the `host-<name>` queue: the life of domains. */
 export function createDomainActivities(deps: {
   libvirt: LibvirtConnection;
-  memoryMiB?: number;
+  /** What every domain defined here gets (kernel boot, memory, console); the OS-less 64 MiB domain by default. */
+  template?: DomainTemplate;
   /** With db (and volumeEncryption for encrypted disks): a domain imported from another host gets its disks' secrets here. */
   db?: Database;
   volumeEncryption?: VolumeEncryptionSource;
@@ -44,7 +45,7 @@ export function createDomainActivities(deps: {
     async spawnDomain(input: { instanceUuid: string; domainName: string }): Promise<{ state: string }> {
       try {
         let info = await libvirt.lookupDomain(input.instanceUuid);
-        if (!info) info = await libvirt.defineDomain(buildDomainXml({ uuid: input.instanceUuid, name: input.domainName, memoryMiB: deps.memoryMiB ?? 64 }));
+        if (!info) info = await libvirt.defineDomain(buildDomainXml(domainSpecFor(deps.template ?? {}, { uuid: input.instanceUuid, name: input.domainName })));
         if (!info.active) await libvirt.startDomain(input.instanceUuid);
         const after = await libvirt.lookupDomain(input.instanceUuid);
         return { state: after?.state ?? 'unknown' };

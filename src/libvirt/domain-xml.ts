@@ -1,7 +1,9 @@
 /**
- * The libvirt domain XML tether defines (a tiny OS-less guest that only needs to accept disk
- * hotplug), and reading the disks back out of a domain's XML.
+ * The libvirt domain XML tether defines (by default a tiny OS-less guest that only needs to accept
+ * disk hotplug; with a kernel, a guest booted directly from it), and reading the disks back out of a
+ * domain's XML.
  */
+import path from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
 
 /** Escapes a value for use in XML text or in a quoted attribute. */
@@ -14,20 +16,62 @@ export function escapeXml(value: string | number): string {
     .replace(/'/g, '&apos;');
 }
 
+/** A guest booted straight from a kernel (and initramfs) on the host, no disk image. */
+export interface DirectKernelBoot {
+  kernel: string;
+  initrd?: string;
+  cmdline?: string;
+}
+
 export interface DomainSpec {
   uuid: string;
   name: string;
   memoryMiB?: number;
   vcpus?: number;
+  boot?: DirectKernelBoot;
+  /** A unix socket (QEMU listens on it) carrying the guest's first serial port, ttyS0. */
+  serialSocket?: string;
+}
+
+/**
+ * What a compute host puts into every domain it defines (TETHER_DOMAIN_* settings): nothing for the
+ * default OS-less domain; a kernel, initrd and command line for a real guest, whose serial console
+ * then listens on `<consoleDir>/<instance uuid>.sock`.
+ */
+export interface DomainTemplate {
+  memoryMiB?: number;
+  boot?: DirectKernelBoot;
+  consoleDir?: string;
+}
+
+/** The OS-less domain's memory; a booted kernel gets more (80 MiB is the least a Debian cloud kernel boots in). */
+export const DEFAULT_MEMORY_MIB = 64;
+export const DEFAULT_KERNEL_BOOT_MEMORY_MIB = 128;
+
+/** The spec of an instance's domain on a host with this template. */
+export function domainSpecFor(template: DomainTemplate, instance: { uuid: string; name: string }): DomainSpec {
+  return {
+    ...instance,
+    memoryMiB: template.memoryMiB ?? (template.boot ? DEFAULT_KERNEL_BOOT_MEMORY_MIB : DEFAULT_MEMORY_MIB),
+    ...(template.boot ? { boot: template.boot } : {}),
+    ...(template.consoleDir ? { serialSocket: path.join(template.consoleDir, `${instance.uuid}.sock`) } : {}),
+  };
 }
 
 /**
  * A QEMU (TCG) domain with ACPI (required for PCI hotplug), a virtio-scsi controller for SCSI
- * disks, no disks, no graphics and no balloon.
+ * disks, no disks, no graphics and no balloon; booted from `boot` when given.
  */
-export function buildDomainXml({ uuid, name, memoryMiB = 64, vcpus = 1 }: DomainSpec): string {
+export function buildDomainXml({ uuid, name, memoryMiB = DEFAULT_MEMORY_MIB, vcpus = 1, boot, serialSocket }: DomainSpec): string {
   if (!Number.isInteger(memoryMiB) || memoryMiB < 1) throw new RangeError(`memoryMiB must be a positive integer, got ${memoryMiB}`);
   if (!Number.isInteger(vcpus) || vcpus < 1) throw new RangeError(`vcpus must be a positive integer, got ${vcpus}`);
+  const bootElements = boot
+    ? [`<kernel>${escapeXml(boot.kernel)}</kernel>`, boot.initrd && `<initrd>${escapeXml(boot.initrd)}</initrd>`, boot.cmdline && `<cmdline>${escapeXml(boot.cmdline)}</cmdline>`]
+    : [];
+  const os = bootElements.filter(Boolean).map((e) => `    ${e}\n`).join('');
+  const serial = serialSocket
+    ? `    <serial type='unix'>\n      <source mode='bind' path='${escapeXml(serialSocket)}'/>\n      <target port='0'/>\n    </serial>\n`
+    : '';
   return `<domain type='qemu'>
   <name>${escapeXml(name)}</name>
   <uuid>${escapeXml(uuid)}</uuid>
@@ -35,7 +79,7 @@ export function buildDomainXml({ uuid, name, memoryMiB = 64, vcpus = 1 }: Domain
   <vcpu>${vcpus}</vcpu>
   <os>
     <type machine='pc'>hvm</type>
-  </os>
+${os}  </os>
   <features>
     <acpi/>
   </features>
@@ -44,7 +88,7 @@ export function buildDomainXml({ uuid, name, memoryMiB = 64, vcpus = 1 }: Domain
   <on_crash>destroy</on_crash>
   <devices>
     <controller type='scsi' index='0' model='virtio-scsi'/>
-    <memballoon model='none'/>
+${serial}    <memballoon model='none'/>
   </devices>
 </domain>
 `;

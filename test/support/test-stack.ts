@@ -15,6 +15,7 @@ import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.
 import type { BlockStorage } from '../../src/blockstorage/block-storage.ts';
 import { volumeKeyStore } from '../../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../../src/libvirt/binding.ts';
+import type { DomainTemplate } from '../../src/libvirt/domain-xml.ts';
 import { FaultInjector } from '../../faults/injector.ts';
 import { TetherService } from '../../src/service/tether-service.ts';
 import { createControlPlaneWorker, workflowsPath } from '../../workers/control-plane.ts';
@@ -91,9 +92,15 @@ export function localVolumesOf<S extends LocalVolumeService>(Service: new (...ar
 
 export const localVolumes: BlockStorageFactory<LocalVolumeService> = localVolumesOf(LocalVolumeService);
 
-export function startTestStack(options?: { detachUnplugWaitMs?: number }): Promise<TestStack>;
-export function startTestStack<B extends BlockStorage>(options: { detachUnplugWaitMs?: number; blockStorage: BlockStorageFactory<B> }): Promise<TestStack<B>>;
-export async function startTestStack(options: { detachUnplugWaitMs?: number; blockStorage?: BlockStorageFactory<BlockStorage> } = {}): Promise<TestStack<BlockStorage>> {
+export interface TestStackOptions {
+  detachUnplugWaitMs?: number;
+  /** What the compute agent puts into every domain (a real guest: test/support/guest.ts); OS-less domains by default. */
+  domainTemplate?: DomainTemplate;
+}
+
+export function startTestStack(options?: TestStackOptions): Promise<TestStack>;
+export function startTestStack<B extends BlockStorage>(options: TestStackOptions & { blockStorage: BlockStorageFactory<B> }): Promise<TestStack<B>>;
+export async function startTestStack(options: TestStackOptions & { blockStorage?: BlockStorageFactory<BlockStorage> } = {}): Promise<TestStack<BlockStorage>> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
@@ -136,6 +143,7 @@ export async function startTestStack(options: { detachUnplugWaitMs?: number; blo
     faults,
     detach: { unplugWaitMs: options.detachUnplugWaitMs ?? 3_000, unplugRequests: 2 },
     volumeEncryption: blockStorage,
+    ...(options.domainTemplate ? { domainTemplate: options.domainTemplate } : {}),
   });
   await agent.start();
 
