@@ -157,7 +157,7 @@ export class GuestConsole {
    * Connects (retrying while QEMU has not created the socket yet) and sends empty lines until the
    * guest answers with its ready marker: QEMU drops what the guest prints while no client is connected.
    */
-  async connect(timeoutMs = 90_000): Promise<void> {
+  async connect(timeoutMs = 180_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     this.close();
     for (;;) {
@@ -241,7 +241,7 @@ export class GuestConsole {
   }
 
   private tail(): string {
-    return this.transcript.length > 0 ? `; last console lines: ${this.transcript.slice(-5).join(' | ')}` : '';
+    return this.transcript.length > 0 ? `; last console lines: ${this.transcript.join(' | ')}` : '';
   }
 }
 
