@@ -2,46 +2,74 @@
  * With a real guest (test/support/guest.ts: a Linux kernel and busybox booted under TCG): the guest
  * sees what tether attaches, by serial, on SCSI and on virtio; a virtio detach completes because the
  * guest releases the disk; data written through one attachment is read back through another, on
- * another server, after a migrate, and after shelve and unshelve.
+ * another server, after migrates (to a second compute agent on the same libvirt daemon, then to a
+ * third on a daemon of its own: stack/libvirtd-isolated.ts), and after shelve and unshelve.
  */
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NativeConnection } from '@temporalio/worker';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
-import { storesOf, volume } from './support/fixtures.ts';
+import { volume } from './support/fixtures.ts';
 import { Guest, guestDomainTemplate, patternChecksum } from './support/guest.ts';
 import { ComputeAgent } from '../workers/compute-agent.ts';
 import { inspectInvariants } from '../src/checker/invariants.ts';
+import { LibvirtConnection } from '../src/libvirt/binding.ts';
+import { diskElements } from '../src/host/domain-disks.ts';
 import type { DomainTemplate } from '../src/libvirt/domain-xml.ts';
+import { startIsolatedLibvirtd, type IsolatedLibvirtd } from '../stack/libvirtd-isolated.ts';
 
 const GiB = 1024 ** 3;
 
+/** A compute host of the test: its agent's name and its libvirt daemon. */
+interface Host {
+  name: string;
+  libvirt: LibvirtConnection;
+}
+
 let stack: TestStack;
 let template: DomainTemplate;
-let second: ComputeAgent | undefined;
-let secondConnection: NativeConnection | undefined;
-let hostB: string;
+let hypervisor: IsolatedLibvirtd | undefined;
+const agents: ComputeAgent[] = [];
+const connections: NativeConnection[] = [];
+/** The stack's own host, a second agent on the same (system) daemon, a third on a daemon of its own. */
+let hostA: Host;
+let hostB: Host;
+let hostC: Host;
 let a: Guest;
 let b: Guest;
 const timings: string[] = [];
 
-beforeAll(async () => {
-  // Fails here, saying how to build it, when the guest is not built: never skipped.
-  template = await guestDomainTemplate();
-  stack = await startTestStack({ domainTemplate: template });
-  hostB = `${stack.host}-b`;
-  secondConnection = await NativeConnection.connect({ address: stack.temporalAddress });
-  second = new ComputeAgent({
-    connection: secondConnection,
+async function startAgent(name: string, libvirt: LibvirtConnection): Promise<Host> {
+  const connection = await NativeConnection.connect({ address: stack.temporalAddress });
+  connections.push(connection);
+  const agent = new ComputeAgent({
+    connection,
     namespace: 'default',
-    host: hostB,
+    host: name,
     db: stack.db,
     databaseUrl: stack.databaseUrl,
-    libvirt: stack.libvirt,
+    libvirt,
     faults: stack.faults,
     volumeEncryption: stack.blockStorage,
     domainTemplate: template,
   });
-  await second.start();
+  agents.push(agent);
+  await agent.start();
+  return { name, libvirt };
+}
+
+beforeAll(async () => {
+  // Fails here, saying how to build it, when the guest is not built: never skipped.
+  template = await guestDomainTemplate();
+  [stack, hypervisor] = await Promise.all([
+    startTestStack({ domainTemplate: template }),
+    startIsolatedLibvirtd({ name: `guest-${randomBytes(3).toString('hex')}`, stateDir: path.join(os.tmpdir(), `tether-guest-hv-${process.pid}`) }),
+  ]);
+  hostA = { name: stack.host, libvirt: stack.libvirt };
+  hostB = await startAgent(`${stack.host}-b`, stack.libvirt);
+  hostC = await startAgent(`${stack.host}-c`, await LibvirtConnection.open(hypervisor.uri));
   [a, b] = await Promise.all([Guest.boot(stack, 'guest-a'), Guest.boot(stack, 'guest-b')]);
   timings.push(`boot (two at once): ${a.bootMs} ms, ${b.bootMs} ms`);
 }, 300_000);
@@ -49,9 +77,12 @@ beforeAll(async () => {
 afterAll(async () => {
   a?.close();
   b?.close();
-  await second?.stop();
-  await secondConnection?.close();
+  for (const agent of agents) await agent.stop();
+  for (const connection of connections) await connection.close();
+  await hostC?.libvirt.close();
   await stack?.stop();
+  // destroys the domains on its daemon (guest-a, migrated there) and leaves nothing
+  await hypervisor?.stop();
   if (timings.length > 0) console.log(`guest timings: ${timings.join('; ')}`);
 });
 
@@ -65,9 +96,17 @@ async function detach(guest: Guest, volumeId: string) {
   await stack.service.awaitDetach(handle);
 }
 
+/** The checker finds every store in agreement, on every host against its own daemon. */
 async function expectConsistent() {
-  const report = await inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: stack.libvirt, client: stack.client, controlTaskQueue: stack.controlTaskQueue });
-  expect(report.disagreements).toEqual([]);
+  for (const host of [hostA, hostB, hostC]) {
+    const report = await inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: host.libvirt, client: stack.client, controlTaskQueue: stack.controlTaskQueue, host: host.name });
+    expect(report.disagreements).toEqual([]);
+  }
+}
+
+/** The serials of the disks a host's daemon has in the domain (live, or the persistent config). */
+async function serialsOn(host: Host, guest: Guest, options: { inactive?: boolean } = {}): Promise<string[]> {
+  return diskElements(await host.libvirt.getXml(guest.instance.uuid, options)).map((d) => d.serial ?? '');
 }
 
 // Each boot of the guest takes ~3-7 s under TCG, many times that on a crowded machine.
@@ -82,7 +121,7 @@ describe('a real guest', { timeout: 240_000 }, () => {
 
     await detach(a, v.id);
     await a.waitForNoDisk(v.id);
-    expect((await storesOf(stack, a.instance.uuid)).liveDisks.some((d) => d.serial === v.id)).toBe(false);
+    expect(await serialsOn(hostA, a)).not.toContain(v.id);
     expect((await stack.blockStorage.getVolume(v.id)).status).toBe('available');
   });
 
@@ -97,10 +136,9 @@ describe('a real guest', { timeout: 240_000 }, () => {
 
     await detach(a, v.id);
     await a.waitForNoDisk(v.id);
-    const stores = await storesOf(stack, a.instance.uuid);
-    expect(stores.liveDisks.some((d) => d.serial === v.id)).toBe(false);
-    expect(stores.configDisks.some((d) => d.serial === v.id)).toBe(false);
-    expect(stores.bdms.some((bdm) => bdm.volumeId === v.id)).toBe(false);
+    expect(await serialsOn(hostA, a)).not.toContain(v.id);
+    expect(await serialsOn(hostA, a, { inactive: true })).not.toContain(v.id);
+    expect((await stack.service.listAttachments(a.instance.uuid)).bdms.map((bdm) => bdm.volumeId)).not.toContain(v.id);
     expect(await stack.blockStorage.getVolume(v.id)).toMatchObject({ status: 'available', attachments: [] });
     await expectConsistent();
   });
@@ -148,7 +186,7 @@ describe('a real guest', { timeout: 240_000 }, () => {
     await b.waitForNoDisk(v.id);
   });
 
-  it('migrate: on the other host the guest sees its SCSI and virtio disks with their data, and a virtio detach there completes', async () => {
+  it('migrate to an agent on the same daemon, then to one on a daemon of its own: each time the guest sees its SCSI and virtio disks with their data; a virtio detach on the last host completes', async () => {
     const onScsi = await volume(stack, 'g-migrate-scsi');
     const onVirtio = await volume(stack, 'g-migrate-virtio');
     await attach(a, onScsi.id);
@@ -158,17 +196,24 @@ describe('a real guest', { timeout: 240_000 }, () => {
     const writtenScsi = await a.write(onScsi.id, 'migrate-scsi');
     const writtenVirtio = await a.write(onVirtio.id, 'migrate-virtio');
 
-    const moved = await stack.service.migrateServer(a.instance.uuid, hostB);
-    expect(moved).toMatchObject({ host: hostB, vmState: 'active' });
-    timings.push(`reboot after migrate: ${await a.reconnect()} ms`);
-    expect((await a.waitForDisk(onScsi.id)).bus).toBe('scsi');
-    expect((await a.waitForDisk(onVirtio.id)).bus).toBe('virtio');
-    expect(await a.read(onScsi.id)).toBe(writtenScsi);
-    expect(await a.read(onVirtio.id)).toBe(writtenVirtio);
+    for (const [from, to] of [
+      [hostA, hostB],
+      [hostB, hostC],
+    ] as const) {
+      const moved = await stack.service.migrateServer(a.instance.uuid, to.name);
+      expect(moved).toMatchObject({ host: to.name, vmState: 'active' });
+      if (from.libvirt !== to.libvirt) expect(await from.libvirt.lookupDomain(a.instance.uuid)).toBeNull();
+      expect(await to.libvirt.lookupDomain(a.instance.uuid)).toMatchObject({ active: true });
+      timings.push(`reboot after migrate to ${to === hostB ? 'the same daemon' : 'another daemon'}: ${await a.reconnect()} ms`);
+      expect((await a.waitForDisk(onScsi.id)).bus).toBe('scsi');
+      expect((await a.waitForDisk(onVirtio.id)).bus).toBe('virtio');
+      expect(await a.read(onScsi.id)).toBe(writtenScsi);
+      expect(await a.read(onVirtio.id)).toBe(writtenVirtio);
+    }
 
     await detach(a, onVirtio.id);
     await a.waitForNoDisk(onVirtio.id);
-    expect((await storesOf(stack, a.instance.uuid)).liveDisks.map((d) => d.serial)).toEqual([onScsi.id]);
+    expect(await serialsOn(hostC, a)).toEqual([onScsi.id]);
     await expectConsistent();
   });
 });
