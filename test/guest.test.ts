@@ -4,17 +4,24 @@
  * guest releases the disk; data written through one attachment is read back through another, on
  * another server, after migrates (to a second compute agent on the same libvirt daemon, then to a
  * third on a daemon of its own: stack/libvirtd-isolated.ts), and after shelve and unshelve.
+ *
+ * Host A is the test stack's in-process agent with the guest template; host B a real compute-agent
+ * process told by TETHER_DOMAIN_* (the way an operator would), whose server the `tether` CLI creates.
  */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NativeConnection } from '@temporalio/worker';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { volume } from './support/fixtures.ts';
-import { Guest, guestDomainTemplate, patternChecksum } from './support/guest.ts';
+import { domainTemplateEnv, Guest, guestDomainTemplate, patternChecksum } from './support/guest.ts';
 import { ComputeAgent } from '../workers/compute-agent.ts';
 import { inspectInvariants } from '../src/checker/invariants.ts';
+import { projectRoot } from '../src/config.ts';
+import type { Instance } from '../src/domain/types.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { diskElements } from '../src/host/domain-disks.ts';
 import type { DomainTemplate } from '../src/libvirt/domain-xml.ts';
@@ -33,7 +40,8 @@ let template: DomainTemplate;
 let hypervisor: IsolatedLibvirtd | undefined;
 const agents: ComputeAgent[] = [];
 const connections: NativeConnection[] = [];
-/** The stack's own host, a second agent on the same (system) daemon, a third on a daemon of its own. */
+let agentProcess: ChildProcess | undefined;
+/** The stack's own host, a second agent (a process) on the same (system) daemon, a third on a daemon of its own. */
 let hostA: Host;
 let hostB: Host;
 let hostC: Host;
@@ -60,6 +68,36 @@ async function startAgent(name: string, libvirt: LibvirtConnection): Promise<Hos
   return { name, libvirt };
 }
 
+/** workers/compute-agent.ts as a process of its own for host `name`, configured by its environment only; resolves once it is ready. */
+async function startAgentProcess(name: string): Promise<Host> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'workers', 'compute-agent.ts')], {
+    cwd: projectRoot,
+    env: { ...process.env, ...stack.env, ...domainTemplateEnv(template), TETHER_COMPUTE_HOST: name, TETHER_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  agentProcess = child;
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`compute agent ${name} not ready after 120 s: ${output}`)), 120_000);
+    const read = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('compute agent ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', read);
+    child.stderr!.on('data', read);
+    child.once('exit', (code) => reject(new Error(`compute agent ${name} exited (${code}): ${output}`)));
+  });
+  return { name, libvirt: stack.libvirt };
+}
+
+async function tether(...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(process.execPath, ['bin/tether.js', ...args], { cwd: projectRoot, env: { ...process.env, ...stack.env } });
+  return stdout;
+}
+
 beforeAll(async () => {
   // Fails here, saying how to build it, when the guest is not built: never skipped.
   template = await guestDomainTemplate();
@@ -68,10 +106,16 @@ beforeAll(async () => {
     startIsolatedLibvirtd({ name: `guest-${randomBytes(3).toString('hex')}`, stateDir: path.join(os.tmpdir(), `tether-guest-hv-${process.pid}`) }),
   ]);
   hostA = { name: stack.host, libvirt: stack.libvirt };
-  hostB = await startAgent(`${stack.host}-b`, stack.libvirt);
-  hostC = await startAgent(`${stack.host}-c`, await LibvirtConnection.open(hypervisor.uri));
-  [a, b] = await Promise.all([Guest.boot(stack, 'guest-a'), Guest.boot(stack, 'guest-b')]);
-  timings.push(`boot (two at once): ${a.bootMs} ms, ${b.bootMs} ms`);
+  [hostB, hostC] = await Promise.all([startAgentProcess(`${stack.host}-b`), startAgent(`${stack.host}-c`, await LibvirtConnection.open(hypervisor.uri))]);
+  const bootB = async () => {
+    const started = Date.now();
+    const created = JSON.parse(await tether('server', 'create', 'guest-b', '--host', hostB.name, '--json')) as Instance;
+    const guest = await Guest.open(created, hostB.libvirt);
+    timings.push(`boot through the CLI and an agent process: ${Date.now() - started} ms`);
+    return guest;
+  };
+  [a, b] = await Promise.all([Guest.boot(stack, 'guest-a'), bootB()]);
+  timings.push(`boot in process: ${a.bootMs} ms (two at once)`);
 }, 300_000);
 
 afterAll(async () => {
@@ -79,6 +123,11 @@ afterAll(async () => {
   b?.close();
   for (const agent of agents) await agent.stop();
   for (const connection of connections) await connection.close();
+  if (agentProcess && agentProcess.exitCode === null && agentProcess.signalCode === null) {
+    const exited = new Promise((resolve) => agentProcess!.once('exit', resolve));
+    agentProcess.kill('SIGTERM');
+    await exited;
+  }
   await hostC?.libvirt.close();
   await stack?.stop();
   // destroys the domains on its daemon (guest-a, migrated there) and leaves nothing

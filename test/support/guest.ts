@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { projectRoot } from '../../src/config.ts';
 import type { DomainTemplate } from '../../src/libvirt/domain-xml.ts';
 import type { Instance } from '../../src/domain/types.ts';
+import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { TEST_VOLUME_ROOT, type TestStack } from './test-stack.ts';
 
 /** What the build wrote next to the kernel and initramfs. */
@@ -110,6 +111,19 @@ export async function guestDomainTemplate(options: { memoryMiB?: number } = {}):
   };
 }
 
+/** The same template as the environment of a compute agent process (workers/compute-agent.ts reads TETHER_DOMAIN_*). */
+export function domainTemplateEnv(template: DomainTemplate): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries({
+      TETHER_DOMAIN_KERNEL: template.boot?.kernel,
+      TETHER_DOMAIN_INITRD: template.boot?.initrd,
+      TETHER_DOMAIN_CMDLINE: template.boot?.cmdline,
+      TETHER_DOMAIN_MEMORY_MIB: template.memoryMiB?.toString(),
+      TETHER_DOMAIN_CONSOLE_DIR: template.consoleDir,
+    }).filter((entry): entry is [string, string] => entry[1] !== undefined),
+  );
+}
+
 /** SHA-256 of what `write(volumeId, pattern, bytes)` puts on the disk: `pattern\n` repeated, cut at `bytes`. */
 export function patternChecksum(pattern: string, bytes = DEFAULT_PATTERN_BYTES): string {
   const unit = Buffer.from(`${pattern}\n`);
@@ -143,6 +157,8 @@ export class GuestConsole {
   /** The last lines that were no answer to a command (boot messages, panics): for error messages. */
   private readonly transcript: string[] = [];
   private sequence = 0;
+  /** Commands run one at a time: each reads the answer lines the previous one left alone. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly socketPath: string,
@@ -190,8 +206,14 @@ export class GuestConsole {
     }
   }
 
-  /** Runs one command; its output lines (tag stripped). Throws when the guest reports a failure. */
-  async run(command: string, timeoutMs = 60_000): Promise<string[]> {
+  /** Runs one command (after those asked before it); its output lines, tag stripped. Throws when the guest reports a failure. */
+  run(command: string, timeoutMs = 60_000): Promise<string[]> {
+    const result = this.queue.then(() => this.runNow(command, timeoutMs));
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async runNow(command: string, timeoutMs: number): Promise<string[]> {
     if (!this.connected) await this.connect();
     const tag = `c${++this.sequence}${randomBytes(3).toString('hex')}`;
     const deadline = Date.now() + timeoutMs;
@@ -261,13 +283,12 @@ export function consoleSocketOf(domainXml: string): string | undefined {
   return /<serial type=["']unix["']>[\s\S]*?<source [^>]*path=["']([^"']+)["']/.exec(domainXml)?.[1];
 }
 
-/** A server of a stack booted as the test guest, and what its guest sees. */
+/** A server booted as the test guest, and what its guest sees. */
 export class Guest {
   private constructor(
-    private readonly stack: TestStack,
     readonly instance: Instance,
     readonly console: GuestConsole,
-    /** From CreateServer's start to the guest's ready marker. */
+    /** From CreateServer's start (or the connect, for open) to the guest's ready marker. */
     readonly bootMs: number,
   ) {}
 
@@ -276,11 +297,21 @@ export class Guest {
     const started = Date.now();
     const { instance, handle } = await stack.service.createServer({ name, ...(options.host ? { host: options.host } : {}) });
     await handle.result();
-    const socketPath = consoleSocketOf(await stack.libvirt.getXml(instance.uuid));
-    if (!socketPath) throw new Error(`Server ${name} has no console socket: start the stack with { domainTemplate: await guestDomainTemplate() }`);
-    const guestConsole = new GuestConsole(socketPath, `guest ${name}`);
-    await guestConsole.connect(options.timeoutMs);
-    return new Guest(stack, await stack.service.resolveServer(instance.uuid), guestConsole, Date.now() - started);
+    const guest = await Guest.open(await stack.service.resolveServer(instance.uuid), stack.libvirt, options.timeoutMs);
+    return new Guest(guest.instance, guest.console, Date.now() - started);
+  }
+
+  /**
+   * The guest of a server that runs already (booted by any tether, e.g. the chaos runner's
+   * processes), through `libvirt`, the daemon of its host: finds its console in the domain's XML.
+   */
+  static async open(instance: Instance, libvirt: Pick<LibvirtConnection, 'getXml'>, timeoutMs?: number): Promise<Guest> {
+    const started = Date.now();
+    const socketPath = consoleSocketOf(await libvirt.getXml(instance.uuid));
+    if (!socketPath) throw new Error(`Server ${instance.name} has no console socket: its host's domain template has no consoleDir (startTestStack({ domainTemplate: await guestDomainTemplate() }))`);
+    const guestConsole = new GuestConsole(socketPath, `guest ${instance.name}`);
+    await guestConsole.connect(timeoutMs);
+    return new Guest(instance, guestConsole, Date.now() - started);
   }
 
   /**
@@ -349,11 +380,6 @@ export class Guest {
   /** SHA-256 of the disk's first `bytes`, read past the guest's page cache. */
   async read(volumeId: string, bytes = DEFAULT_PATTERN_BYTES): Promise<string> {
     return checksumOf(await this.console.run(`read ${volumeId} ${bytes}`));
-  }
-
-  /** The stack's view of the server now (host, vm_state). */
-  server(): Promise<Instance> {
-    return this.stack.service.resolveServer(this.instance.uuid);
   }
 
   close(): void {
