@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `npm run setup`: installs what a fresh Debian 12 machine lacks to run tether (`npm start`): Debian
-# packages (libvirt + QEMU, qemu-utils), npm dependencies and the Temporal CLI (built once into
-# ~/.cache/tether). Idempotent: when everything is present it only checks, and prints one line per
+# packages (libvirt + QEMU, qemu-utils, openssl), npm dependencies and Temporal — the CLI and the
+# server with its schema tool (built once into ~/.cache/tether). Idempotent: when everything is present it only checks, and prints one line per
 # phase. The tests' own dependencies: scripts/setup-tests.sh (run by `npm test`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # What `npm start` needs. What only the tests need (Cinder, MariaDB, RabbitMQ, the OpenStack clients,
 # docker-compose, …) is installed by scripts/setup-tests.sh, which `npm test` runs first.
-PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients)
+# openssl: the cluster mode's mTLS certificates (stack/cluster-certificates.ts).
+PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients openssl)
 
 # shellcheck source=lib/apt.sh
 TETHER_SETUP_PART=apt
@@ -38,5 +39,5 @@ else
   echo "setup: npm: node_modules up to date"
 fi
 
-# --- Temporal CLI (dev server) ----------------------------------------------------------
-bash scripts/build-temporal.sh
+# --- Temporal: the CLI (dev server) and the server with its schema tool (cluster mode) ----
+bash scripts/build-temporal.sh all

@@ -10,6 +10,11 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
+import { parse as parseYaml } from 'yaml';
+import { projectRoot } from '../src/config.ts';
+
+/** deploy/temporal/dynamicconfig/tether.yaml */
+export const DYNAMIC_CONFIG_FILE = path.join(projectRoot, 'deploy', 'temporal', 'dynamicconfig', 'tether.yaml');
 
 /** Search attributes every tether namespace carries (all Keyword). */
 export const SEARCH_ATTRIBUTES = {
@@ -25,6 +30,8 @@ export interface TemporalDevServer {
   /** Web UI, unless started headless. */
   uiUrl?: string;
   pid: number;
+  /** False once the process has exited. */
+  readonly running: boolean;
   /** SIGTERM, wait for exit (SIGKILL after 10 s). Idempotent. */
   stop(): Promise<void>;
   /** Sends a signal without waiting (tests use SIGKILL to simulate a crash). */
@@ -51,16 +58,21 @@ export interface StartTemporalDevServerOptions {
 }
 
 /**
- * Dynamic config that takes the dev server from ~100 ms per workflow step down to ~20 ms
- * (see docs: the transfer queue reader polls only 20 times a second by default; eager
- * activities skip matching; one partition per task queue suits queues with a single poller).
+ * The dynamic config of every Temporal tether runs: deploy/temporal/dynamicconfig/tether.yaml, which
+ * the cluster's nodes and the compose file read as a file, handed to the dev server as
+ * `--dynamic-config-value` flags (it takes no file). It takes a workflow step from ~100 ms down to
+ * ~20 ms (the transfer queue reader polls only 20 times a second by default; eager activities skip
+ * matching; one partition per task queue suits queues with a single poller).
  */
-const DYNAMIC_CONFIG: Record<string, string> = {
-  'history.transferProcessorMaxPollRPS': '10000',
-  'system.enableActivityEagerExecution': 'true',
-  'matching.numTaskqueueReadPartitions': '1',
-  'matching.numTaskqueueWritePartitions': '1',
-};
+export function dynamicConfigFlags(file = DYNAMIC_CONFIG_FILE): string[] {
+  const settings = parseYaml(fs.readFileSync(file, 'utf8')) as Record<string, Array<{ value: unknown; constraints?: unknown }>>;
+  const flags: string[] = [];
+  for (const [key, entries] of Object.entries(settings ?? {})) {
+    const unconstrained = entries.find((e) => e.constraints === undefined);
+    if (unconstrained) flags.push('--dynamic-config-value', `${key}=${JSON.stringify(unconstrained.value)}`);
+  }
+  return flags;
+}
 
 /**
  * SQLite pragmas for the persistent store. WAL with synchronous=normal loses no committed
@@ -97,7 +109,7 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
   if (o.namespace !== undefined && o.namespace !== 'default') args.push('--namespace', o.namespace);
   if (o.uiCodecEndpoint) args.push('--ui-codec-endpoint', o.uiCodecEndpoint);
   for (const [key, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${key}=${type}`);
-  for (const [key, value] of Object.entries(DYNAMIC_CONFIG)) args.push('--dynamic-config-value', `${key}=${value}`);
+  args.push(...dynamicConfigFlags());
   let pidFile: string | undefined;
   if (o.dbFile !== undefined) {
     const dbFile = path.resolve(o.dbFile);
@@ -180,6 +192,9 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
   const server: TemporalDevServer = {
     address,
     pid,
+    get running() {
+      return !exited;
+    },
     stop,
     kill(signal: NodeJS.Signals = 'SIGTERM') {
       if (!exited) child.kill(signal);
