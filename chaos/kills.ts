@@ -87,7 +87,7 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
   const scenario = killCaseName(c);
   const notes: string[] = [];
   const why = h.stack.cannotKill(c.target);
-  if (why) return result(h, scenario, run, { passed: true, converged: true, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [why] });
+  if (why) return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [why] });
 
   const volume = await newVolume(h, `chaos-${c.op}-${c.step}-${c.phase}-${c.target}`.slice(0, 60));
   const attachId = attachWorkflowId(server.uuid, volume.id);

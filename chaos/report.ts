@@ -1,7 +1,9 @@
 /**
  * Results of a chaos run: one CaseResult per scenario run, the printed table (scenario × runs ×
- * converged × leaked resources × time to converge), the closing line `N passed, N failed`, and the
- * JSON file (chaos-results/latest.json by default).
+ * passed / failed / skipped × converged × leaked resources × time to converge), the closing line
+ * `N passed, N failed, N skipped`, and the JSON file (docs/chaos/results/<name>.json, see chaos/run.ts).
+ * A skipped case (its fault could not be made here, e.g. libvirtd with --no-libvirtd) is neither
+ * passed nor failed.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -11,7 +13,10 @@ export interface CaseResult {
   scenario: string;
   /** 1-based repetition (`--runs N`). */
   run: number;
+  /** Ran and met every requirement (false when skipped). */
   passed: boolean;
+  /** Did not run: the fault cannot be made here; `notes` say why. Counted apart from passed and failed. */
+  skipped?: boolean;
   /** Every workflow of the case closed and the checker found nothing, within the deadline. */
   converged: boolean;
   /** How it ended: attached, rolled-back, detached, kept-attached, skipped, … */
@@ -29,6 +34,10 @@ export interface CaseResult {
 }
 
 export interface RunSummary {
+  /** The command that made it, e.g. `npm run chaos -- --short --seed 1`. */
+  command: string;
+  /** CPUs and the 1-minute load average when the run started and ended (times to converge grow with load). */
+  machine: { cpus: number; loadStart: number; loadEnd: number };
   mode: 'short' | 'full';
   seed: number;
   runs: number;
@@ -36,33 +45,51 @@ export interface RunSummary {
   durationMs: number;
   passed: number;
   failed: number;
-  skipped: string[];
+  skipped: number;
+  /** `<scenario>: <why>` for every skipped case run. */
+  skippedCases: string[];
   /** Worker processes that exited without being killed. */
   crashes: string[];
   tree: string;
   results: CaseResult[];
 }
 
+export type CaseStatus = 'passed' | 'failed' | 'skipped';
+
+export function statusOf(r: CaseResult): CaseStatus {
+  return r.skipped ? 'skipped' : r.passed ? 'passed' : 'failed';
+}
+
+export function countByStatus(results: readonly CaseResult[]): Record<CaseStatus, number> {
+  const n: Record<CaseStatus, number> = { passed: 0, failed: 0, skipped: 0 };
+  for (const r of results) n[statusOf(r)]++;
+  return n;
+}
+
 function fmtMs(ms: number): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-/** One row per scenario: runs, converged, leaked, time to converge (median / max). */
+/** One row per scenario: runs, passed / failed / skipped, converged (of the runs not skipped), leaked, time to converge (median / max). */
 export function formatTable(results: readonly CaseResult[]): string {
   const groups = new Map<string, CaseResult[]>();
   for (const r of results) groups.set(r.scenario, [...(groups.get(r.scenario) ?? []), r]);
-  const header = ['SCENARIO', 'RUNS', 'PASSED', 'CONVERGED', 'LEAKED', 'CONVERGE (median / max)', 'OUTCOMES'];
+  const header = ['SCENARIO', 'RUNS', 'PASSED', 'FAILED', 'SKIPPED', 'CONVERGED', 'LEAKED', 'CONVERGE (median / max)', 'OUTCOMES'];
   const rows = [...groups].map(([scenario, rs]) => {
     const times = rs.map((r) => r.convergeMs).filter((t): t is number => t !== null).sort((a, b) => a - b);
     const median = times.length ? times[Math.floor((times.length - 1) / 2)]! : null;
     const max = times.length ? times[times.length - 1]! : null;
     const outcomes = new Map<string, number>();
     for (const r of rs) outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
+    const n = countByStatus(rs);
+    const ran = rs.filter((r) => !r.skipped);
     return [
       scenario,
       String(rs.length),
-      `${rs.filter((r) => r.passed).length}/${rs.length}`,
-      `${rs.filter((r) => r.converged).length}/${rs.length}`,
+      String(n.passed),
+      String(n.failed),
+      String(n.skipped),
+      ran.length ? `${ran.filter((r) => r.converged).length}/${ran.length}` : '-',
       String(rs.reduce((n, r) => n + r.leaked, 0)),
       median === null ? '-' : `${fmtMs(median)} / ${fmtMs(max!)}`,
       [...outcomes].map(([o, n]) => (n > 1 ? `${o}×${n}` : o)).join(', '),
@@ -74,15 +101,15 @@ export function formatTable(results: readonly CaseResult[]): string {
 }
 
 export function formatFailures(results: readonly CaseResult[]): string {
-  const failed = results.filter((r) => !r.passed);
+  const failed = results.filter((r) => statusOf(r) === 'failed');
   if (failed.length === 0) return '';
   return ['Failures:', ...failed.map((r) => `  ✗ ${r.scenario} (run ${r.run}, seed ${r.seed}): ${r.failure ?? 'failed'}${r.notes.length ? `\n      ${r.notes.join('\n      ')}` : ''}`)].join('\n');
 }
 
 /** The plain closing line CI reads. */
 export function summaryLine(results: readonly CaseResult[]): string {
-  const passed = results.filter((r) => r.passed).length;
-  return `${passed} passed, ${results.length - passed} failed`;
+  const n = countByStatus(results);
+  return `${n.passed} passed, ${n.failed} failed, ${n.skipped} skipped`;
 }
 
 export async function writeJson(file: string, summary: RunSummary): Promise<void> {

@@ -2,7 +2,7 @@
  * `npm run chaos` — the fault-injection runner (docs/chaos.md).
  *
  *   node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX]
- *                                  [--no-libvirtd] [--deadline SECONDS] [--storm-seconds S] [--out FILE] [--keep]
+ *                                  [--no-libvirtd] [--deadline SECONDS] [--storm-seconds S] [--name NAME | --out FILE] [--keep]
  *
  *   --short         the quick selection `npm test` runs (test/chaos-short.test.ts): ~3 minutes
  *   (default)       the full matrix: every attach and detach step × before/during/after × six targets,
@@ -15,14 +15,18 @@
  *   --deadline S    how long workflows may take to close after a fault (default 300)
  *   --storm-seconds S  how long the storm (random kills under a workload, chaos/storm.ts) lasts
  *                   (default 60; 20 in --short)
- *   --out FILE      the JSON results (default chaos-results/latest.json)
+ *   --name NAME     the committed results file docs/chaos/results/NAME.json (default: full, short, or
+ *                   targeted with --only / --sample); `npm run docs` renders docs/chaos.md's tables from it
+ *   --out FILE      write the JSON results there instead (nothing under docs/; the failed run's logs beside it)
  *   --keep          keep the stack's folder (logs, PostgreSQL data, Temporal's SQLite) afterwards
  *
  * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
- * converge), the failures, and the closing line `N passed, N failed`. Exit code 0 when none failed.
+ * converge), the failures, and the closing line `N passed, N failed, N skipped`. The JSON goes to
+ * docs/chaos/results/<name>.json (committed) and chaos-results/latest.json. Exit code 0 when none failed.
  */
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { projectRoot } from '../src/config.ts';
@@ -34,7 +38,7 @@ import { RACE_SCENARIOS } from './races.ts';
 import { fuzzApi, fuzzCli } from './fuzz.ts';
 import { runStorm, stormName } from './storm.ts';
 import { Random } from './random.ts';
-import { formatFailures, formatTable, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
+import { formatFailures, formatTable, statusOf, countByStatus, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
 
 interface Options {
@@ -46,11 +50,13 @@ interface Options {
   libvirtd: boolean;
   deadlineMs: number;
   stormSeconds: number | undefined;
-  out: string;
+  /** Where the JSON goes: docs/chaos/results/<name>.json unless --out. */
+  name: string | undefined;
+  out: string | undefined;
   keep: boolean;
 }
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--out FILE] [--keep]  (docs/chaos.md)';
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -67,7 +73,8 @@ function parseArgs(argv: string[]): Options {
     libvirtd: true,
     deadlineMs: 300_000,
     stormSeconds: undefined,
-    out: path.join(projectRoot, 'chaos-results', 'latest.json'),
+    name: undefined,
+    out: undefined,
     keep: false,
   };
   const int = (name: string, v: string | undefined, min: number): number => {
@@ -102,6 +109,12 @@ function parseArgs(argv: string[]): Options {
         o.out = path.resolve(v);
         break;
       }
+      case '--name': {
+        const v = value();
+        if (!v || !/^[a-z0-9][a-z0-9._-]*$/i.test(v)) usage('--name wants a file name (letters, digits, . _ -)');
+        o.name = v;
+        break;
+      }
       case '--keep': o.keep = true; break;
       case '-h':
       case '--help':
@@ -110,7 +123,15 @@ function parseArgs(argv: string[]): Options {
       default: usage(`unknown argument ${a}`);
     }
   }
+  if (o.name !== undefined && o.out !== undefined) usage('--name and --out exclude each other');
   return o;
+}
+
+/** The committed results file of this run, or --out. */
+function resultsFile(o: Options): string {
+  if (o.out) return o.out;
+  const name = o.name ?? (o.short ? 'short' : o.only || o.sample !== undefined ? 'targeted' : 'full');
+  return path.join(projectRoot, 'docs', 'chaos', 'results', `${name}.json`);
 }
 
 /** The kill cases of the short mode: each target once, steps spread over attach and detach. */
@@ -142,6 +163,7 @@ function gitTree(): string {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const started = Date.now();
+  const loadStart = Math.round(os.loadavg()[0]! * 10) / 10;
   const stamp = () => `[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s]`;
   const log = (line: string) => process.stdout.write(`${stamp()} ${line}\n`);
   const id = randomBytes(3).toString('hex');
@@ -227,15 +249,17 @@ async function main(): Promise<void> {
           if (crashed.length > 0) {
             // Restarted (as `npm start` would), so the case may have converged; a process that dies by itself is still a defect.
             res.passed = false;
+            res.skipped = false;
             res.failure = [res.failure, `worker process(es) exited by themselves: ${crashed.join('; ')} (their logs are kept when the run fails)`].filter(Boolean).join('; ');
           }
         } catch (err) {
           res = { scenario: c.name, run: r, seed: o.seed, passed: false, converged: false, outcome: 'error', leaked: 0, convergeMs: null, notes: [], failure: `the runner failed: ${(err as Error).stack ?? String(err)}` };
         }
-        if (res.outcome === 'skipped') skipped.push(`${res.scenario}: ${res.notes.join('; ')}`);
+        const status = statusOf(res);
+        if (status === 'skipped') skipped.push(`${res.scenario}: ${res.notes.join('; ')}`);
         results.push(res);
-        const mark = res.outcome === 'skipped' ? '-' : res.passed ? '✓' : '✗';
-        log(`${mark} ${c.name} [run ${r}] ${res.outcome}${res.convergeMs !== null ? `, converged in ${(res.convergeMs / 1000).toFixed(1)} s` : ''} (${((Date.now() - t0) / 1000).toFixed(1)} s)${res.passed ? '' : `\n      ${(res.failure ?? '').split('\n').join('\n      ')}`}`);
+        const mark = { passed: '✓', failed: '✗', skipped: '-' }[status];
+        log(`${mark} ${c.name} [run ${r}] ${res.outcome}${res.convergeMs !== null ? `, converged in ${(res.convergeMs / 1000).toFixed(1)} s` : ''} (${((Date.now() - t0) / 1000).toFixed(1)} s)${status !== 'failed' ? (status === 'skipped' ? `: ${res.notes.join('; ')}` : '') : `\n      ${(res.failure ?? '').split('\n').join('\n      ')}`}`);
       }
     }
 
@@ -265,26 +289,31 @@ async function main(): Promise<void> {
   }
 
   const crashes = stack.crashes();
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  const argv = process.argv.slice(2);
   const summary: RunSummary = {
+    command: `npm run chaos${argv.length ? ` -- ${argv.map(quote).join(' ')}` : ''}`,
+    machine: { cpus: os.cpus().length, loadStart, loadEnd: Math.round(os.loadavg()[0]! * 10) / 10 },
     mode: o.short ? 'short' : 'full',
     seed: o.seed,
     runs: o.runs,
     startedAt: new Date(started).toISOString(),
     durationMs: Date.now() - started,
-    passed: results.filter((r) => r.passed).length,
-    failed: results.filter((r) => !r.passed).length,
-    skipped,
+    ...countByStatus(results),
+    skippedCases: skipped,
     crashes,
     tree: gitTree(),
     results,
   };
   // Keep the logs of a run that failed.
   if (summary.failed > 0) {
-    const kept = path.join(path.dirname(o.out), `logs-${id}`);
+    const kept = path.join(o.out ? path.dirname(o.out) : path.join(projectRoot, 'chaos-results'), `logs-${id}`);
     await fsp.cp(stack.logDir, kept, { recursive: true }).then(() => log(`logs kept in ${kept}`), () => undefined);
   }
   await stack.stop();
-  await writeJson(o.out, summary);
+  const file = resultsFile(o);
+  await writeJson(file, summary);
+  if (!o.out) await writeJson(path.join(projectRoot, 'chaos-results', 'latest.json'), summary);
 
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out('');
@@ -293,7 +322,7 @@ async function main(): Promise<void> {
   if (skipped.length) out(`\nSkipped: ${skipped.join('; ')}`);
   const failures = formatFailures(results);
   if (failures) out(`\n${failures}`);
-  out(`\nseed ${o.seed}, ${(summary.durationMs / 1000).toFixed(0)} s, results in ${path.relative(process.cwd(), o.out) || o.out}`);
+  out(`\nseed ${o.seed}, ${(summary.durationMs / 1000).toFixed(0)} s, results in ${path.relative(process.cwd(), file) || file}`);
   out(summaryLine(results));
   process.exit(summary.failed === 0 ? 0 : 1);
 }

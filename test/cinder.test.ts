@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asTestStack, startCinderStack, type CinderStack } from './support/cinder-stack.ts';
 import { cinderAvailability } from './support/cinder.ts';
+import { needs } from './support/skips.ts';
 import { ATTACH_FAULT_POINTS, runningServer, storesOf, volume } from './support/fixtures.ts';
 import { openstack, openstackJson, startTestApi, type Cloud } from './support/clouds.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
@@ -21,7 +22,6 @@ import os from 'node:os';
 import path from 'node:path';
 
 const availability = await cinderAvailability();
-if (!availability.available) console.warn(`[cinder.test] SKIPPED: ${availability.reason}`);
 
 const SECRET = `tether-cinder-secret-${Date.now()}`;
 const say = (line: string) => console.log(`[cinder.test] ${line}`);
@@ -75,7 +75,7 @@ async function detach(server: string, volumeId: string) {
 const newVolume = (name: string): Promise<Volume> => volume(asTestStack(stack), name);
 const stores = (uuid: string) => storesOf(asTestStack(stack), uuid);
 
-describe.skipIf(!availability.available)('tether on a real Cinder', () => {
+describe('tether on a real Cinder', needs('cinder', availability.available ? null : availability.reason), () => {
   beforeAll(async () => {
     const t0 = performance.now();
     // a small page size so that listing volumes has to follow Cinder's `next` links

@@ -14,6 +14,7 @@ import { Connection } from '@temporalio/client';
 import { loadConfig, projectRoot } from '../src/config.ts';
 import * as keys from '../src/temporal/search-attributes.ts';
 import { SEARCH_ATTRIBUTES, startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
+import { needs } from './support/skips.ts';
 
 const composeFile = path.join(projectRoot, 'docker-compose.yml');
 const COMPOSE = 'docker-compose';
@@ -102,7 +103,7 @@ const TLS_VARIABLES = ['TEMPORAL_TLS', 'TEMPORAL_TLS_CA', 'TEMPORAL_TLS_CERT', '
 const CLI_TYPE: Record<string, string> = { KEYWORD: 'Keyword', TEXT: 'Text', INT: 'Int', DOUBLE: 'Double', BOOL: 'Bool', DATETIME: 'Datetime', KEYWORD_LIST: 'KeywordList' };
 const expectedAttributes = Object.values(keys).map((k) => `${k.name}=${CLI_TYPE[k.type]}`);
 
-describe.skipIf(!hasCompose)(`docker-compose.yml${hasCompose ? '' : ' (skipped: docker-compose is not installed — `npm run setup` installs it)'}`, () => {
+describe('docker-compose.yml', needs('docker-compose', hasCompose ? null : 'docker-compose is not installed (`npm test` installs it: scripts/test-deps/docker-compose.sh)'), () => {
   let model: ComposeModel;
   const service = (name: string): ServiceModel => {
     const s = model.services[name];
@@ -249,7 +250,7 @@ function freePort(): Promise<number> {
   });
 }
 
-describe.skipIf(!hasTemporal)(`deploy/temporal/setup-namespace.sh${hasTemporal ? '' : ` (skipped: no Temporal CLI at ${temporalBinary})`}`, () => {
+describe('deploy/temporal/setup-namespace.sh', needs('temporal-cli', hasTemporal ? null : `no Temporal CLI at ${temporalBinary} (\`npm run setup\` builds it)`), () => {
   let server: TemporalDevServer;
   let connection: Connection;
   const script = path.join(projectRoot, 'deploy/temporal/setup-namespace.sh');

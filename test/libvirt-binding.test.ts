@@ -17,20 +17,14 @@ import {
 } from '../src/libvirt/binding.ts';
 import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
 import { buildDomainXml, parseDomainDisks } from '../src/libvirt/domain-xml.ts';
+import { libvirtMissing } from './support/probes.ts';
+import { needs } from './support/skips.ts';
 
 const URI = process.env.LIBVIRT_URI ?? 'qemu:///system';
 // a folder the libvirt-qemu user can traverse (not under /root, which is 0700)
 const IMAGES = '/var/lib/libvirt/images/tether-test';
 
-function libvirtUnavailable(): string | null {
-  const r = spawnSync('virsh', ['-c', URI, 'version'], { encoding: 'utf8', timeout: 20_000 });
-  if (r.error) return `virsh not runnable: ${r.error.message}`;
-  if (r.status !== 0) return `virsh -c ${URI} version failed: ${r.stderr.trim().split('\n').pop()}`;
-  return null;
-}
-
-const unavailable = libvirtUnavailable();
-if (unavailable) console.warn(`Skipping libvirt binding tests: ${unavailable}`);
+const unavailable = await libvirtMissing(URI);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -43,7 +37,7 @@ async function eventually(check: () => Promise<boolean>, timeoutMs = 5_000): Pro
   }
 }
 
-describe.skipIf(unavailable !== null)(`libvirt binding on ${URI}${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
+describe(`libvirt binding on ${URI}`, needs('libvirt', unavailable), () => {
   const uuid = randomUUID();
   const name = `tether-test-${uuid.slice(0, 8)}`;
   let conn: LibvirtConnection;
@@ -183,7 +177,7 @@ function privateDaemonUnavailable(): string | null {
 
 const noPrivateDaemon = privateDaemonUnavailable();
 
-describe.skipIf(noPrivateDaemon !== null)(`reconnecting after libvirtd restarts${noPrivateDaemon ? ` (skipped: ${noPrivateDaemon})` : ''}`, () => {
+describe('reconnecting after libvirtd restarts', needs('private-libvirtd', noPrivateDaemon), () => {
   let dir: string;
   let daemon: ChildProcess | undefined;
   let conn: LibvirtConnection;

@@ -21,6 +21,8 @@ import { NotificationPublisher } from '../src/notifications/publisher.ts';
 import { LogSink, NoSink, type NotificationSink } from '../src/notifications/sinks.ts';
 import { AmqpSink } from '../src/notifications/amqp-sink.ts';
 import { loadNotificationSettings, projectRoot } from '../src/config.ts';
+import { tcpMissing } from './support/probes.ts';
+import { skipTest } from './support/skips.ts';
 
 let stack: TestStack;
 let vm: Instance;
@@ -276,10 +278,11 @@ describe('publishing to RabbitMQ', () => {
   const url = process.env.TETHER_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 
   it('delivers oslo.messaging envelopes to the nova exchange and marks the rows published', async (ctx) => {
-    const probe = await amqp.connect(url, { timeout: 3_000 }).catch((err: Error) => err);
+    const broker = new URL(url);
+    const down = await tcpMissing(broker.hostname, Number(broker.port || 5672));
+    const probe = down ? new Error(down) : await amqp.connect(url, { timeout: 30_000 }).catch((err: Error) => err);
     if (probe instanceof Error) {
-      ctx.skip(`no RabbitMQ answers at ${url.replace(/:[^:@/]*@/, ':***@')} (${probe.message}); set TETHER_TEST_AMQP_URL to run this test`);
-      return;
+      skipTest(ctx, 'rabbitmq', `no RabbitMQ answers at ${url.replace(/:[^:@/]*@/, ':***@')} (${probe.message}); \`npm test\` starts one (scripts/test-deps/rabbitmq.sh), or set TETHER_TEST_AMQP_URL`);
     }
     // a topic of its own, so the oslo-style queues the sink declares can be removed afterwards
     const topic = `tether_test_${randomBytes(4).toString('hex')}`;

@@ -9,12 +9,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
-import { isLibvirtAvailable } from '../stack/libvirtd.ts';
+import { libvirtMissing } from './support/probes.ts';
+import { needs } from './support/skips.ts';
 import { findOrphanDisks } from '../src/host/qemu-orphan-disks.ts';
 import { checkInvariants } from '../src/checker/invariants.ts';
 import type { Instance } from '../src/domain/types.ts';
 
-const available = await isLibvirtAvailable(process.env.LIBVIRT_URI ?? 'qemu:///system');
+const missing = await libvirtMissing();
+const available = missing === null;
 let stack: TestStack;
 let vm: Instance;
 
@@ -40,7 +42,7 @@ async function plugOrphan(id: string, lun: number): Promise<string> {
   return file;
 }
 
-describe.skipIf(!available)('disks QEMU holds that libvirt lost track of', () => {
+describe('disks QEMU holds that libvirt lost track of', needs('libvirt', missing), () => {
   it('are found, and an attach at their address removes them first instead of failing on a duplicate device', async () => {
     // libvirt names the disk at SCSI unit 1 — /dev/sdb, the next attach's device — scsi0-0-0-1
     const file = await plugOrphan('scsi0-0-0-1', 1);

@@ -24,13 +24,13 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { findFreePort } from '../../stack/free-port.ts';
 import { loadCinderConfig, type CinderConfig } from '../../src/blockstorage/cinder/config.ts';
+import { tcpMissing } from './probes.ts';
 
 const run = promisify(execFile);
 
@@ -93,19 +93,6 @@ export interface CinderHandle {
 
 // ---- availability ----
 
-function tcpReachable(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
-
 interface MysqlTarget {
   user: string;
   password: string;
@@ -153,18 +140,18 @@ export async function cinderAvailability(mode: CinderMode = defaultMode()): Prom
   if (missing.length > 0) {
     return {
       available: false,
-      reason: `no Cinder here: missing ${missing.join(', ')}. Install with: DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cinder-api cinder-scheduler cinder-volume python3-pymysql`,
+      reason: `no Cinder here: missing ${missing.join(', ')} (\`npm test\` installs them: scripts/test-deps/cinder.sh and mariadb.sh)`,
     };
   }
   const db = mysqlTarget();
-  if (!(await tcpReachable(db.host, db.port))) {
-    return { available: false, reason: `no Cinder here: MariaDB does not answer at ${db.host}:${db.port} (TETHER_TEST_CINDER_MYSQL_URL)` };
+  const noDb = await tcpMissing(db.host, db.port);
+  if (noDb) {
+    return { available: false, reason: `no Cinder here: MariaDB: ${noDb} (TETHER_TEST_CINDER_MYSQL_URL; \`npm test\` starts one: scripts/test-deps/mariadb.sh)` };
   }
   if (mode === 'multi') {
     const r = new URL(rabbitUrl().replace(/^rabbit:/, 'amqp:'));
-    if (!(await tcpReachable(r.hostname, Number(r.port || 5672)))) {
-      return { available: false, reason: `no Cinder here: RabbitMQ does not answer at ${r.hostname}:${r.port || 5672}` };
-    }
+    const noRabbit = await tcpMissing(r.hostname, Number(r.port || 5672));
+    if (noRabbit) return { available: false, reason: `no Cinder here: RabbitMQ: ${noRabbit}` };
   }
   return { available: true, reason: 'ok' };
 }
