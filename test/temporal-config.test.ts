@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { projectRoot } from '../src/config.ts';
+import { needs } from './support/skips.ts';
 import { temporalServerBinaries } from '../stack/temporal-binaries.ts';
 import { DYNAMIC_CONFIG_FILE, dynamicConfigFlags } from '../stack/temporal-dev-server.ts';
 
@@ -36,7 +37,7 @@ describe('the dev server gets the dynamic config file as flags', () => {
   });
 });
 
-describe.skipIf(!hasServer)(`deploy/temporal/config/tether.yaml rendered by the server${hasServer ? '' : ` (skipped: no temporal-server at ${server}; run scripts/build-temporal.sh server)`}`, () => {
+describe('deploy/temporal/config/tether.yaml rendered by the server', needs('temporal-server', hasServer ? null : `no temporal-server at ${server} (\`npm run setup\` builds it: scripts/build-temporal.sh server)`), () => {
   it('is PostgreSQL in plaintext from the image variables, with the defaults of a single node', async () => {
     const c = await render(PG);
     const sql = c.persistence.datastores.default.sql;
