@@ -6,20 +6,19 @@ import { createConfiguredBlockStorage, type ConfiguredBlockStorage } from '../sr
 import { connectClient } from '../src/temporal/client.ts';
 import { startTracingFromEnv, type Tracing } from '../src/tracing/tracing.ts';
 import { TetherService } from '../src/service/tether-service.ts';
-import { ScopedTetherService } from '../src/auth/scoped-service.ts';
 import { cliCaller } from '../src/auth/caller.ts';
 
 export class CliContext {
   readonly config: TetherConfig = loadConfig();
   private db: Database | undefined;
   private client: Client | undefined;
-  private service: ScopedTetherService | undefined;
+  private service: TetherService | undefined;
   private tracing: Tracing | undefined;
   /** --project / TETHER_PROJECT_ID: act as a member of this project; unset: an operator (admin). */
   projectId: string | undefined;
 
   /** The service as the CLI's caller sees it (src/auth/policy.ts applies, as on the API). */
-  async tether(): Promise<ScopedTetherService> {
+  async tether(): Promise<TetherService> {
     if (this.service) return this.service;
     this.db = createDatabase(this.config.databaseUrl, { max: 4, applicationName: 'tether-cli' });
     try {
@@ -34,13 +33,10 @@ export class CliContext {
     } catch (err) {
       throw new Error(`Cannot reach Temporal at ${this.config.temporalAddress}: ${(err as Error).message}. Is the stack running (npm start)?`);
     }
-    const service = new TetherService({
-      db: this.db,
-      client: this.client,
-      blockStorage: createConfiguredBlockStorage(this.config, this.db),
-      config: this.config,
-    });
-    this.service = new ScopedTetherService(service, cliCaller(this.projectId));
+    this.service = new TetherService(
+      { db: this.db, client: this.client, blockStorage: createConfiguredBlockStorage(this.config, this.db), config: this.config },
+      cliCaller(this.projectId),
+    );
     return this.service;
   }
 

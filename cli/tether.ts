@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../src/errors.ts';
 import type { StepProgress } from '../src/domain/steps.ts';
-import type { ScopedTetherService } from '../src/auth/scoped-service.ts';
+import type { TetherService } from '../src/service/tether-service.ts';
 import { registerIdentityCommands } from './identity-command.ts';
 import { CliContext } from './context.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
@@ -30,7 +30,7 @@ function reportError(err: unknown): void {
 }
 
 /** Wraps an action: opens the service, prints errors as one line, sets the exit code. */
-function action<A extends unknown[]>(fn: (tether: ScopedTetherService, ...args: A) => Promise<void>) {
+function action<A extends unknown[]>(fn: (tether: TetherService, ...args: A) => Promise<void>) {
   return async (...args: A) => {
     try {
       await fn(await ctx.tether(), ...args);
@@ -58,7 +58,7 @@ function stepLine(s: StepProgress): string {
  * Prints each step as it completes (from the workflow's `progress` query) until `done` settles,
  * then rethrows its failure.
  */
-async function followSteps<T>(tether: ScopedTetherService, handle: WorkflowHandle, done: Promise<T>, out: NodeJS.WritableStream): Promise<T> {
+async function followSteps<T>(tether: TetherService, handle: WorkflowHandle, done: Promise<T>, out: NodeJS.WritableStream): Promise<T> {
   const printed = new Set<string>();
   let finished = false;
   const settled = done.finally(() => (finished = true));

@@ -6,7 +6,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { callerOfToken, type Authenticator } from '../auth/authentication.ts';
 import { NOAUTH_CALLER, type Caller } from '../auth/caller.ts';
-import { ScopedTetherService } from '../auth/scoped-service.ts';
 import type { TetherService } from '../service/tether-service.ts';
 import { ApiError } from './errors.ts';
 
@@ -57,7 +56,7 @@ export function allTenantsOf(request: FastifyRequest, raw: string | undefined): 
   throw new ApiError(400, `Invalid input for field/attribute all_tenants. Value: ${raw.slice(0, 40)}. Unrecognized value '${raw.slice(0, 40)}', acceptable values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'`);
 }
 
-/** The service as the request's caller sees it (the policy applied). */
-export function tetherFor(service: TetherService, request: FastifyRequest): ScopedTetherService {
-  return new ScopedTetherService(service, request.caller);
+/** The service acting for the request's caller (it resolves and authorizes within what that caller may see). */
+export function tetherFor(service: TetherService, request: FastifyRequest): TetherService {
+  return service.as(request.caller);
 }

@@ -1,6 +1,11 @@
 /**
- * The service layer shared by the HTTP API and the CLI, so they never disagree: name/UUID
- * resolution, quick input checks, and starting the workflows. It holds no state of its own.
+ * The service layer shared by the HTTP API and the CLI, so they never disagree. One request, one
+ * pass: the caller (an API token's, or the CLI's operator or --project member) is handed to the
+ * service, which resolves every name or id once within what that caller may see (another project's
+ * server or volume is "not found", exactly like one that does not exist), applies the policy once
+ * (src/auth/policy.ts; the role check comes after the lookup: a reader gets 403 on its own server,
+ * 404 on another project's), decides what needs no workflow, and starts the workflow. It holds no
+ * state of its own; `as(caller)` is the same service for another caller.
  */
 import { randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
@@ -13,14 +18,26 @@ import { liveBdm, liveBdmsOfInstance } from '../db/block-device-mappings.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
 import { attachRefusal } from '../domain/attach-rules.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
-import { attachWorkflowId, detachWorkflowId } from '../domain/steps.ts';
+import { attachWorkflowId, detachWorkflowId, type StepProgress } from '../domain/steps.ts';
 import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
+import {
+  ATTACH_VOLUME_WORKFLOW,
+  attachProgressQuery,
+  reservationUpdate,
+  type AttachProgress,
+  type AttachReservation,
+  type AttachResult,
+  type AttachVolumeInput,
+  type AttachVolumeWorkflow,
+} from '../domain/contracts/attach-volume.ts';
+import { DETACH_VOLUME_WORKFLOW, type DetachVolumeWorkflow } from '../domain/contracts/detach-volume.ts';
+import type { OperationProgress } from '../domain/contracts/operation.ts';
+import type { CreateServerInput, ServerAction, ServerActions } from '../domain/contracts/server-actions.ts';
 import type { BlockStorage, VolumeAdmin, VolumeEncryption } from '../blockstorage/block-storage.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
+import { OPERATOR, type Caller } from '../auth/caller.ts';
+import { authorize, canSee, isAdmin } from '../auth/policy.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
-import { DEFAULT_PROJECT_ID } from '../auth/caller.ts';
-import type { AttachProgress, AttachReservation, AttachResult, AttachVolumeInput, AttachVolumeWorkflow } from '../domain/contracts/attach-volume.ts';
-import type { StepProgress } from '../domain/steps.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -28,12 +45,28 @@ export function isUuid(s: string): boolean {
   return UUID.test(s);
 }
 
+/**
+ * How a request names a server or volume: a string is a name or a UUID (the CLI); `{ id }` is an id
+ * from a URL or a body that must be a UUID (the API: clients try GET /servers/{name} first and expect
+ * a 404 before they search by name).
+ */
+export type Ref = string | { id: string };
+
 export interface AttachVolumeRequest {
-  server: string;
-  volume: string;
+  server: Ref;
+  volume: Ref;
   device?: string | null;
   tag?: string | null;
   deleteOnTermination?: boolean;
+  /** Compute API below 2.20: a shelved or shelved-offloaded server is a 409 (Nova's rule). */
+  refuseShelved?: boolean;
+}
+
+export interface DetachVolumeRequest {
+  server: Ref;
+  volume: Ref;
+  /** Compute API below 2.20: a shelved or shelved-offloaded server is a 409 (Nova's rule). */
+  refuseShelved?: boolean;
 }
 
 export interface StartedAttach {
@@ -42,35 +75,133 @@ export interface StartedAttach {
   handle: WorkflowHandle;
 }
 
+/** A server with its volume attachments (the BDMs of its volumes). */
+export interface ServerDetail {
+  instance: Instance;
+  bdms: BlockDeviceMapping[];
+}
+
+export interface TetherServiceDeps {
+  db: Database;
+  client: Client;
+  blockStorage: BlockStorage & Partial<VolumeAdmin>;
+  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'>;
+}
+
+function textOf(ref: Ref): { text: string; idOnly: boolean } {
+  return typeof ref === 'string' ? { text: ref, idOnly: false } : { text: ref.id, idOnly: true };
+}
+
+function serverNotFound(ref: string): TetherError {
+  return new TetherError('InstanceNotFound', `Instance ${ref} could not be found.`);
+}
+
+function volumeNotFound(ref: string): TetherError {
+  return new TetherError('VolumeNotFound', `Volume ${ref} could not be found.`);
+}
+
+function onlyOne<T>(found: T[], kind: 'server' | 'volume', ref: string): T {
+  if (found.length > 1) throw new TetherError('InvalidInput', `More than one ${kind} exists with the name '${ref}'; use its ID.`);
+  if (found.length === 0) throw kind === 'server' ? serverNotFound(ref) : volumeNotFound(ref);
+  return found[0]!;
+}
+
+/** Attach and detach on a shelved or shelved-offloaded server need compute API 2.20 (Nova answers 409 below it). */
+function refuseShelved(instance: Instance, operation: 'attach_volume' | 'detach_volume'): void {
+  if (instance.vmState === 'shelved' || instance.vmState === 'shelved_offloaded') {
+    throw new TetherError('InstanceInvalidState', `Cannot '${operation}' instance ${instance.uuid} while it is in vm_state ${instance.vmState}`);
+  }
+}
+
 export class TetherService {
   constructor(
-    private readonly deps: {
-      db: Database;
-      client: Client;
-      blockStorage: BlockStorage & Partial<VolumeAdmin>;
-      config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'>;
-    },
+    private readonly deps: TetherServiceDeps,
+    /** Who is asking; an operator (admin of every project) unless told. */
+    readonly caller: Caller = OPERATOR,
   ) {}
+
+  /** The same service, acting for `caller` (one per API request; the CLI's --project). */
+  as(caller: Caller): TetherService {
+    return new TetherService(this.deps, caller);
+  }
+
+  // ---- lookups within the caller's projects (each reads its store once) ----
+
+  async resolveServer(ref: Ref): Promise<Instance> {
+    const { text, idOnly } = textOf(ref);
+    if (isUuid(text)) {
+      const found = await getInstance(this.deps.db, text.toLowerCase());
+      if (found) {
+        if (canSee(this.caller, found.projectId)) return found;
+        throw serverNotFound(text);
+      }
+    }
+    if (idOnly) throw serverNotFound(text);
+    const visible = (await findInstancesByName(this.deps.db, text)).filter((s) => canSee(this.caller, s.projectId));
+    return onlyOne(visible, 'server', text);
+  }
+
+  async resolveVolume(ref: Ref): Promise<Volume> {
+    const { text, idOnly } = textOf(ref);
+    if (isUuid(text)) {
+      const found = await this.deps.blockStorage.getVolume(text.toLowerCase()).catch((err: unknown) => {
+        if (err instanceof TetherError && err.type === 'VolumeNotFound') return null;
+        throw err;
+      });
+      if (found) {
+        if (canSee(this.caller, found.projectId)) return found;
+        throw volumeNotFound(text);
+      }
+    }
+    if (idOnly) throw volumeNotFound(text);
+    const visible = (await this.volumeAdmin().listVolumes({ name: text })).filter((v) => canSee(this.caller, v.projectId));
+    return onlyOne(visible, 'volume', text);
+  }
+
+  /** New servers and volumes belong to the caller's project; an operator (admin) may name another. */
+  private projectFor(projectId: string | undefined): string {
+    return projectId !== undefined && isAdmin(this.caller) ? projectId : this.caller.projectId;
+  }
 
   // ---- servers ----
 
-  async resolveServer(nameOrId: string): Promise<Instance> {
-    if (isUuid(nameOrId)) {
-      const found = await getInstance(this.deps.db, nameOrId.toLowerCase());
-      if (found) return found;
-    }
-    const byName = await findInstancesByName(this.deps.db, nameOrId);
-    if (byName.length === 1) return byName[0]!;
-    if (byName.length > 1) throw new TetherError('InvalidInput', `More than one server exists with the name '${nameOrId}'; use its ID.`);
-    throw new TetherError('InstanceNotFound', `Instance ${nameOrId} could not be found.`);
+  /** `allTenants`: every project's servers (admins only; others get 403, as in Nova). Without it, the caller's project's. */
+  async listServers(filter: { name?: string; host?: string; allTenants?: boolean } = {}): Promise<Instance[]> {
+    authorize(this.caller, 'servers:list');
+    if (filter.allTenants) authorize(this.caller, 'servers:list:all_tenants');
+    const { allTenants, ...rest } = filter;
+    const servers = await listInstances(this.deps.db, rest);
+    // an admin without all_tenants: the whole cloud in the CLI (an operator tool), the own project in the API's lists (Nova's rule)
+    if (allTenants || (isAdmin(this.caller) && allTenants === undefined)) return servers;
+    return servers.filter((s) => s.projectId === this.caller.projectId);
   }
 
-  listServers(filter: { name?: string; host?: string } = {}): Promise<Instance[]> {
-    return listInstances(this.deps.db, filter);
+  /** The servers of listServers, each with its volume attachments. */
+  async listServerDetails(filter: { name?: string; host?: string; allTenants?: boolean } = {}): Promise<ServerDetail[]> {
+    const servers = await this.listServers(filter);
+    return Promise.all(servers.map(async (instance) => ({ instance, bdms: await this.volumeBdmsOf(instance) })));
   }
 
-  /** Registers the instance and starts CreateServer (define + start the domain on its host). */
+  async showServer(ref: Ref): Promise<Instance> {
+    const instance = await this.resolveServer(ref);
+    authorize(this.caller, 'servers:show');
+    return instance;
+  }
+
+  /** One server with its volume attachments. */
+  async showServerDetail(ref: Ref): Promise<ServerDetail> {
+    const instance = await this.showServer(ref);
+    return { instance, bdms: await this.volumeBdmsOf(instance) };
+  }
+
+  private async volumeBdmsOf(instance: Instance): Promise<BlockDeviceMapping[]> {
+    return (await liveBdmsOfInstance(this.deps.db, instance.uuid)).filter((b) => b.volumeId !== null);
+  }
+
+  /** Registers the instance (in the caller's project) and starts CreateServer (define + start the domain on its host). */
   async createServer(spec: { name: string; host?: string; projectId?: string }): Promise<{ instance: Instance; handle: WorkflowHandle }> {
+    authorize(this.caller, 'servers:create');
+    if (spec.host !== undefined) authorize(this.caller, 'servers:create:forced_host');
     if (!spec.name || spec.name.length > 255) throw new TetherError('InvalidInput', 'Server name must be 1 to 255 characters.');
     const uuid = randomUUID();
     const host = spec.host ?? this.deps.config.computeHost;
@@ -78,17 +209,18 @@ export class TetherService {
     const instance = await insertInstance(this.deps.db, {
       uuid,
       name: spec.name,
-      projectId: spec.projectId ?? DEFAULT_PROJECT_ID,
+      projectId: this.projectFor(spec.projectId),
       host,
       availabilityZone: this.deps.config.availabilityZone,
       libvirtDomain: `tether-${uuid.slice(0, 8)}`,
       rootDeviceName: bus === 'virtio' ? '/dev/vda' : '/dev/sda',
       defaultDiskBus: bus,
     });
+    const input: CreateServerInput = { instanceUuid: uuid, domainName: instance.libvirtDomain!, host };
     const handle = await this.deps.client.workflow.start('createServer', {
       taskQueue: this.deps.config.controlTaskQueue,
       workflowId: `create-server-${uuid}`,
-      args: [{ instanceUuid: uuid, domainName: instance.libvirtDomain!, host }],
+      args: [input],
       typedSearchAttributes: [
         { key: InstanceUuid, value: uuid },
         { key: ComputeHost, value: host },
@@ -97,78 +229,76 @@ export class TetherService {
     return { instance, handle };
   }
 
-  /** Runs one server action workflow (shelve, shelve-offload, unshelve, delete) and waits for it. */
-  private async serverAction<R>(
-    workflowType: 'shelveServer' | 'shelveOffloadServer' | 'unshelveServer' | 'deleteServer' | 'migrateServer',
-    server: string,
-    extra: (instance: Instance) => Record<string, unknown> = () => ({}),
-  ): Promise<{ instance: Instance; result: R }> {
-    const instance = await this.resolveServer(server);
-    const handle = await this.deps.client.workflow.start(workflowType, {
+  /** Runs one server action workflow (shelve, shelve-offload, unshelve, delete, migrate) on a resolved server and waits for it. */
+  private async serverAction<A extends ServerAction>(action: A, instance: Instance, input: ServerActions[A]['input']): Promise<ServerActions[A]['result']> {
+    const handle = await this.deps.client.workflow.start(action, {
       taskQueue: this.deps.config.controlTaskQueue,
-      workflowId: `${workflowType}-${instance.uuid}`,
+      workflowId: `${action}-${instance.uuid}`,
       workflowIdConflictPolicy: 'USE_EXISTING',
-      args: [{ instanceUuid: instance.uuid, host: instance.host, ...extra(instance) }],
+      args: [input],
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: ComputeHost, value: instance.host ?? '' },
       ],
     });
     try {
-      return { instance, result: (await handle.result()) as R };
+      return (await handle.result()) as ServerActions[A]['result'];
     } catch (err) {
       throw fromTemporalFailure(err);
     }
   }
 
+  /** The server as the action left it. */
+  private async reread(instance: Instance): Promise<Instance> {
+    return (await getInstance(this.deps.db, instance.uuid)) ?? instance;
+  }
+
   /** Power off, keep everything (volumes stay attached to the stopped domain). */
-  async shelveServer(server: string): Promise<Instance> {
-    const { instance } = await this.serverAction('shelveServer', server, (i) => ({ vmState: i.vmState }));
-    return this.resolveServer(instance.uuid);
+  async shelveServer(server: Ref): Promise<Instance> {
+    const instance = await this.resolveServer(server);
+    authorize(this.caller, 'servers:shelve');
+    await this.serverAction('shelveServer', instance, { instanceUuid: instance.uuid, host: instance.host, vmState: instance.vmState });
+    return this.reread(instance);
   }
 
   /** Remove the shelved server from its host: volumes stay reserved, nothing is left on the host. */
-  async shelveOffloadServer(server: string): Promise<Instance> {
-    const { instance } = await this.serverAction('shelveOffloadServer', server);
-    return this.resolveServer(instance.uuid);
+  async shelveOffloadServer(server: Ref): Promise<Instance> {
+    const instance = await this.resolveServer(server);
+    authorize(this.caller, 'servers:shelve_offload');
+    await this.serverAction('shelveOffloadServer', instance, { instanceUuid: instance.uuid, host: instance.host });
+    return this.reread(instance);
   }
 
   /** Start the server again (on `host`, or the default compute host, when it was offloaded) and connect its volumes. */
-  async unshelveServer(server: string, host?: string): Promise<{ instance: Instance; devices: Record<string, string> }> {
-    const { instance, result } = await this.serverAction<{ devices: Record<string, string> }>('unshelveServer', server, (i) => ({
-      host: host ?? i.host ?? this.deps.config.computeHost,
-    }));
-    return { instance: await this.resolveServer(instance.uuid), devices: result.devices };
+  async unshelveServer(server: Ref, host?: string): Promise<{ instance: Instance; devices: Record<string, string> }> {
+    const instance = await this.resolveServer(server);
+    authorize(this.caller, 'servers:unshelve');
+    if (host !== undefined) authorize(this.caller, 'servers:unshelve:host');
+    const { devices } = await this.serverAction('unshelveServer', instance, {
+      instanceUuid: instance.uuid,
+      host: host ?? instance.host ?? this.deps.config.computeHost,
+    });
+    return { instance: await this.reread(instance), devices };
   }
 
   /** Delete the server: every volume is detached, those marked delete_on_termination are deleted. */
-  async deleteServer(server: string): Promise<{ instance: Instance; deletedVolumes: string[] }> {
-    const { instance, result } = await this.serverAction<{ deletedVolumes: string[] }>('deleteServer', server);
-    return { instance, deletedVolumes: result.deletedVolumes };
+  async deleteServer(server: Ref): Promise<{ instance: Instance; deletedVolumes: string[] }> {
+    const instance = await this.resolveServer(server);
+    authorize(this.caller, 'servers:delete');
+    const { deletedVolumes } = await this.serverAction('deleteServer', instance, { instanceUuid: instance.uuid, host: instance.host });
+    return { instance, deletedVolumes };
   }
 
   /** Move the server to another compute host; attaches in flight finish first. */
-  async migrateServer(server: string, targetHost: string): Promise<Instance> {
+  async migrateServer(server: Ref, targetHost: string): Promise<Instance> {
+    const instance = await this.resolveServer(server);
+    authorize(this.caller, 'servers:migrate');
     if (!targetHost) throw new TetherError('InvalidInput', 'A target host is required.');
-    const { instance } = await this.serverAction('migrateServer', server, (i) => ({ targetHost, vmState: i.vmState }));
-    return this.resolveServer(instance.uuid);
+    await this.serverAction('migrateServer', instance, { instanceUuid: instance.uuid, host: instance.host, targetHost, vmState: instance.vmState });
+    return this.reread(instance);
   }
 
   // ---- volumes ----
-
-  async resolveVolume(nameOrId: string): Promise<Volume> {
-    if (isUuid(nameOrId)) {
-      try {
-        return await this.deps.blockStorage.getVolume(nameOrId.toLowerCase());
-      } catch (err) {
-        if (!(err instanceof TetherError && err.type === 'VolumeNotFound')) throw err;
-      }
-    }
-    const byName = await this.volumeAdmin().listVolumes({ name: nameOrId });
-    if (byName.length === 1) return byName[0]!;
-    if (byName.length > 1) throw new TetherError('InvalidInput', `More than one volume exists with the name '${nameOrId}'; use its ID.`);
-    throw new TetherError('VolumeNotFound', `Volume ${nameOrId} could not be found.`);
-  }
 
   private volumeAdmin(): VolumeAdmin {
     const admin = this.deps.blockStorage;
@@ -178,11 +308,28 @@ export class TetherService {
     return admin as VolumeAdmin;
   }
 
-  listVolumes(filter: { name?: string; projectId?: string } = {}): Promise<Volume[]> {
-    return this.volumeAdmin().listVolumes(filter);
+  /** The caller's project's volumes; an admin's `allTenants` (or the CLI operator) sees all. Cinder ignores all_tenants for others. */
+  async listVolumes(filter: { name?: string; allTenants?: boolean } = {}): Promise<Volume[]> {
+    authorize(this.caller, 'volumes:list');
+    const { allTenants, ...rest } = filter;
+    const everyProject = isAdmin(this.caller) && (allTenants ?? true);
+    return this.volumeAdmin().listVolumes(everyProject ? rest : { ...rest, projectId: this.caller.projectId });
   }
 
-  createVolume(spec: {
+  async showVolume(ref: Ref): Promise<Volume> {
+    const volume = await this.resolveVolume(ref);
+    authorize(this.caller, 'volumes:show');
+    return volume;
+  }
+
+  /** The volume's encryption metadata (never its key), null for a plain volume. */
+  async volumeEncryption(ref: Ref): Promise<VolumeEncryption | null> {
+    const volume = await this.showVolume(ref);
+    return this.deps.blockStorage.getVolumeEncryption(volume.id);
+  }
+
+  /** New volumes belong to the caller's project. */
+  async createVolume(spec: {
     name: string | null;
     size: number;
     projectId?: string;
@@ -192,17 +339,14 @@ export class TetherService {
     /** '__DEFAULT__' (or none), or 'luks' for an encrypted volume. */
     volumeType?: string | null;
   }): Promise<Volume> {
+    authorize(this.caller, 'volumes:create');
     if (!Number.isInteger(spec.size) || spec.size < 1 || spec.size > 1024) throw new TetherError('InvalidInput', 'Volume size must be an integer number of GiB from 1 to 1024.');
-    return this.volumeAdmin().createVolume({ ...spec, projectId: spec.projectId ?? DEFAULT_PROJECT_ID });
+    return this.volumeAdmin().createVolume({ ...spec, projectId: this.projectFor(spec.projectId) });
   }
 
-  /** The volume's encryption metadata (never its key), null for a plain volume. */
-  volumeEncryption(volumeId: string): Promise<VolumeEncryption | null> {
-    return this.deps.blockStorage.getVolumeEncryption(volumeId);
-  }
-
-  async deleteVolume(nameOrId: string): Promise<void> {
-    const volume = await this.resolveVolume(nameOrId);
+  async deleteVolume(ref: Ref): Promise<void> {
+    const volume = await this.resolveVolume(ref);
+    authorize(this.caller, 'volumes:delete');
     await this.deps.blockStorage.deleteVolume(volume.id);
   }
 
@@ -210,41 +354,37 @@ export class TetherService {
 
   /**
    * Starts (or joins) the AttachVolume workflow of (server, volume) and returns once the device name
-   * and the volume are reserved — Nova's POST answer. Validation failures come back as TetherErrors
-   * and change nothing.
+   * and the volume are reserved — Nova's POST answer. The server is read once and the volume once;
+   * both must be visible to the caller (a foreign volume is "not found"), then the role must allow
+   * it. Validation failures come back as TetherErrors and change nothing.
    */
   async attachVolume(req: AttachVolumeRequest): Promise<StartedAttach> {
+    const instance = await this.resolveServer(req.server);
+    if (req.refuseShelved) refuseShelved(instance, 'attach_volume');
+    const volume = await this.resolveVolume(req.volume);
+    authorize(this.caller, 'attachments:create');
     if (req.device != null && !isValidDevicePath(req.device)) {
       throw new TetherError('InvalidDevicePath', `The supplied device path (${req.device}) is invalid.`);
     }
     if (req.tag != null && (req.tag.length === 0 || req.tag.length > 60 || /[/,]/.test(req.tag))) {
       throw new TetherError('InvalidInput', `Invalid tag '${req.tag}': 1 to 60 characters, no '/' or ','.`);
     }
-    const instance = await this.resolveServer(req.server);
-    const volume = await this.resolveVolume(req.volume);
+    return this.startAttach(instance, volume, { device: req.device ?? null, tag: req.tag ?? null, deleteOnTermination: req.deleteOnTermination ?? false });
+  }
+
+  /** The attach of a resolved, authorized pair: a plain refusal without a workflow run, else update-with-start. */
+  private async startAttach(instance: Instance, volume: Volume, ask: { device: string | null; tag: string | null; deleteOnTermination: boolean }): Promise<StartedAttach> {
     const workflowId = attachWorkflowId(instance.uuid, volume.id);
     // A plain refusal needs no workflow run, unless this very attach is in flight (then the request joins it).
-    const refusal = attachRefusal(instance, volume, await liveBdm(this.deps.db, instance.uuid, volume.id), {
-      device: req.device ?? null,
-      tag: req.tag ?? null,
-    });
+    const refusal = attachRefusal(instance, volume, await liveBdm(this.deps.db, instance.uuid, volume.id), ask);
     if (refusal && !(await this.isRunning(workflowId))) throw refusal;
-    const startWorkflowOperation = new WithStartWorkflowOperation<AttachVolumeWorkflow>('attachVolume', {
+    const input: AttachVolumeInput = { instanceUuid: instance.uuid, volumeId: volume.id, ...ask, diskBus: null, deviceType: null };
+    const startWorkflowOperation = new WithStartWorkflowOperation<AttachVolumeWorkflow>(ATTACH_VOLUME_WORKFLOW, {
       workflowId,
       taskQueue: this.deps.config.controlTaskQueue,
       // the same request while one is in flight joins it; after a failure, a new run (a retry)
       workflowIdConflictPolicy: 'USE_EXISTING',
-      args: [
-        {
-          instanceUuid: instance.uuid,
-          volumeId: volume.id,
-          device: req.device ?? null,
-          tag: req.tag ?? null,
-          deleteOnTermination: req.deleteOnTermination ?? false,
-          diskBus: null,
-          deviceType: null,
-        },
-      ],
+      args: [input],
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: VolumeId, value: volume.id },
@@ -253,9 +393,7 @@ export class TetherService {
       ],
     });
     try {
-      const reservation = await this.deps.client.workflow.executeUpdateWithStart<AttachVolumeWorkflow, AttachReservation, []>('reservation', {
-        startWorkflowOperation,
-      });
+      const reservation = await this.deps.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation });
       const handle = await startWorkflowOperation.workflowHandle();
       return { reservation, workflowId, handle };
     } catch (err) {
@@ -263,7 +401,7 @@ export class TetherService {
     }
   }
 
-  /** Waits for the attach to finish; throws the TetherError of a failure. */
+  /** Waits for the attach to finish; throws the TetherError of a failure. Handles come from this service's own calls. */
   async awaitAttach(handle: WorkflowHandle): Promise<AttachResult> {
     try {
       return (await handle.result()) as AttachResult;
@@ -272,23 +410,26 @@ export class TetherService {
     }
   }
 
+  /** The steps so far of an attach or detach this service started. */
   async attachProgress(handle: WorkflowHandle): Promise<AttachProgress> {
-    return handle.query<AttachProgress>('progress');
+    return handle.query(attachProgressQuery);
   }
 
-  async listAttachments(server: string): Promise<{ instance: Instance; bdms: BlockDeviceMapping[] }> {
+  async listAttachments(server: Ref): Promise<ServerDetail> {
     const instance = await this.resolveServer(server);
-    const bdms = (await liveBdmsOfInstance(this.deps.db, instance.uuid)).filter((b) => b.volumeId !== null);
-    return { instance, bdms };
+    authorize(this.caller, 'attachments:list');
+    return { instance, bdms: await this.volumeBdmsOf(instance) };
   }
 
   /**
    * Starts the DetachVolume workflow of (server, volume); resolves once it is accepted (Nova's 202).
    * Refusals that need no workflow (not attached, root device, instance state) come back as TetherErrors.
    */
-  async detachVolume(req: { server: string; volume: string }): Promise<{ workflowId: string; handle: WorkflowHandle }> {
+  async detachVolume(req: DetachVolumeRequest): Promise<{ workflowId: string; handle: WorkflowHandle }> {
     const instance = await this.resolveServer(req.server);
+    if (req.refuseShelved) refuseShelved(instance, 'detach_volume');
     const volume = await this.resolveVolume(req.volume);
+    authorize(this.caller, 'attachments:delete');
     const refusal = volumeOperationRefusal(instance, 'detach_volume');
     if (refusal) throw new TetherError('InstanceInvalidState', refusal);
     const bdm = await liveBdm(this.deps.db, instance.uuid, volume.id);
@@ -299,7 +440,7 @@ export class TetherService {
       throw new TetherError('RootDeviceDetach', 'Cannot detach a root device volume');
     }
     const workflowId = detachWorkflowId(instance.uuid, volume.id);
-    const handle = await this.deps.client.workflow.start('detachVolume', {
+    const handle = await this.deps.client.workflow.start<DetachVolumeWorkflow>(DETACH_VOLUME_WORKFLOW, {
       workflowId,
       taskQueue: this.deps.config.controlTaskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
@@ -337,9 +478,10 @@ export class TetherService {
    * Retries the latest attach of (server, volume) with the request it was made with: a fresh run of the
    * same workflow id. Refused while the attach still runs or when it succeeded.
    */
-  async retryAttach(server: string, volume: string): Promise<StartedAttach> {
+  async retryAttach(server: Ref, volume: Ref): Promise<StartedAttach> {
     const instance = await this.resolveServer(server);
     const vol = await this.resolveVolume(volume);
+    authorize(this.caller, 'attachments:retry');
     const handle = this.deps.client.workflow.getHandle(attachWorkflowId(instance.uuid, vol.id));
     let description;
     try {
@@ -351,19 +493,14 @@ export class TetherService {
     if (status === 'RUNNING') throw new TetherError('OperationInProgress', `The attach of volume ${vol.id} to server ${instance.uuid} is still running (${description.workflowId}).`);
     if (status === 'COMPLETED') throw new TetherError('VolumeAlreadyAttached', `The latest attach of volume ${vol.id} to server ${instance.uuid} succeeded; nothing to retry.`);
     const input = await firstRunInput<AttachVolumeInput>(handle);
-    return this.attachVolume({
-      server: instance.uuid,
-      volume: vol.id,
-      device: input?.device ?? null,
-      tag: input?.tag ?? null,
-      deleteOnTermination: input?.deleteOnTermination ?? false,
-    });
+    return this.startAttach(instance, vol, { device: input?.device ?? null, tag: input?.tag ?? null, deleteOnTermination: input?.deleteOnTermination ?? false });
   }
 
   /** The steps of the latest (or a given) run of the attach or detach of (server, volume). */
-  async operationHistory(server: string, volume: string, options: { kind?: 'attach' | 'detach'; runId?: string } = {}): Promise<OperationHistory> {
+  async operationHistory(server: Ref, volume: Ref, options: { kind?: 'attach' | 'detach'; runId?: string } = {}): Promise<OperationHistory> {
     const instance = await this.resolveServer(server);
     const vol = await this.resolveVolume(volume);
+    authorize(this.caller, 'operations:history');
     const kinds = options.kind ? [options.kind] : (['attach', 'detach'] as const);
     const candidates: OperationHistory[] = [];
     for (const kind of kinds) {
@@ -371,7 +508,7 @@ export class TetherService {
       const handle = this.deps.client.workflow.getHandle(workflowId, options.runId);
       try {
         const d = await handle.describe();
-        const progress = await handle.query<AttachProgress>('progress');
+        const progress = await handle.query<OperationProgress>('progress');
         candidates.push({
           kind,
           workflowId,
@@ -391,18 +528,27 @@ export class TetherService {
     return candidates.sort((a, b) => b.startTime.localeCompare(a.startTime))[0]!;
   }
 
-  /** Recent attaches and detaches (newest first), from Temporal's visibility store. */
+  /** Recent attaches and detaches (newest first), from Temporal's visibility store; a non-admin sees those of its project's servers only. */
   async listOperations(options: { failed?: boolean; limit?: number } = {}): Promise<OperationSummary[]> {
+    authorize(this.caller, 'operations:list');
+    const limit = options.limit ?? 50;
+    if (isAdmin(this.caller)) return this.operations(options.failed ?? false, limit);
+    const own = new Set((await listInstances(this.deps.db)).filter((s) => s.projectId === this.caller.projectId).map((s) => s.uuid));
+    const all = await this.operations(options.failed ?? false, 10_000);
+    return all.filter((o) => o.instanceUuid !== null && own.has(o.instanceUuid)).slice(0, limit);
+  }
+
+  private async operations(failed: boolean, limit: number): Promise<OperationSummary[]> {
     const clauses = [
       `TaskQueue = '${this.deps.config.controlTaskQueue}'`,
-      `WorkflowType IN ('attachVolume', 'detachVolume')`,
-      ...(options.failed ? [`ExecutionStatus IN ('Failed', 'Terminated', 'TimedOut')`] : []),
+      `WorkflowType IN ('${ATTACH_VOLUME_WORKFLOW}', '${DETACH_VOLUME_WORKFLOW}')`,
+      ...(failed ? [`ExecutionStatus IN ('Failed', 'Terminated', 'TimedOut')`] : []),
     ];
     const result: OperationSummary[] = [];
     for await (const w of this.deps.client.workflow.list({ query: clauses.join(' AND ') })) {
       const sa = w.typedSearchAttributes;
       result.push({
-        kind: w.type === 'attachVolume' ? 'attach' : 'detach',
+        kind: w.type === ATTACH_VOLUME_WORKFLOW ? 'attach' : 'detach',
         workflowId: w.workflowId,
         runId: w.runId,
         status: w.status.name,
@@ -413,9 +559,14 @@ export class TetherService {
         startTime: w.startTime.toISOString(),
         closeTime: w.closeTime?.toISOString() ?? null,
       });
-      if (result.length >= (options.limit ?? 50)) break;
+      if (result.length >= limit) break;
     }
     return result;
+  }
+
+  /** The invariant checker and the notification outbox look at every project: operators only. */
+  authorizeCheck(): void {
+    authorize(this.caller, 'invariants:check');
   }
 }
 

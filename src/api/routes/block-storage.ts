@@ -4,7 +4,6 @@ import type { TetherService } from '../../service/tether-service.ts';
 import { ApiError } from '../errors.ts';
 import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common.ts';
 import { CreateVolume, Volume, VolumeListQuery, VolumeRef } from '../schemas/volume.ts';
-import { volumeById } from '../lookups.ts';
 import { baseUrl } from '../views/links.ts';
 import { DEFAULT_VOLUME_TYPE, LUKS_VOLUME_TYPE, volumeRef, volumeView } from '../views/volume.ts';
 import { allTenantsOf, tetherFor } from '../authentication.ts';
@@ -67,8 +66,7 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       },
     },
     async (request) => {
-      const tether = tetherFor(service, request);
-      const volume = await volumeById({ resolveVolume: (id) => tether.showVolume(id) }, request.params.volume_id);
+      const volume = await tetherFor(service, request).showVolume({ id: request.params.volume_id });
       return { volume: volumeView(volume, baseUrl(request), request.microversion) };
     },
   );
@@ -93,9 +91,7 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       },
     },
     async (request) => {
-      const tether = tetherFor(service, request);
-      const volume = await volumeById({ resolveVolume: (id) => tether.showVolume(id) }, request.params.volume_id);
-      const e = await service.volumeEncryption(volume.id);
+      const e = await tetherFor(service, request).volumeEncryption({ id: request.params.volume_id });
       if (!e) return { encryption_key_id: null };
       return { encryption_key_id: e.encryptionKeyId, provider: e.provider, cipher: e.cipher, key_size: e.keySize, control_location: e.controlLocation };
     },
@@ -143,9 +139,7 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       },
     },
     async (request, reply) => {
-      const tether = tetherFor(service, request);
-      const volume = await volumeById(tether, request.params.volume_id);
-      await tether.deleteVolume(volume.id);
+      await tetherFor(service, request).deleteVolume({ id: request.params.volume_id });
       return reply.code(202).send();
     },
   );

@@ -3,19 +3,12 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { TetherService } from '../../service/tether-service.ts';
 import { FAULTS, pathParams, type ScopeOptions } from '../schemas/common.ts';
 import { Server, ServerListQuery, ServerRef } from '../schemas/compute.ts';
-import { serverById } from '../lookups.ts';
 import { baseUrl } from '../views/links.ts';
 import { serverRef, serverView } from '../views/server.ts';
 import { allTenantsOf, tetherFor } from '../authentication.ts';
-import type { ScopedTetherService } from '../../auth/scoped-service.ts';
 
 export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } & ScopeOptions> = async (app, { service, ...scope }) => {
   const tags = ['compute'];
-  const detailed = async (tether: ScopedTetherService, nameOrId: string, base: string, microversion: number) => {
-    const { instance, bdms } = await tether.listAttachments(nameOrId);
-    return serverView(instance, bdms, base, microversion);
-  };
-
   app.get(
     '/servers',
     {
@@ -48,12 +41,11 @@ export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } 
       },
     },
     async (request) => {
-      const tether = tetherFor(service, request);
-      const servers = await tether.listServers({
+      const servers = await tetherFor(service, request).listServerDetails({
         ...(request.query.name === undefined ? {} : { name: request.query.name }),
         allTenants: allTenantsOf(request, request.query.all_tenants),
       });
-      return { servers: await Promise.all(servers.map((s) => detailed(tether, s.uuid, baseUrl(request), request.microversion))) };
+      return { servers: servers.map((s) => serverView(s.instance, s.bdms, baseUrl(request), request.microversion)) };
     },
   );
 
@@ -68,9 +60,8 @@ export const serverRoutes: FastifyPluginAsyncTypebox<{ service: TetherService } 
       },
     },
     async (request) => {
-      const tether = tetherFor(service, request);
-      const instance = await serverById({ resolveServer: (id) => tether.showServer(id) }, request.params.server_id);
-      return { server: await detailed(tether, instance.uuid, baseUrl(request), request.microversion) };
+      const { instance, bdms } = await tetherFor(service, request).showServerDetail({ id: request.params.server_id });
+      return { server: serverView(instance, bdms, baseUrl(request), request.microversion) };
     },
   );
 };

@@ -5,15 +5,12 @@
  */
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
 import { TetherError } from '../../errors.ts';
-import type { Instance } from '../../domain/types.ts';
 import type { TetherService } from '../../service/tether-service.ts';
 import { ApiError } from '../errors.ts';
 import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common.ts';
 import { AttachmentListQuery, CreateVolumeAttachment, VolumeAttachment } from '../schemas/compute.ts';
-import { serverById } from '../lookups.ts';
 import { attachmentView, factsOfBdm } from '../views/volume-attachment.ts';
 import { tetherFor } from '../authentication.ts';
-import type { ScopedTetherService } from '../../auth/scoped-service.ts';
 
 /** Request fields that exist only from a microversion on: below it, Nova's schema refuses them (400). */
 function refuseNewerFields(body: Static<typeof CreateVolumeAttachment>['volumeAttachment'], microversion: number): void {
@@ -29,13 +26,6 @@ function refuseNewerFields(body: Static<typeof CreateVolumeAttachment>['volumeAt
   }
 }
 
-/** Attach and detach on a shelved or shelved-offloaded server need 2.20 (Nova answers 409 below it). */
-function refuseShelvedBefore220(instance: Instance, microversion: number, operation: 'attach_volume' | 'detach_volume'): void {
-  if (microversion < 20 && (instance.vmState === 'shelved' || instance.vmState === 'shelved_offloaded')) {
-    throw new TetherError('InstanceInvalidState', `Cannot '${operation}' instance ${instance.uuid} while it is in vm_state ${instance.vmState}`);
-  }
-}
-
 function notAttached(serverId: string, volumeId: string): TetherError {
   return new TetherError('VolumeNotAttached', `Instance ${serverId} is not attached to volume ${volumeId}`);
 }
@@ -46,9 +36,8 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
   const serverParams = pathParams(scope, { server_id: Type.String() });
   const attachmentParams = pathParams(scope, { server_id: Type.String(), volume_id: Type.String() });
 
-  const attachmentsOf = async (tether: ScopedTetherService, serverId: string) => {
-    const instance = await serverById(tether, serverId);
-    const { bdms } = await tether.listAttachments(instance.uuid);
+  const attachmentsOf = async (tether: TetherService, serverId: string) => {
+    const { bdms } = await tether.listAttachments({ id: serverId });
     return bdms.flatMap((b) => (b.volumeId === null ? [] : [factsOfBdm({ ...b, volumeId: b.volumeId })]));
   };
 
@@ -107,15 +96,14 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
     async (request) => {
       const body = request.body.volumeAttachment;
       refuseNewerFields(body, request.microversion);
-      const tether = tetherFor(service, request);
-      const instance = await serverById(tether, request.params.server_id);
-      refuseShelvedBefore220(instance, request.microversion, 'attach_volume');
-      const { reservation } = await tether.attachVolume({
-        server: instance.uuid,
-        volume: body.volumeId,
+      const { reservation } = await tetherFor(service, request).attachVolume({
+        server: { id: request.params.server_id },
+        volume: { id: body.volumeId },
         device: body.device ?? null,
         tag: body.tag ?? null,
         deleteOnTermination: body.delete_on_termination ?? false,
+        // attach to a shelved server needs 2.20 (Nova answers 409 below it)
+        refuseShelved: request.microversion < 20,
       });
       return { volumeAttachment: attachmentView(reservation, request.microversion, { forCreate: true }) };
     },
@@ -132,10 +120,11 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
       },
     },
     async (request, reply) => {
-      const tether = tetherFor(service, request);
-      const instance = await serverById(tether, request.params.server_id);
-      refuseShelvedBefore220(instance, request.microversion, 'detach_volume');
-      await tether.detachVolume({ server: instance.uuid, volume: request.params.volume_id });
+      await tetherFor(service, request).detachVolume({
+        server: { id: request.params.server_id },
+        volume: request.params.volume_id,
+        refuseShelved: request.microversion < 20,
+      });
       return reply.code(202).send();
     },
   );
