@@ -26,12 +26,16 @@ const instance: Instance = {
   createdAt: '2025-01-02T03:04:05.678Z',
 };
 
+const brokenDatabase = async () => {
+  throw new Error('connect ECONNREFUSED 10.0.0.5:5432 (password=hunter2)');
+};
+
 /** Lists one server; every other call fails the way a broken database would. */
 const stubService = {
+  as: () => stubService,
   listServers: async () => [instance],
-  listAttachments: async () => {
-    throw new Error('connect ECONNREFUSED 10.0.0.5:5432 (password=hunter2)');
-  },
+  listServerDetails: brokenDatabase,
+  listAttachments: brokenDatabase,
 } as unknown as TetherService;
 
 let api: ApiServer;
