@@ -1,0 +1,69 @@
+/** Fake activities for every activity tether's workflows call: plausible answers, no side effects. */
+import type { HostConnector } from '../../../src/domain/types.ts';
+import { FakeActivities } from './workflow-env.ts';
+
+export const CONNECTOR: HostConnector = { ip: '192.0.2.1', host: 'fake-host', initiator: 'iqn.fake', multipath: false, platform: 'x86_64', os_type: 'linux', do_local_attach: false };
+
+export interface FakeWorld {
+  /** validateAttach / validateDetach answer that the instance is shelved-offloaded. */
+  shelvedOffloaded?: boolean;
+  /** An earlier operation on the pair is running (the attach or detach waits for it). */
+  earlierOperation?: boolean;
+  /** The agent predates 'connector-with-device-name': reserveDeviceName returns no connector. */
+  oldAgent?: boolean;
+  /** The instance's volumes (server actions). */
+  volumes?: { bdmUuid: string; volumeId: string; deviceName: string | null; attachmentId: string | null; deleteOnTermination: boolean }[];
+  /** exportDomain answers no domain. */
+  noDomain?: boolean;
+}
+
+export function tetherFakes(world: FakeWorld = {}) {
+  return new FakeActivities({
+    // operations (control queue)
+    isEarlierOperationRunning: async () => world.earlierOperation ?? false,
+    awaitEarlierOperation: async () => ({ waitedMs: 1 }),
+    awaitInstanceOperations: async () => ({ waitedMs: 0 }),
+    // database (control queue)
+    validateAttach: async (input: { instanceUuid: string }) => ({ instanceUuid: input.instanceUuid, host: 'fake-host', shelvedOffloaded: world.shelvedOffloaded ?? false, multiattach: false }),
+    validateDetach: async () => ({ bdmUuid: 'bdm-1', attachmentId: 'att-1', deviceName: '/dev/sdb', shelvedOffloaded: world.shelvedOffloaded ?? false, wasAttached: true }),
+    createShelvedBdm: async (input: { bdmUuid: string }) => ({ bdmUuid: input.bdmUuid }),
+    setBdmAttachStatus: async () => undefined,
+    markBdmAttached: async () => undefined,
+    destroyBdm: async () => ({ destroyed: true }),
+    volumeBdmsOf: async () => world.volumes ?? [],
+    beginInstanceTask: async () => undefined,
+    finishInstanceTask: async () => undefined,
+    setInstanceHost: async () => undefined,
+    markInstanceDeleted: async () => undefined,
+    markInstanceActive: async () => undefined,
+    markInstanceError: async () => undefined,
+    // block storage (control queue)
+    reserveVolume: async () => ({ attachmentId: 'att-1' }),
+    initializeConnection: async () => ({ driverVolumeType: 'file' }),
+    completeAttachment: async () => undefined,
+    beginDetaching: async () => undefined,
+    rollDetaching: async () => undefined,
+    reReserveAttachment: async (input: { attachmentId: string | null }) => ({ attachmentId: input.attachmentId ?? 'att-new' }),
+    deleteVolume: async () => ({ deleted: true }),
+    deleteAttachment: async () => ({ deleted: true }),
+    // the instance's host (instance-<uuid>)
+    reserveDeviceName: async (input: { bdmUuid: string; withConnector?: boolean }) => ({
+      bdmUuid: input.bdmUuid,
+      deviceName: '/dev/sdb',
+      diskBus: 'scsi',
+      ...(input.withConnector && !world.oldAgent ? { connector: CONNECTOR } : {}),
+    }),
+    assignDeviceName: async () => ({ deviceName: '/dev/sdc' }),
+    getHostConnector: async () => CONNECTOR,
+    attachDisk: async () => ({ target: 'sdb', live: true }),
+    detachDisk: async () => ({ removed: true }),
+    // hosts' domains (host-<name>)
+    spawnDomain: async () => ({ state: 'running' }),
+    stopDomain: async () => undefined,
+    exportDomain: async () => ({ xml: world.noDomain ? null : '<domain/>' }),
+    importDomain: async () => ({ state: 'running' }),
+    destroyDomain: async () => undefined,
+  });
+}
+
+export type TetherFakes = ReturnType<typeof tetherFakes>;

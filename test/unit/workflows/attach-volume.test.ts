@@ -1,0 +1,178 @@
+/**
+ * AttachVolume alone: the real workflow with fake activities (test/unit/support), every forward
+ * step failing in turn — each rolls back exactly what was done, newest first — and a compensation
+ * that cannot finish. The real-stack tests (test/attach-volume.test.ts) prove the same on
+ * PostgreSQL, libvirt and the volume service.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WithStartWorkflowOperation, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { attachProgressQuery, reservationUpdate, type AttachResult, type AttachVolumeInput, type AttachVolumeWorkflow } from '../../../src/domain/contracts/attach-volume.ts';
+import { TetherState } from '../../../src/temporal/search-attributes.ts';
+import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
+import { tetherFakes, type FakeWorld, type TetherFakes } from '../support/fakes.ts';
+
+let env: TestWorkflowEnvironment;
+let workers: FakeWorkers;
+
+beforeAll(async () => {
+  env = await startWorkflowEnvironment();
+  workers = await new FakeWorkers(env).start(tetherFakes().names);
+}, 60_000);
+
+afterAll(async () => {
+  await workers?.stop();
+  await env?.teardown();
+});
+
+/** The forward activities of a successful attach, in order. */
+const FORWARD = ['isEarlierOperationRunning', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
+
+function request(): AttachVolumeInput {
+  return { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), device: null, tag: 'data', deleteOnTermination: false, diskBus: null, deviceType: null };
+}
+
+/** Runs one attach to its end with `fakes`; returns its result or its failure, and its final state. */
+async function attach(fakes: TetherFakes, input = request()) {
+  const workflowId = `attach-${input.instanceUuid}-${input.volumeId}`;
+  workers.use(workflowId, fakes);
+  const handle = await env.client.workflow.start<AttachVolumeWorkflow>('attachVolume', { taskQueue: workers.taskQueue, workflowId, args: [input] });
+  const outcome = await handle.result().then(
+    (result: AttachResult) => ({ result, failure: null }),
+    (err: unknown) => ({ result: null, failure: err instanceof WorkflowFailedError ? (err.cause as ApplicationFailure) : (err as Error) }),
+  );
+  const progress = await handle.query(attachProgressQuery);
+  const state = (await handle.describe()).typedSearchAttributes.get(TetherState);
+  return { ...outcome, progress, state };
+}
+
+/** The activities called after the failing one: the compensations, in the order they ran. */
+function after(fakes: TetherFakes, step: string): string[] {
+  return fakes.calls.slice(fakes.calls.indexOf(step) + 1);
+}
+
+describe('attachVolume with fake activities', () => {
+  it('attaches: every forward step once, in order, no compensation', async () => {
+    const fakes = tetherFakes();
+    const { result, failure, state, progress } = await attach(fakes);
+    expect(failure).toBeNull();
+    expect(result).toMatchObject({ device: '/dev/sdb', attachmentId: 'att-1', tag: 'data', hostAttached: true });
+    expect(fakes.calls).toEqual(FORWARD);
+    expect(state).toBe('attached');
+    expect(progress.steps.map((s) => [s.step, s.status])).toEqual([
+      ['awaitEarlierOperation', 'completed'],
+      ['validate', 'completed'],
+      ['reserveDeviceName', 'completed'],
+      ['reserveVolume', 'completed'],
+      ['getHostConnector', 'completed'],
+      ['initializeConnection', 'completed'],
+      ['attachDisk', 'completed'],
+      ['completeAttachment', 'completed'],
+    ]);
+  });
+
+  // [the activity that fails, the step it belongs to, the compensations that must run, newest first]
+  const cases: [string, string, string[]][] = [
+    ['validateAttach', 'validate', []],
+    ['reserveDeviceName', 'reserveDeviceName', ['destroyBdm']],
+    ['reserveVolume', 'reserveVolume', ['deleteAttachment', 'destroyBdm']],
+    ['initializeConnection', 'initializeConnection', ['deleteAttachment', 'destroyBdm']],
+    ['attachDisk', 'attachDisk', ['detachDisk', 'deleteAttachment', 'destroyBdm']],
+    ['completeAttachment', 'completeAttachment', ['detachDisk', 'deleteAttachment', 'destroyBdm']],
+    ['markBdmAttached', 'completeAttachment', ['detachDisk', 'deleteAttachment', 'destroyBdm']],
+  ];
+
+  it.each(cases)('%s fails: rolls back %j, state rolled-back, the reason names the step', async (activity, step, compensations) => {
+    const fakes = tetherFakes().failAt(activity as never);
+    const { failure, state, progress } = await attach(fakes);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure!.message).toMatch(new RegExp(`failed at step ${step}: fake ${activity} failed \\(everything was rolled back\\)$`));
+    expect((failure as ApplicationFailure).type).toBe('InjectedFault');
+    expect((failure as ApplicationFailure).details).toEqual([{ step, rolledBack: true }]);
+    expect(after(fakes, activity)).toEqual(compensations);
+    expect(fakes.calls.slice(0, fakes.calls.indexOf(activity) + 1)).toEqual(FORWARD.slice(0, FORWARD.indexOf(activity) + 1));
+    expect(state).toBe('rolled-back');
+    expect(progress.error).toEqual({ type: 'InjectedFault', message: `fake ${activity} failed` });
+    expect(progress.steps.filter((s) => s.status === 'compensated').map((s) => s.step)).toEqual(compensations);
+    if (compensations.includes('destroyBdm')) {
+      // the BDM's compensation reports the failure (the .error notification) with the step it happened at
+      expect(fakes.inputOf('destroyBdm')).toMatchObject({ fault: { type: 'InjectedFault', step } });
+    }
+  });
+
+  it('an agent older than connector-with-device-name: the connector in its own step, whose failure rolls back', async () => {
+    const ok = tetherFakes({ oldAgent: true });
+    expect((await attach(ok)).failure).toBeNull();
+    expect(ok.calls).toEqual([...FORWARD.slice(0, 4), 'getHostConnector', ...FORWARD.slice(4)]);
+
+    const fakes = tetherFakes({ oldAgent: true }).failAt('getHostConnector');
+    const { failure, state } = await attach(fakes);
+    expect(failure!.message).toMatch(/failed at step getHostConnector/);
+    expect(after(fakes, 'getHostConnector')).toEqual(['deleteAttachment', 'destroyBdm']);
+    expect(state).toBe('rolled-back');
+  });
+
+  it('a compensation that cannot finish stops the rollback there: state failed, what is left agrees with itself', async () => {
+    const fakes = tetherFakes().failAt('attachDisk').failAt('detachDisk');
+    const { failure, state, progress } = await attach(fakes);
+    expect(failure!.message).toMatch(/failed at step attachDisk: fake attachDisk failed \(the rollback could not finish and will need a retry\)$/);
+    expect((failure as ApplicationFailure).details).toEqual([{ step: 'attachDisk', rolledBack: false }]);
+    // the disk may still be there: its attachment and BDM stay
+    expect(after(fakes, 'attachDisk')).toEqual(['detachDisk']);
+    expect(state).toBe('failed');
+    expect(progress.steps.at(-1)).toMatchObject({ step: 'detachDisk', status: 'failed' });
+  });
+
+  it('a shelved-offloaded instance: a BDM and a reservation, no host asked; a failed reservation rolls both back', async () => {
+    const ok = tetherFakes({ shelvedOffloaded: true });
+    const done = await attach(ok);
+    expect(done.result).toMatchObject({ device: null, hostAttached: false });
+    expect(ok.calls).toEqual(['isEarlierOperationRunning', 'validateAttach', 'createShelvedBdm', 'reserveVolume']);
+
+    const fakes = tetherFakes({ shelvedOffloaded: true }).failAt('reserveVolume');
+    const { failure, state } = await attach(fakes);
+    expect(failure!.message).toMatch(/failed at step reserveVolume/);
+    expect(after(fakes, 'reserveVolume')).toEqual(['deleteAttachment', 'destroyBdm']);
+    expect(state).toBe('rolled-back');
+
+    const bdmFails = tetherFakes({ shelvedOffloaded: true }).failAt('createShelvedBdm');
+    expect((await attach(bdmFails)).failure!.message).toMatch(/failed at step createBdm/);
+    expect(after(bdmFails, 'createShelvedBdm')).toEqual(['destroyBdm']);
+  });
+
+  it('waits for an earlier detach of the pair (a heartbeating activity) only when one runs', async () => {
+    const fakes = tetherFakes({ earlierOperation: true } satisfies FakeWorld);
+    expect((await attach(fakes)).failure).toBeNull();
+    expect(fakes.calls.slice(0, 3)).toEqual(['isEarlierOperationRunning', 'awaitEarlierOperation', 'validateAttach']);
+  });
+
+  it('the reservation update answers with the reservation, or, refused, only once the rollback has finished', async () => {
+    for (const failing of [null, 'reserveVolume'] as const) {
+      const fakes = failing ? tetherFakes().failAt(failing) : tetherFakes();
+      const input = request();
+      const workflowId = `attach-${input.instanceUuid}-${input.volumeId}`;
+      workers.use(workflowId, fakes);
+      {
+        const startWorkflowOperation = new WithStartWorkflowOperation<AttachVolumeWorkflow>('attachVolume', {
+          workflowId,
+          taskQueue: workers.taskQueue,
+          workflowIdConflictPolicy: 'USE_EXISTING',
+          args: [input],
+        });
+        const answer = await env.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation }).then(
+          (reservation) => ({ reservation, calledBefore: [...fakes.calls] }),
+          (err: unknown) => ({ error: err as Error, calledBefore: [...fakes.calls] }),
+        );
+        if (failing === null) {
+          expect(answer).toMatchObject({ reservation: { device: '/dev/sdb', attachmentId: 'att-1', instanceUuid: input.instanceUuid } });
+        } else {
+          expect('error' in answer && (answer.error.cause as ApplicationFailure).type).toBe('InjectedFault');
+          expect(answer.calledBefore.slice(-2)).toEqual(['deleteAttachment', 'destroyBdm']);
+        }
+        await (await startWorkflowOperation.workflowHandle()).result().catch(() => undefined);
+      }
+    }
+  });
+});
