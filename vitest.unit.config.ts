@@ -9,6 +9,8 @@ export default defineConfig({
   test: {
     include: ['test/unit/**/*.test.ts'],
     globalSetup: ['test/unit/setup/temporal.ts'],
+    // vitest's own summary, then the suite's: every skipped test with its reason and `N passed, N failed, N skipped`.
+    reporters: ['default', './test/support/summary-reporter.ts'],
     // Temporal's native core (Rust, via N-API) misbehaves in worker threads: use processes.
     pool: 'forks',
     maxWorkers: 2,
