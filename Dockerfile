@@ -3,7 +3,21 @@
 #   node --import tsx workers/control-plane.ts
 #   node --import tsx workers/compute-agent.ts
 # docker-compose.yml sets it per service. No build step: tsx runs the TypeScript as it is.
-FROM node:20-bookworm-slim
+#
+# Without a registry (docs/production.md#the-compose-file-without-a-registry), two build options
+# replace what is pulled: --build-arg NODE_IMAGE=<a local image with Node 20 at /usr/local/bin/node>
+# and --build-context dependencies=<DIR> (DIR/app/node_modules installed elsewhere with
+# `npm ci --omit=dev`; it replaces the stage below, so the build installs nothing from npm).
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# Production dependencies. tsx (which runs the processes) is in "dependencies", so --omit=dev
+# keeps it and leaves out vitest, typescript, vite. This stage is rebuilt only when package*.json change.
+FROM ${NODE_IMAGE} AS dependencies
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error
+
+FROM ${NODE_IMAGE}
 
 # libvirt0: the C library that tether's libvirt binding (koffi) loads in the compute agent.
 # qemu-utils: qemu-img, with which the embedded volume service creates volume files.
@@ -19,10 +33,8 @@ RUN groupadd --system --gid 10001 tether \
 ENV NODE_ENV=production
 WORKDIR /app
 
-# Dependencies first, so this layer is reused until package*.json change. tsx (which runs the
-# processes) is in "dependencies", so --omit=dev keeps it and leaves out vitest, typescript, vite.
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error && npm cache clean --force
+# Dependencies first, so this layer is reused until package*.json change.
+COPY --from=dependencies /app/node_modules ./node_modules
 
 # The source (see .dockerignore), owned by root: the processes cannot change their own code.
 COPY . .

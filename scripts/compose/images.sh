@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Builds, without any registry, the images docker-compose.yml runs, into tether's own podman storage
+# (scripts/compose/podman-env.sh), and writes the variables that make the unchanged compose file
+# use them to ${TETHER_CACHE_DIR:-$HOME/.cache/tether}/containers/images.env:
+#   localhost/tether-base:bookworm        debootstrap --variant=minbase bookworm (the tarball is kept
+#                                         in ~/.cache/tether/images and re-imported when needed)
+#   localhost/tether-node:20              that + this machine's Node 20 binary     (node:20-bookworm-slim)
+#   localhost/tether:dev                  tether's own Dockerfile on it, node_modules installed here
+#   localhost/tether-postgresql:15        Debian's PostgreSQL                      (postgres:16)
+#   localhost/tether-temporal-server:…    the server scripts/build-temporal.sh builds (temporalio/server)
+#   localhost/tether-temporal-admin-tools:…  its schema tool, the schema, the CLI  (temporalio/admin-tools)
+#   localhost/tether-temporal-ui:…        the UI server, built from the Go module proxy (temporalio/ui)
+# Images that exist are reused; tether's image is rebuilt every time (podman's layer cache keeps
+# that to the layers whose files changed). Usage: scripts/compose/images.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+# shellcheck source=podman-env.sh
+source scripts/compose/podman-env.sh
+tether_podman_configure
+
+IMAGES_DIR="$TETHER_CACHE_DIR/images"
+LOG_DIR="$IMAGES_DIR/logs"
+mkdir -p "$IMAGES_DIR" "$LOG_DIR"
+
+BASE_IMAGE=localhost/tether-base:bookworm
+NODE_IMAGE=localhost/tether-node:20
+TETHER_IMAGE=localhost/tether:dev
+POSTGRESQL_IMAGE=localhost/tether-postgresql:15
+TEMPORAL_SERVER_VERSION="${TEMPORAL_SERVER_VERSION:-1.29.1}"
+TEMPORAL_CLI_VERSION="${TEMPORAL_CLI_VERSION:-1.5.1}"
+TEMPORAL_UI_VERSION="${TEMPORAL_UI_VERSION:-2.42.1}"
+TEMPORAL_BASE_IMAGE=localhost/tether-temporal-base:bookworm
+TEMPORAL_SERVER_IMAGE=localhost/tether-temporal-server:$TEMPORAL_SERVER_VERSION
+TEMPORAL_ADMINTOOLS_IMAGE=localhost/tether-temporal-admin-tools:$TEMPORAL_SERVER_VERSION
+TEMPORAL_UI_IMAGE=localhost/tether-temporal-ui:$TEMPORAL_UI_VERSION
+
+say() { echo "compose-images: $*"; }
+elapsed() { echo "$(($(date +%s) - $1))s"; }
+
+# build TAG CONTEXT_DIR [podman build options…]: builds quietly into a log, says how long it took.
+build() {
+  local tag=$1 context=$2 start log
+  shift 2
+  start=$(date +%s)
+  log="$LOG_DIR/$(echo "$tag" | tr '/:' '__').log"
+  if ! tpodman build --layers -t "$tag" "$@" "$context" >"$log" 2>&1; then
+    say "building $tag FAILED; last lines of $log:" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+  say "$tag built in $(elapsed "$start") ($(tpodman image inspect --format '{{.Size}}' "$tag" | awk '{ printf "%d MB", $1 / 1e6 }'))"
+}
+
+# context_file SRC DEST: puts a file into a build context, copying only when it changed (podman's
+# layer cache then reuses the COPY of an unchanged file).
+context_file() { cmp -s "$1" "$2" || cp "$1" "$2"; }
+
+# The Debian mirror this machine uses (the first deb.debian.org-like one in its apt sources).
+debian_mirror() {
+  if [[ -n "${TETHER_DEBIAN_MIRROR:-}" ]]; then
+    echo "$TETHER_DEBIAN_MIRROR"
+    return
+  fi
+  local uri
+  uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+    | grep -v '^\s*#' | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n 1 || true)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# --- Base: Debian 12 minbase, from the machine's mirror -------------------------------------
+BASE_TAR="$IMAGES_DIR/bookworm-minbase.tar"
+if ! tpodman image exists "$BASE_IMAGE"; then
+  if [[ ! -s "$BASE_TAR" ]]; then
+    command -v debootstrap >/dev/null || { say "debootstrap is missing: apt-get install debootstrap" >&2; exit 1; }
+    start=$(date +%s)
+    mirror=$(debian_mirror)
+    say "making the base image with debootstrap from $mirror (~30 s on a quiet machine)"
+    root=$(mktemp -d "$IMAGES_DIR/.debootstrap.XXXXXX")
+    trap 'rm -rf "$root"' EXIT
+    if ! debootstrap --variant=minbase bookworm "$root" "$mirror" >"$LOG_DIR/debootstrap.log" 2>&1; then
+      say "debootstrap FAILED; last lines of $LOG_DIR/debootstrap.log:" >&2
+      tail -n 20 "$LOG_DIR/debootstrap.log" >&2
+      exit 1
+    fi
+    # apt's caches and lists: every image that installs a package runs apt-get update first.
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/*
+    tar -C "$root" -cf "$BASE_TAR.part" . && mv "$BASE_TAR.part" "$BASE_TAR"
+    rm -rf "$root"
+    trap - EXIT
+    say "debootstrap done in $(elapsed "$start") -> $BASE_TAR"
+  fi
+  tpodman import --quiet "$BASE_TAR" "$BASE_IMAGE" >/dev/null
+  say "$BASE_IMAGE imported from $BASE_TAR"
+fi
+
+# --- Node 20: this machine's binary --------------------------------------------------------
+node_bin=$(command -v node)
+ctx="$IMAGES_DIR/node-context"
+mkdir -p "$ctx"
+context_file "$node_bin" "$ctx/node"
+context_file scripts/compose/images/node/Dockerfile "$ctx/Dockerfile"
+build "$NODE_IMAGE" "$ctx" --build-arg BASE_IMAGE="$BASE_IMAGE"
+
+# --- tether: its own Dockerfile, with node_modules installed on this machine -----------------
+# (npm inside a container may not reach the registry: see docs/production.md)
+deps="$IMAGES_DIR/dependencies"
+mkdir -p "$deps/app"
+if ! cmp -s package-lock.json "$deps/app/package-lock.json" || ! cmp -s package.json "$deps/app/package.json" \
+  || [[ ! -f "$deps/app/node_modules/.package-lock.json" ]]; then
+  start=$(date +%s)
+  cp package.json package-lock.json "$deps/app/"
+  (cd "$deps/app" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >"$LOG_DIR/npm-ci.log" 2>&1) || {
+    say "npm ci --omit=dev FAILED; see $LOG_DIR/npm-ci.log" >&2
+    exit 1
+  }
+  say "production node_modules installed in $(elapsed "$start")"
+fi
+build "$TETHER_IMAGE" "$ROOT" --build-arg NODE_IMAGE="$NODE_IMAGE" --build-context dependencies="$deps"
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+tpodman image exists "$POSTGRESQL_IMAGE" \
+  || build "$POSTGRESQL_IMAGE" scripts/compose/images/postgresql --build-arg BASE_IMAGE="$BASE_IMAGE"
+
+# --- Temporal: server, schema tool and CLI from scripts/build-temporal.sh; the UI server -------
+bash scripts/build-temporal.sh all | grep -v '^temporal: cached at' || true
+server_dir="$TETHER_CACHE_DIR/bin/temporal-server-$TEMPORAL_SERVER_VERSION"
+cli="$TETHER_CACHE_DIR/bin/temporal-$TEMPORAL_CLI_VERSION/temporal"
+for f in "$server_dir/temporal-server" "$server_dir/temporal-sql-tool" "$cli"; do
+  [[ -x "$f" ]] || { say "$f is missing after scripts/build-temporal.sh" >&2; exit 1; }
+done
+
+# The UI server: its module has no replace directive at this version (the one the CLI embeds), so
+# `go install` builds it like the CLI; the binary is cached next to the others.
+ui_dir="$TETHER_CACHE_DIR/bin/temporal-ui-$TEMPORAL_UI_VERSION"
+if [[ ! -x "$ui_dir/ui-server" ]]; then
+  command -v go >/dev/null || { say "go is needed to build the Temporal UI server (see scripts/build-temporal.sh)" >&2; exit 1; }
+  start=$(date +%s)
+  say "building the Temporal UI server v$TEMPORAL_UI_VERSION (~2 min the first time)"
+  mkdir -p "$ui_dir"
+  tmp=$(mktemp -d "$ui_dir/.build.XXXXXX")
+  if ! GOBIN="$tmp" go install "github.com/temporalio/ui-server/v2/cmd/server@v$TEMPORAL_UI_VERSION" >"$LOG_DIR/ui-server-build.log" 2>&1; then
+    rm -rf "$tmp"
+    say "building the UI server FAILED; last lines of $LOG_DIR/ui-server-build.log:" >&2
+    tail -n 20 "$LOG_DIR/ui-server-build.log" >&2
+    exit 1
+  fi
+  mv "$tmp/server" "$ui_dir/ui-server"
+  rm -rf "$tmp"
+  say "UI server built in $(elapsed "$start")"
+fi
+ui_config="$(go env GOMODCACHE 2>/dev/null)/github.com/temporalio/ui-server/v2@v$TEMPORAL_UI_VERSION/config/docker.yaml"
+[[ -f "$ui_config" ]] || (cd "$IMAGES_DIR" && go mod download "github.com/temporalio/ui-server/v2@v$TEMPORAL_UI_VERSION" >/dev/null 2>&1) || true
+[[ -f "$ui_config" ]] || { say "cannot find the UI server's config/docker.yaml (Go module cache)" >&2; exit 1; }
+
+tpodman image exists "$TEMPORAL_BASE_IMAGE" \
+  || build "$TEMPORAL_BASE_IMAGE" scripts/compose/images/temporal-base --build-arg BASE_IMAGE="$BASE_IMAGE"
+
+ctx="$IMAGES_DIR/temporal-server-context"
+mkdir -p "$ctx"
+context_file "$server_dir/temporal-server" "$ctx/temporal-server"
+context_file deploy/temporal/config/tether.yaml "$ctx/tether.yaml"
+context_file scripts/compose/images/temporal-server/entrypoint.sh "$ctx/entrypoint.sh"
+context_file scripts/compose/images/temporal-server/Dockerfile "$ctx/Dockerfile"
+build "$TEMPORAL_SERVER_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
+
+ctx="$IMAGES_DIR/temporal-admin-tools-context"
+mkdir -p "$ctx"
+context_file "$server_dir/temporal-sql-tool" "$ctx/temporal-sql-tool"
+context_file "$cli" "$ctx/temporal"
+context_file scripts/compose/images/temporal-admin-tools/Dockerfile "$ctx/Dockerfile"
+build "$TEMPORAL_ADMINTOOLS_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
+
+ctx="$IMAGES_DIR/temporal-ui-context"
+mkdir -p "$ctx"
+context_file "$ui_dir/ui-server" "$ctx/ui-server"
+context_file "$ui_config" "$ctx/docker.yaml"
+context_file scripts/compose/images/temporal-ui/Dockerfile "$ctx/Dockerfile"
+build "$TEMPORAL_UI_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
+
+cat >"$TETHER_PODMAN_DIR/images.env.part" <<ENV
+TETHER_IMAGE=$TETHER_IMAGE
+POSTGRESQL_IMAGE=$POSTGRESQL_IMAGE
+TEMPORAL_SERVER_IMAGE=$TEMPORAL_SERVER_IMAGE
+TEMPORAL_ADMINTOOLS_IMAGE=$TEMPORAL_ADMINTOOLS_IMAGE
+TEMPORAL_UI_IMAGE=$TEMPORAL_UI_IMAGE
+ENV
+mv "$TETHER_PODMAN_DIR/images.env.part" "$TETHER_PODMAN_DIR/images.env"
+say "images ready; compose variables in $TETHER_PODMAN_DIR/images.env"
