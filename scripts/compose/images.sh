@@ -7,7 +7,8 @@
 #   localhost/tether-node:20              that + this machine's Node 20 binary     (node:20-bookworm-slim)
 #   localhost/tether:dev                  tether's own Dockerfile on it, node_modules installed here
 #   localhost/tether-postgresql:15        Debian's PostgreSQL                      (postgres:16)
-#   localhost/tether-temporal-server:…    the server scripts/build-temporal.sh builds (temporalio/server)
+#   localhost/tether-temporal-server:…    the server scripts/build-temporal.sh builds (temporalio/server;
+#                                         the compose file gives it deploy/temporal/config)
 #   localhost/tether-temporal-admin-tools:…  its schema tool, the schema, the CLI  (temporalio/admin-tools)
 #   localhost/tether-temporal-ui:…        the UI server, built from the Go module proxy (temporalio/ui)
 # Images that exist are reused; tether's image is rebuilt every time (podman's layer cache keeps
@@ -106,8 +107,8 @@ build "$NODE_IMAGE" "$ctx" --build-arg BASE_IMAGE="$BASE_IMAGE"
 # (npm inside a container may not reach the registry: see docs/production.md)
 deps="$IMAGES_DIR/dependencies"
 mkdir -p "$deps/app"
-if ! cmp -s package-lock.json "$deps/app/package-lock.json" || ! cmp -s package.json "$deps/app/package.json" \
-  || [[ ! -f "$deps/app/node_modules/.package-lock.json" ]]; then
+# package-lock.json holds the dependencies of package.json too: unchanged, nothing to install.
+if ! cmp -s package-lock.json "$deps/app/package-lock.json" || [[ ! -f "$deps/app/node_modules/.package-lock.json" ]]; then
   start=$(date +%s)
   cp package.json package-lock.json "$deps/app/"
   (cd "$deps/app" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >"$LOG_DIR/npm-ci.log" 2>&1) || {
@@ -159,8 +160,6 @@ tpodman image exists "$TEMPORAL_BASE_IMAGE" \
 ctx="$IMAGES_DIR/temporal-server-context"
 mkdir -p "$ctx"
 context_file "$server_dir/temporal-server" "$ctx/temporal-server"
-context_file deploy/temporal/config/tether.yaml "$ctx/tether.yaml"
-context_file scripts/compose/images/temporal-server/entrypoint.sh "$ctx/entrypoint.sh"
 context_file scripts/compose/images/temporal-server/Dockerfile "$ctx/Dockerfile"
 build "$TEMPORAL_SERVER_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
 
