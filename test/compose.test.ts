@@ -1,8 +1,9 @@
 /**
  * The production layout (docker-compose.yml), checked without a container engine: `docker-compose
  * config` validates and resolves the file (defaults of every `${VAR:-default}`), and the resolved
- * model is inspected. The one-shot job that registers tether's search attributes
- * (deploy/temporal/setup-namespace.sh) is run for real against a Temporal dev server.
+ * model is inspected (test/compose-up.test.ts brings it up for real). The one-shot job that
+ * registers tether's search attributes (deploy/temporal/setup-namespace.sh) is run for real against
+ * a Temporal dev server.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -153,6 +154,29 @@ describe('docker-compose.yml', needs('docker-compose', hasCompose ? null : 'dock
     }
   });
 
+  it('runs the public images by default and any others from *_IMAGE variables', () => {
+    expect(service('postgresql').image).toBe('postgres:16');
+    expect(service('temporal').image).toBe('temporalio/server:1.29.1');
+    expect(service('temporal-ui').image).toMatch(/^temporalio\/ui:/);
+    const r = resolvedModel({
+      POSTGRESQL_IMAGE: 'registry.example/postgres:16',
+      TEMPORAL_SERVER_IMAGE: 'registry.example/temporal-server:1.29.1',
+      TEMPORAL_ADMINTOOLS_IMAGE: 'registry.example/admin-tools:1.29.1',
+      TEMPORAL_UI_IMAGE: 'registry.example/ui:2.42.1',
+      TETHER_IMAGE: 'registry.example/tether:1',
+    });
+    if (!r.model) throw new Error(r.why);
+    const images = Object.fromEntries(Object.entries(r.model.services).map(([name, s]) => [name, s.image]));
+    expect(images).toMatchObject({
+      postgresql: 'registry.example/postgres:16',
+      'temporal-schema': 'registry.example/admin-tools:1.29.1',
+      temporal: 'registry.example/temporal-server:1.29.1',
+      'temporal-setup': 'registry.example/admin-tools:1.29.1',
+      'temporal-ui': 'registry.example/ui:2.42.1',
+      'tether-api': 'registry.example/tether:1',
+    });
+  });
+
   it('takes overrides from the environment (${VAR:-default})', () => {
     const r = resolvedModel({
       DATABASE_URL: 'postgres://u:p@db.example:5432/tether',
@@ -189,6 +213,10 @@ describe('docker-compose.yml', needs('docker-compose', hasCompose ? null : 'dock
     expect(agent.environment?.TETHER_COMPUTE_HOST).toBe('');
     expect(readFileSync(path.join(projectRoot, 'deploy/docker-entrypoint.sh'), 'utf8')).toContain('/etc/host-hostname');
     expect(agent.user).toBe('root');
+    // The API's /healthz checks this host's agent, so it takes the agent's name the same way.
+    const api = service('tether-api');
+    expect(mounts(api)).toContainEqual({ source: '/etc/hostname', target: '/etc/host-hostname', readOnly: true });
+    expect(api.environment?.TETHER_COMPUTE_HOST).toBe('');
     // Only the compute agent runs as root.
     expect(service('tether-api').user).toBeUndefined();
     expect(service('tether-control-plane').user).toBeUndefined();
@@ -199,6 +227,9 @@ describe('docker-compose.yml', needs('docker-compose', hasCompose ? null : 'dock
     const temporal = service('temporal');
     expect(temporal.image).toMatch(/^temporalio\/(server|auto-setup):/);
     expect(temporal.environment).toMatchObject({ DB: 'postgres12', DB_PORT: '5432', POSTGRES_SEEDS: 'postgresql', POSTGRES_USER: 'tether', POSTGRES_PWD: 'tether' });
+    // tether's one server configuration, the file the cluster mode runs, not the image's template.
+    expect(mounts(temporal)).toContainEqual({ source: path.join(projectRoot, 'deploy/temporal/config'), target: '/etc/temporal/config/tether', readOnly: true });
+    expect(asList(temporal.entrypoint)).toEqual(['temporal-server', '--root', '/etc/temporal', '--config', 'config/tether', '--env', 'tether', '--allow-no-auth', 'start']);
     expect(dependsOn(service('temporal-schema'))).toMatchObject({ postgresql: 'service_healthy' });
     expect(dependsOn(temporal)).toMatchObject({ 'temporal-schema': 'service_completed_successfully' });
     for (const name of Object.keys(TETHER_SERVICES)) {

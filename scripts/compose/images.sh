@@ -45,13 +45,31 @@ build() {
   shift 2
   start=$(date +%s)
   log="$LOG_DIR/$(echo "$tag" | tr '/:' '__').log"
-  if ! tpodman build --layers -t "$tag" "$@" "$context" >"$log" 2>&1; then
+  # --network host: the RUN steps (apt-get) use the host's network, so no bridge network is made
+  # (netavark would add firewall chains and turn on IPv4 forwarding for it).
+  if ! tpodman build --layers --network host -t "$tag" "$@" "$context" >"$log" 2>&1; then
     say "building $tag FAILED; last lines of $log:" >&2
     tail -n 30 "$log" >&2
     exit 1
   fi
   say "$tag built in $(elapsed "$start") ($(tpodman image inspect --format '{{.Size}}' "$tag" | awk '{ printf "%d MB", $1 / 1e6 }'))"
 }
+
+# fresh TAG PARENT CONTEXT [find predicates…]: whether TAG exists, was built by this script on the
+# image PARENT as it is now, and no file of CONTEXT (but those the predicates prune) changed since.
+# Even with every layer cached, podman hashes the whole context on each build (hundreds of MB of
+# binaries or node_modules): a fresh image is not built again.
+fresh() {
+  local tag=$1 parent=$2 context=$3 stamp
+  shift 3
+  stamp="$IMAGES_DIR/.built-$(echo "$tag" | tr '/:' '__')"
+  tpodman image exists "$tag" && [[ -f "$stamp" ]] \
+    && [[ "$(cat "$stamp")" == "$(image_id "$parent") $(image_id "$tag")" ]] \
+    && [[ -z "$(find "$context" "$@" -newer "$stamp" -print -quit)" ]]
+}
+# built TAG PARENT: records what fresh() compares.
+built() { image_id "$2" >/dev/null && echo "$(image_id "$2") $(image_id "$1")" >"$IMAGES_DIR/.built-$(echo "$1" | tr '/:' '__')"; }
+image_id() { tpodman image inspect --format '{{.Id}}' "$1"; }
 
 # context_file SRC DEST: puts a file into a build context, copying only when it changed (podman's
 # layer cache then reuses the COPY of an unchanged file).
@@ -84,8 +102,24 @@ if ! tpodman image exists "$BASE_IMAGE"; then
       tail -n 20 "$LOG_DIR/debootstrap.log" >&2
       exit 1
     fi
-    # apt's caches and lists: every image that installs a package runs apt-get update first.
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/*
+    # As Debian's slim container images: no apt caches or package lists in any layer (every image
+    # that installs a package runs apt-get update first), no documentation, manual pages or locales.
+    cat >"$root/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+    cat >"$root/etc/dpkg/dpkg.cfg.d/docker" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+DPKG
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
+      "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
+    find "$root/usr/share/doc" -mindepth 2 -not -name copyright -not -type d -delete
     tar -C "$root" -cf "$BASE_TAR.part" . && mv "$BASE_TAR.part" "$BASE_TAR"
     rm -rf "$root"
     trap - EXIT
@@ -101,7 +135,7 @@ ctx="$IMAGES_DIR/node-context"
 mkdir -p "$ctx"
 context_file "$node_bin" "$ctx/node"
 context_file scripts/compose/images/node/Dockerfile "$ctx/Dockerfile"
-build "$NODE_IMAGE" "$ctx" --build-arg BASE_IMAGE="$BASE_IMAGE"
+fresh "$NODE_IMAGE" "$BASE_IMAGE" "$ctx" || { build "$NODE_IMAGE" "$ctx" --build-arg BASE_IMAGE="$BASE_IMAGE" && built "$NODE_IMAGE" "$BASE_IMAGE"; }
 
 # --- tether: its own Dockerfile, with node_modules installed on this machine -----------------
 # (npm inside a container may not reach the registry: see docs/production.md)
@@ -117,7 +151,16 @@ if ! cmp -s package-lock.json "$deps/app/package-lock.json" || [[ ! -f "$deps/ap
   }
   say "production node_modules installed in $(elapsed "$start")"
 fi
-build "$TETHER_IMAGE" "$ROOT" --build-arg NODE_IMAGE="$NODE_IMAGE" --build-context dependencies="$deps"
+# The build context is the checkout (less .dockerignore) and node_modules; a change elsewhere
+# (tests, docs) needs no new image.
+if fresh "$TETHER_IMAGE" "$NODE_IMAGE" . \( -path ./node_modules -o -path ./.git -o -path ./.data -o -path ./.cache \
+  -o -path ./test -o -path ./docs -o -path ./bench-results \) -prune -o -type f \
+  && [[ ! "$deps/app/node_modules/.package-lock.json" -nt "$IMAGES_DIR/.built-localhost_tether_dev" ]]; then
+  say "$TETHER_IMAGE is up to date"
+else
+  build "$TETHER_IMAGE" "$ROOT" --build-arg NODE_IMAGE="$NODE_IMAGE" --build-context dependencies="$deps"
+  built "$TETHER_IMAGE" "$NODE_IMAGE"
+fi
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 tpodman image exists "$POSTGRESQL_IMAGE" \
@@ -161,21 +204,21 @@ ctx="$IMAGES_DIR/temporal-server-context"
 mkdir -p "$ctx"
 context_file "$server_dir/temporal-server" "$ctx/temporal-server"
 context_file scripts/compose/images/temporal-server/Dockerfile "$ctx/Dockerfile"
-build "$TEMPORAL_SERVER_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
+fresh "$TEMPORAL_SERVER_IMAGE" "$TEMPORAL_BASE_IMAGE" "$ctx" || { build "$TEMPORAL_SERVER_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE" && built "$TEMPORAL_SERVER_IMAGE" "$TEMPORAL_BASE_IMAGE"; }
 
 ctx="$IMAGES_DIR/temporal-admin-tools-context"
 mkdir -p "$ctx"
 context_file "$server_dir/temporal-sql-tool" "$ctx/temporal-sql-tool"
 context_file "$cli" "$ctx/temporal"
 context_file scripts/compose/images/temporal-admin-tools/Dockerfile "$ctx/Dockerfile"
-build "$TEMPORAL_ADMINTOOLS_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
+fresh "$TEMPORAL_ADMINTOOLS_IMAGE" "$TEMPORAL_BASE_IMAGE" "$ctx" || { build "$TEMPORAL_ADMINTOOLS_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE" && built "$TEMPORAL_ADMINTOOLS_IMAGE" "$TEMPORAL_BASE_IMAGE"; }
 
 ctx="$IMAGES_DIR/temporal-ui-context"
 mkdir -p "$ctx"
 context_file "$ui_dir/ui-server" "$ctx/ui-server"
 context_file "$ui_config" "$ctx/docker.yaml"
 context_file scripts/compose/images/temporal-ui/Dockerfile "$ctx/Dockerfile"
-build "$TEMPORAL_UI_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE"
+fresh "$TEMPORAL_UI_IMAGE" "$TEMPORAL_BASE_IMAGE" "$ctx" || { build "$TEMPORAL_UI_IMAGE" "$ctx" --build-arg TEMPORAL_BASE_IMAGE="$TEMPORAL_BASE_IMAGE" && built "$TEMPORAL_UI_IMAGE" "$TEMPORAL_BASE_IMAGE"; }
 
 cat >"$TETHER_PODMAN_DIR/images.env.part" <<ENV
 TETHER_IMAGE=$TETHER_IMAGE

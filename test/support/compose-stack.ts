@@ -161,6 +161,17 @@ async function restoreFirewall(before: Map<string, Set<string>>): Promise<string
   return added;
 }
 
+/** Polls `check` (true, or what is still wrong) every 500 ms until true; fails with the last answer. */
+async function waitFor(what: string, timeoutMs: number, check: () => Promise<true | string>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answer = await check();
+    if (answer === true) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}: ${answer}`);
+    await sleep(500);
+  }
+}
+
 export interface ComposeStackOptions {
   /** Lines of progress (image builds, compose). */
   log: (line: string) => void;
@@ -340,21 +351,36 @@ export async function startComposeStack(opts: ComposeStackOptions): Promise<Comp
     })();
 
     const tUp = performance.now();
-    const up = await compose(['up', '-d', '--no-build']);
-    if (up.code !== 0) throw new Error(`docker-compose up failed: ${up.stderr.trim().slice(-3000)}\n${await stack.logs()}`);
-    const healthy = Date.now() + 180_000;
-    for (;;) {
-      const status = await new Promise<number>((resolve) => {
-        http.get(`${stack.apiUrl}/healthz`, (res) => (res.resume(), resolve(res.statusCode ?? 0))).once('error', () => resolve(0));
-      });
-      if (status === 200) break;
-      if (Date.now() > healthy) throw new Error(`the API at ${stack.apiUrl} was not healthy within 180 s (last status ${status})\n${await stack.logs()}`);
-      await sleep(500);
+    // podman 4.3 sometimes loses a race with a one-shot container that exits at once ("read
+    // /proc/N/cgroup: no such process"); `up` is idempotent, so it is run again, twice at most.
+    for (let attempt = 1; ; attempt++) {
+      const up = await compose(['up', '-d', '--no-build']);
+      if (up.code === 0) break;
+      if (attempt === 3 || !/no such process/.test(up.stderr)) {
+        throw new Error(`docker-compose up failed: ${up.stderr.trim().slice(-3000)}\n${await stack.logs()}`);
+      }
+      opts.log(`docker-compose up: ${up.stderr.trim().split('\n').pop()} — running it again`);
     }
+    try {
+      await waitFor(`GET ${stack.apiUrl}/healthz to answer 200`, 240_000, async () => {
+        const res = await fetch(`${stack.apiUrl}/healthz`).catch((err: Error) => err);
+        if (res instanceof Error) return res.message;
+        return res.status === 200 ? true : `${res.status} ${await res.text()}`;
+      });
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${await stack.logs()}`);
+    }
+    // Ready means every healthcheck passes too (the API's own may have failed while it started).
+    await waitFor('every container with a healthcheck to be healthy', 60_000, async () => {
+      const r = await podman(['ps', '--filter', `label=com.docker.compose.project=${project}`, '--format', '{{.Names}} {{.Status}}']);
+      const notYet = r.stdout.split('\n').filter((l) => /\((starting|unhealthy)\)/.test(l));
+      return r.code === 0 && notYet.length === 0 ? true : notYet.join('; ') || r.stderr || 'no answer';
+    });
     stack.timings.up = (performance.now() - tUp) / 1000;
     return stack;
   } catch (err) {
     await down().catch(() => undefined);
+    fs.rmSync(volumeDir, { recursive: true, force: true });
     throw err;
   }
 }
