@@ -124,6 +124,13 @@ describe('docker-compose.yml', needs('docker-compose', hasCompose ? null : 'dock
     expect(r.status).toBe(0);
   });
 
+  it("has no space inside an exec-form healthcheck's arguments (podman's Docker API splits them there)", () => {
+    for (const [name, s] of Object.entries(model.services)) {
+      const test = asList(s.healthcheck?.test);
+      if (test[0] === 'CMD') expect(test.slice(1).filter((arg) => arg.includes(' ')), name).toEqual([]);
+    }
+  });
+
   it('has the production services', () => {
     expect(Object.keys(model.services)).toEqual(
       expect.arrayContaining(['postgresql', 'temporal', 'temporal-ui', 'tether-api', 'tether-control-plane', 'tether-compute-agent']),

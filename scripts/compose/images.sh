@@ -154,7 +154,7 @@ fi
 # The build context is the checkout (less .dockerignore) and node_modules; a change elsewhere
 # (tests, docs) needs no new image.
 if fresh "$TETHER_IMAGE" "$NODE_IMAGE" . \( -path ./node_modules -o -path ./.git -o -path ./.data -o -path ./.cache \
-  -o -path ./test -o -path ./docs -o -path ./bench-results \) -prune -o -type f \
+  -o -path ./test -o -path ./docs -o -path ./bench-results -o -name "docker-compose*.yml" \) -prune -o -type f \
   && [[ ! "$deps/app/node_modules/.package-lock.json" -nt "$IMAGES_DIR/.built-localhost_tether_dev" ]]; then
   say "$TETHER_IMAGE is up to date"
 else

@@ -344,7 +344,10 @@ export async function startComposeStack(opts: ComposeStackOptions): Promise<Comp
           // a healthy one is checked every 10 s, the others every 2 s.
           const health = /\((starting|healthy|unhealthy)\)/.exec(rest.join(' '))?.[1];
           if (!id || !health || stopped || (health === 'healthy' && round % 5 !== 0)) continue;
-          await podman(['healthcheck', 'run', id], 60_000).catch(() => undefined);
+          const t = performance.now();
+          const hc = await podman(['healthcheck', 'run', id], 60_000).catch((err: Error) => ({ code: -1, stdout: '', stderr: err.message }));
+          // TETHER_COMPOSE_DEBUG=1 shows every healthcheck run.
+          if (process.env.TETHER_COMPOSE_DEBUG) opts.log(`healthcheck ${id} (${health}): exit ${hc.code} in ${Math.round(performance.now() - t)} ms ${hc.stdout.trim()} ${hc.stderr.trim().slice(-200)}`);
         }
         for (let i = 0; i < 20 && !stopped; i++) await sleep(100);
       }
