@@ -12,11 +12,12 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { podman, run, startComposeStack, type ComposeStack } from './support/compose-stack.ts';
+import { needs } from './support/skips.ts';
 
 const LIBVIRT_URI = 'qemu:///system';
 const LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock';
 
-function missing(): string | undefined {
+function missing(): string | null {
   if (process.getuid?.() !== 0) return 'needs root (rootful podman, the host libvirt socket)';
   for (const [cmd, args, hint] of [
     ['podman', ['--version'], 'scripts/test-deps/podman.sh installs it'],
@@ -26,9 +27,8 @@ function missing(): string | undefined {
     if (spawnSync(cmd, [...args], { stdio: 'ignore' }).status !== 0) return `${cmd} is not installed (${hint})`;
   }
   if (!fs.existsSync(LIBVIRT_SOCKET)) return `no libvirt socket at ${LIBVIRT_SOCKET}`;
-  return undefined;
+  return null;
 }
-const why = missing();
 
 const virsh = (...args: string[]) => run('virsh', ['-c', LIBVIRT_URI, ...args]);
 
@@ -42,7 +42,7 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
   }
 }
 
-describe.skipIf(why)(`docker-compose.yml brought up on podman${why ? ` (skipped: ${why})` : ''}`, () => {
+describe('docker-compose.yml brought up on podman', needs('compose-up', missing()), () => {
   let stack: ComposeStack;
   const timings: Record<string, number> = {};
   let server: { uuid: string; libvirtDomain: string } | undefined;
