@@ -16,9 +16,11 @@ import { inject } from 'vitest';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
+import { WorkflowFailedError } from '@temporalio/client';
 import { Context } from '@temporalio/activity';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { hostTaskQueue, instanceTaskQueue } from '../../../src/domain/task-queues.ts';
+import { TetherState } from '../../../src/temporal/search-attributes.ts';
 
 const workflowsPath = fileURLToPath(new URL('../../../workflows/index.ts', import.meta.url));
 
@@ -71,6 +73,11 @@ export class FakeActivities<T extends Record<string, Fn>> {
   /** The names of the activities called, in order. */
   get calls(): string[] {
     return this.log.map((c) => c.name);
+  }
+
+  /** The activities called after the first call of `name` (after a failing step: the compensations, in the order they ran). */
+  callsAfter(name: keyof T & string): string[] {
+    return this.calls.slice(this.calls.indexOf(name) + 1);
   }
 
   /** The input of the last call of `name`. */
@@ -144,6 +151,21 @@ export class FakeWorkers {
   use<T extends Record<string, Fn>>(workflowId: string, fakes: FakeActivities<T>): FakeActivities<T> {
     this.fakes.set(workflowId, fakes as unknown as FakeActivities<Record<string, Fn>>);
     return fakes;
+  }
+
+  /**
+   * Runs workflow `type` to its end with `fakes` answering its activities: its result, or the
+   * failure it ended with (the cause of WorkflowFailedError), and its handle for queries.
+   */
+  async run<R, T extends Record<string, Fn> = Record<string, Fn>>(type: string, workflowId: string, fakes: FakeActivities<T>, input: unknown) {
+    this.use(workflowId, fakes);
+    const handle = await this.env.client.workflow.start(type, { taskQueue: this.taskQueue, workflowId, args: [input] });
+    const outcome = await handle.result().then(
+      (result: R) => ({ result, failure: null }),
+      (err: unknown) => ({ result: null, failure: err instanceof WorkflowFailedError ? (err.cause as ApplicationFailure) : (err as Error) }),
+    );
+    const state = async () => (await handle.describe()).typedSearchAttributes.get(TetherState);
+    return { ...outcome, handle, state };
   }
 
   async stop(): Promise<void> {

@@ -6,11 +6,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WithStartWorkflowOperation, WorkflowFailedError } from '@temporalio/client';
+import { WithStartWorkflowOperation } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { attachProgressQuery, reservationUpdate, type AttachResult, type AttachVolumeInput, type AttachVolumeWorkflow } from '../../../src/domain/contracts/attach-volume.ts';
-import { TetherState } from '../../../src/temporal/search-attributes.ts';
 import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
 import { tetherFakes, type FakeWorld, type TetherFakes } from '../support/fakes.ts';
 
@@ -36,21 +35,9 @@ function request(): AttachVolumeInput {
 
 /** Runs one attach to its end with `fakes`; returns its result or its failure, and its final state. */
 async function attach(fakes: TetherFakes, input = request()) {
-  const workflowId = `attach-${input.instanceUuid}-${input.volumeId}`;
-  workers.use(workflowId, fakes);
-  const handle = await env.client.workflow.start<AttachVolumeWorkflow>('attachVolume', { taskQueue: workers.taskQueue, workflowId, args: [input] });
-  const outcome = await handle.result().then(
-    (result: AttachResult) => ({ result, failure: null }),
-    (err: unknown) => ({ result: null, failure: err instanceof WorkflowFailedError ? (err.cause as ApplicationFailure) : (err as Error) }),
-  );
+  const { handle, state, ...outcome } = await workers.run<AttachResult>('attachVolume', `attach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
   const progress = await handle.query(attachProgressQuery);
-  const state = (await handle.describe()).typedSearchAttributes.get(TetherState);
-  return { ...outcome, progress, state };
-}
-
-/** The activities called after the failing one: the compensations, in the order they ran. */
-function after(fakes: TetherFakes, step: string): string[] {
-  return fakes.calls.slice(fakes.calls.indexOf(step) + 1);
+  return { ...outcome, progress, state: await state() };
 }
 
 describe('attachVolume with fake activities', () => {
@@ -91,7 +78,7 @@ describe('attachVolume with fake activities', () => {
     expect(failure!.message).toMatch(new RegExp(`failed at step ${step}: fake ${activity} failed \\(everything was rolled back\\)$`));
     expect((failure as ApplicationFailure).type).toBe('InjectedFault');
     expect((failure as ApplicationFailure).details).toEqual([{ step, rolledBack: true }]);
-    expect(after(fakes, activity)).toEqual(compensations);
+    expect(fakes.callsAfter(activity as never)).toEqual(compensations);
     expect(fakes.calls.slice(0, fakes.calls.indexOf(activity) + 1)).toEqual(FORWARD.slice(0, FORWARD.indexOf(activity) + 1));
     expect(state).toBe('rolled-back');
     expect(progress.error).toEqual({ type: 'InjectedFault', message: `fake ${activity} failed` });
@@ -110,7 +97,7 @@ describe('attachVolume with fake activities', () => {
     const fakes = tetherFakes({ oldAgent: true }).failAt('getHostConnector');
     const { failure, state } = await attach(fakes);
     expect(failure!.message).toMatch(/failed at step getHostConnector/);
-    expect(after(fakes, 'getHostConnector')).toEqual(['deleteAttachment', 'destroyBdm']);
+    expect(fakes.callsAfter('getHostConnector')).toEqual(['deleteAttachment', 'destroyBdm']);
     expect(state).toBe('rolled-back');
   });
 
@@ -120,7 +107,7 @@ describe('attachVolume with fake activities', () => {
     expect(failure!.message).toMatch(/failed at step attachDisk: fake attachDisk failed \(the rollback could not finish and will need a retry\)$/);
     expect((failure as ApplicationFailure).details).toEqual([{ step: 'attachDisk', rolledBack: false }]);
     // the disk may still be there: its attachment and BDM stay
-    expect(after(fakes, 'attachDisk')).toEqual(['detachDisk']);
+    expect(fakes.callsAfter('attachDisk')).toEqual(['detachDisk']);
     expect(state).toBe('failed');
     expect(progress.steps.at(-1)).toMatchObject({ step: 'detachDisk', status: 'failed' });
   });
@@ -134,12 +121,12 @@ describe('attachVolume with fake activities', () => {
     const fakes = tetherFakes({ shelvedOffloaded: true }).failAt('reserveVolume');
     const { failure, state } = await attach(fakes);
     expect(failure!.message).toMatch(/failed at step reserveVolume/);
-    expect(after(fakes, 'reserveVolume')).toEqual(['deleteAttachment', 'destroyBdm']);
+    expect(fakes.callsAfter('reserveVolume')).toEqual(['deleteAttachment', 'destroyBdm']);
     expect(state).toBe('rolled-back');
 
     const bdmFails = tetherFakes({ shelvedOffloaded: true }).failAt('createShelvedBdm');
     expect((await attach(bdmFails)).failure!.message).toMatch(/failed at step createBdm/);
-    expect(after(bdmFails, 'createShelvedBdm')).toEqual(['destroyBdm']);
+    expect(bdmFails.callsAfter('createShelvedBdm')).toEqual(['destroyBdm']);
   });
 
   it('waits for an earlier detach of the pair (a heartbeating activity) only when one runs', async () => {

@@ -5,11 +5,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { detachProgressQuery, type DetachResult, type DetachVolumeWorkflow } from '../../../src/domain/contracts/detach-volume.ts';
-import { TetherState } from '../../../src/temporal/search-attributes.ts';
+import { detachProgressQuery, type DetachResult } from '../../../src/domain/contracts/detach-volume.ts';
 import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
 import { tetherFakes, type TetherFakes } from '../support/fakes.ts';
 
@@ -30,20 +28,9 @@ const FORWARD = ['isEarlierOperationRunning', 'validateDetach', 'beginDetaching'
 
 async function detach(fakes: TetherFakes) {
   const input = { instanceUuid: workers.instanceUuid, volumeId: randomUUID() };
-  const workflowId = `detach-${input.instanceUuid}-${input.volumeId}`;
-  workers.use(workflowId, fakes);
-  const handle = await env.client.workflow.start<DetachVolumeWorkflow>('detachVolume', { taskQueue: workers.taskQueue, workflowId, args: [input] });
-  const outcome = await handle.result().then(
-    (result: DetachResult) => ({ result, failure: null }),
-    (err: unknown) => ({ result: null, failure: err instanceof WorkflowFailedError ? (err.cause as ApplicationFailure) : (err as Error) }),
-  );
+  const { handle, state, ...outcome } = await workers.run<DetachResult>('detachVolume', `detach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
   const progress = await handle.query(detachProgressQuery);
-  const state = (await handle.describe()).typedSearchAttributes.get(TetherState);
-  return { ...outcome, progress, state };
-}
-
-function after(fakes: TetherFakes, activity: string): string[] {
-  return fakes.calls.slice(fakes.calls.indexOf(activity) + 1);
+  return { ...outcome, progress, state: await state() };
 }
 
 describe('detachVolume with fake activities', () => {
@@ -87,7 +74,7 @@ describe('detachVolume with fake activities', () => {
     const { failure, state } = await detach(fakes);
     expect(failure!.message).toMatch(/failed at step detachDisk: .*\(the rollback could not finish and will need a retry\)$/);
     expect((failure as ApplicationFailure).details).toEqual([{ step: 'detachDisk', rolledBack: false }]);
-    expect(after(fakes, 'detachDisk')).toEqual(['attachDisk']);
+    expect(fakes.callsAfter('detachDisk')).toEqual(['attachDisk']);
     expect(state).toBe('failed');
   });
 

@@ -6,7 +6,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WorkflowFailedError } from '@temporalio/client';
 import type { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
@@ -29,12 +28,7 @@ afterAll(async () => {
 
 /** Runs workflow `type` with `fakes`; resolves to its result or its failure. */
 async function run(type: string, fakes: TetherFakes, args: Record<string, unknown>) {
-  const workflowId = `${type}-${randomUUID()}`;
-  workers.use(workflowId, fakes);
-  return env.client.workflow.execute(type, { taskQueue: workers.taskQueue, workflowId, args: [{ instanceUuid: workers.instanceUuid, ...args }] }).then(
-    (result: unknown) => ({ result, failure: null }),
-    (err: unknown) => ({ result: null, failure: err instanceof WorkflowFailedError ? (err.cause as ApplicationFailure) : (err as Error) }),
-  );
+  return workers.run(type, `${type}-${randomUUID()}`, fakes, { instanceUuid: workers.instanceUuid, ...args });
 }
 
 function fakes(world: FakeWorld = {}): TetherFakes {
