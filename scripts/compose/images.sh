@@ -56,7 +56,8 @@ build() {
 }
 
 # fresh TAG PARENT CONTEXT [find predicates…]: whether TAG exists, was built by this script on the
-# image PARENT as it is now, and no file of CONTEXT (but those the predicates prune) changed since.
+# image PARENT as it is now, and no file of CONTEXT (but those the predicates prune) changed since
+# (by ctime: a hard link or a copy that keeps an old mtime counts as a change).
 # Even with every layer cached, podman hashes the whole context on each build (hundreds of MB of
 # binaries or node_modules): a fresh image is not built again.
 fresh() {
@@ -65,15 +66,15 @@ fresh() {
   stamp="$IMAGES_DIR/.built-$(echo "$tag" | tr '/:' '__')"
   tpodman image exists "$tag" && [[ -f "$stamp" ]] \
     && [[ "$(cat "$stamp")" == "$(image_id "$parent") $(image_id "$tag")" ]] \
-    && [[ -z "$(find "$context" "$@" -newer "$stamp" -print -quit)" ]]
+    && [[ -z "$(find "$context" "$@" -cnewer "$stamp" -print -quit)" ]]
 }
 # built TAG PARENT: records what fresh() compares.
 built() { image_id "$2" >/dev/null && echo "$(image_id "$2") $(image_id "$1")" >"$IMAGES_DIR/.built-$(echo "$1" | tr '/:' '__')"; }
 image_id() { tpodman image inspect --format '{{.Id}}' "$1"; }
 
-# context_file SRC DEST: puts a file into a build context, copying only when it changed (podman's
-# layer cache then reuses the COPY of an unchanged file).
-context_file() { cmp -s "$1" "$2" || cp "$1" "$2"; }
+# context_file SRC DEST: puts a file into a build context (a hard link where it can, so the large
+# binaries are not stored twice), only when it changed.
+context_file() { cmp -s "$1" "$2" || ln -f "$1" "$2" 2>/dev/null || cp -f "$1" "$2"; }
 
 # The Debian mirror this machine uses (the first deb.debian.org-like one in its apt sources).
 debian_mirror() {
@@ -160,6 +161,8 @@ if fresh "$TETHER_IMAGE" "$NODE_IMAGE" . \( -path ./node_modules -o -path ./.git
 else
   build "$TETHER_IMAGE" "$ROOT" --build-arg NODE_IMAGE="$NODE_IMAGE" --build-context dependencies="$deps"
   built "$TETHER_IMAGE" "$NODE_IMAGE"
+  # The image this one replaced (tether's own storage holds nothing else untagged).
+  tpodman image prune -f >/dev/null
 fi
 
 # --- PostgreSQL ------------------------------------------------------------------------------
