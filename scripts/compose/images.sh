@@ -9,10 +9,10 @@
 #   localhost/tether-postgresql:15        Debian's PostgreSQL                      (postgres:16)
 #   localhost/tether-temporal-server:…    the server scripts/build-temporal.sh builds (temporalio/server;
 #                                         the compose file gives it deploy/temporal/config)
-#   localhost/tether-temporal-admin-tools:…  its schema tool, the schema, the CLI  (temporalio/admin-tools)
+#   localhost/tether-temporal-admin-tools:…  its schema tool and the CLI          (temporalio/admin-tools)
 #   localhost/tether-temporal-ui:…        the UI server, built from the Go module proxy (temporalio/ui)
-# Images that exist are reused; tether's image is rebuilt every time (podman's layer cache keeps
-# that to the layers whose files changed). Usage: scripts/compose/images.sh
+# An image is built again only when a file of its build context or its parent image changed (then
+# podman's layer cache keeps that to the layers whose files changed). Usage: scripts/compose/images.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
