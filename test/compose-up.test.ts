@@ -151,7 +151,7 @@ describe('docker-compose.yml brought up on podman', needs('compose-up', missing(
     expect((await virsh('dominfo', server.libvirtDomain)).code).not.toBe(0);
     expect((await api('DELETE', `/v3/volumes/${volumeId}`)).status).toBe(202);
     await until('the volume file to be deleted', async () => (fs.readdirSync(stack.volumeDir).length === 0 ? true : undefined));
-  });
+  }, 5 * 60_000);
 
   it('comes down leaving nothing behind: containers, volumes, network, firewall chains, domain', async () => {
     const { firewallChainsLeft } = await stack.down();
@@ -160,5 +160,5 @@ describe('docker-compose.yml brought up on podman', needs('compose-up', missing(
     expect(firewallChainsLeft).toEqual([]);
     const domains = (await virsh('list', '--all', '--name')).stdout;
     if (server) expect(domains).not.toContain(server.libvirtDomain);
-  });
+  }, 5 * 60_000);
 });
