@@ -318,12 +318,11 @@ export function markdown(r: BenchResults): string {
   return out.join('\n');
 }
 
-export function writeCharts(r: BenchResults, dir: string): string[] {
-  fs.mkdirSync(dir, { recursive: true });
-  const written: string[] = [];
+/** The charts (file name → SVG) of a results object; writeCharts writes them into a folder. */
+export function renderCharts(r: BenchResults): Record<string, string> {
+  const charts: Record<string, string> = {};
   const write = (name: string, svg: string) => {
-    fs.writeFileSync(path.join(dir, name), svg);
-    written.push(name);
+    charts[name] = svg;
   };
   // 1. latency distribution (CDF) per mode and concurrency, at the middle instance count
   const counts = [...new Set(r.matrix.map((m) => m.instances))].sort((a, b) => a - b);
@@ -389,7 +388,14 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
     toBar(`detach, ${v.name}`, v.historyAfter?.detach);
   }
   if (bars.length) write('time-breakdown.svg', stackedBars({ title: 'Where one run waits (p50 per part, concurrency 1)', unit: 'ms', bars }));
-  return written;
+  return charts;
+}
+
+export function writeCharts(r: BenchResults, dir: string): string[] {
+  fs.mkdirSync(dir, { recursive: true });
+  const charts = renderCharts(r);
+  for (const [name, svg] of Object.entries(charts)) fs.writeFileSync(path.join(dir, name), svg);
+  return Object.keys(charts);
 }
 
 export function printSummary(r: BenchResults, log: (s: string) => void): void {

@@ -116,3 +116,56 @@ export async function writeJson(file: string, summary: RunSummary): Promise<void
   await fs.mkdir(path.dirname(file), { recursive: true });
   await fs.writeFile(file, `${JSON.stringify(summary, null, 2)}\n`);
 }
+
+/**
+ * docs/chaos.md's account of one run, from its JSON (`npm run docs`): the command, tree, machine and
+ * closing line; the kill cases by killed target; every other scenario; the failures and skipped cases.
+ */
+export function markdownReport(s: RunSummary): string {
+  const out: string[] = [];
+  const n = countByStatus(s.results);
+  const load = s.machine ? `, ${s.machine.cpus} cores, load average ${s.machine.loadStart} at the start and ${s.machine.loadEnd} at the end` : '';
+  out.push(
+    `\`${s.command ?? `npm run chaos${s.mode === 'short' ? ' -- --short' : ''}`}\` — seed ${s.seed}, tree ${s.tree}, started ${s.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}, ` +
+      `${Math.round(s.durationMs / 1000)} s${load}: **\`${n.passed} passed, ${n.failed} failed, ${n.skipped} skipped\`**` +
+      `${s.crashes.length ? `; worker processes that exited by themselves: ${s.crashes.join('; ')}` : '; no worker process exited by itself'}.`,
+  );
+  const kills = s.results.filter((r) => r.scenario.startsWith('kill '));
+  if (kills.length) {
+    const byTarget = new Map<string, CaseResult[]>();
+    for (const r of kills) {
+      const target = r.scenario.split(' ').at(-1)!;
+      byTarget.set(target, [...(byTarget.get(target) ?? []), r]);
+    }
+    out.push('');
+    out.push('| killed | cases | passed | failed | skipped | outcomes | converge median / max | leaked |');
+    out.push('|---|---:|---:|---:|---:|---|---|---:|');
+    for (const [target, rs] of byTarget) {
+      const c = countByStatus(rs);
+      const outcomes = new Map<string, number>();
+      for (const r of rs) outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
+      const times = rs.map((r) => r.convergeMs).filter((t): t is number => t !== null).sort((a, b) => a - b);
+      const converge = times.length ? `${fmtMs(times[Math.floor((times.length - 1) / 2)]!)} / ${fmtMs(times.at(-1)!)}` : '-';
+      out.push(`| ${target} | ${rs.length} | ${c.passed} | ${c.failed} | ${c.skipped} | ${[...outcomes].map(([o, k]) => `${o} ${k}`).join(', ')} | ${converge} | ${rs.reduce((a, r) => a + r.leaked, 0)} |`);
+    }
+  }
+  const others = s.results.filter((r) => !r.scenario.startsWith('kill '));
+  if (others.length) {
+    out.push('');
+    out.push('| scenario | run | result | outcome | converged in | leaked |');
+    out.push('|---|---:|---|---|---:|---:|');
+    for (const r of others) out.push(`| ${r.scenario.replace(/\|/g, '\\|')} | ${r.run} | ${statusOf(r)} | ${r.outcome.replace(/\|/g, '\\|')} | ${r.convergeMs === null ? '-' : fmtMs(r.convergeMs)} | ${r.leaked} |`);
+  }
+  const failed = s.results.filter((r) => statusOf(r) === 'failed');
+  if (failed.length) {
+    out.push('');
+    out.push('Failures:');
+    out.push('');
+    for (const r of failed) out.push(`- ${r.scenario} (run ${r.run}): ${(r.failure ?? 'failed').split('\n')[0]}`);
+  }
+  if (s.skippedCases?.length) {
+    out.push('');
+    out.push(`Skipped: ${s.skippedCases.join('; ')}.`);
+  }
+  return out.join('\n');
+}

@@ -8,9 +8,31 @@
  * one, and so does each unhandled error (a rejection after a test, a worker that exited). Under CI=true
  * a skip whose part is not in test/support/optional-skips.ts is failed too, and the run's exit code
  * becomes 1. Every other exit code is vitest's own.
+ *
+ * A run of the whole suite also leaves its figures in .data/test-run.json (counts, duration, machine,
+ * commit); `npm run docs -- --record-test-run` copies them to docs/test-run.json, from which README's
+ * test time is generated.
  */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Reporter, SerializedError, TestCase, TestModule, TestSuite, Vitest } from 'vitest/node';
 import { OPTIONAL_SKIPS } from './optional-skips.ts';
+
+/** What .data/test-run.json (and, recorded, docs/test-run.json) holds. */
+export interface TestRunRecord {
+  command: string;
+  date: string;
+  commit: string;
+  durationS: number;
+  files: number;
+  passed: number;
+  failed: number;
+  skipped: number;
+  ci: boolean;
+  machine: { cpus: number; loadStart: number; loadEnd: number };
+}
 
 interface Line {
   where: string;
@@ -27,12 +49,15 @@ function errorText(errors: readonly { message?: string; name?: string }[] | unde
 
 export default class SummaryReporter implements Reporter {
   private filtered = false;
+  private vitest: Vitest | undefined;
+  private readonly started = { at: Date.now(), load: os.loadavg()[0]! };
 
   onInit(vitest: Vitest): void {
+    this.vitest = vitest;
     this.filtered = Boolean(vitest.config.testNamePattern);
   }
 
-  onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>): void {
+  async onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>): Promise<void> {
     const ci = process.env.CI === 'true' || process.env.CI === '1';
     let passed = 0;
     const failed: Line[] = [];
@@ -69,6 +94,35 @@ export default class SummaryReporter implements Reporter {
     const failures = failed.length + errors.length + required.length;
     process.stdout.write(`\n${passed} passed, ${failures} failed, ${skipped.length} skipped\n`);
     if (required.length > 0) process.exitCode = 1;
+    await this.record(testModules.length, { passed, failed: failures, skipped: skipped.length }, ci).catch(() => undefined);
+  }
+
+  /** .data/test-run.json, for a run of every file of the suite only. */
+  private async record(files: number, counts: { passed: number; failed: number; skipped: number }, ci: boolean): Promise<void> {
+    const vitest = this.vitest;
+    if (!vitest || this.filtered) return;
+    const all = await vitest.globTestSpecifications();
+    if (files !== all.length || !vitest.config.include.includes('test/**/*.test.ts')) return;
+    let commit = 'unknown';
+    try {
+      commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: vitest.config.root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      /* not a checkout */
+    }
+    const round = (x: number) => Math.round(x * 10) / 10;
+    const record: TestRunRecord = {
+      command: 'npm test',
+      date: new Date(this.started.at).toISOString(),
+      commit,
+      durationS: Math.round((Date.now() - this.started.at) / 1000),
+      files,
+      ...counts,
+      ci,
+      machine: { cpus: os.cpus().length, loadStart: round(this.started.load), loadEnd: round(os.loadavg()[0]!) },
+    };
+    const dir = path.join(vitest.config.root, '.data');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'test-run.json'), `${JSON.stringify(record, null, 2)}\n`);
   }
 
   /** Classifies one test; returns how many failures it accounts for (for its suite's error). */
