@@ -1,0 +1,160 @@
+/**
+ * `npm run docs`: every figure of README.md and docs/ that comes from a run, rendered from the run's
+ * committed JSON — no number of a measurement is typed by hand.
+ *
+ *   npm run docs                        rewrite the generated parts
+ *   npm run docs -- --check             change nothing; exit 1 naming the files that differ
+ *   npm run docs -- --record-test-run   first copy .data/test-run.json (left by the last `npm test` of
+ *                                       the whole suite) to docs/test-run.json
+ *
+ * Generated parts: the regions between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->` in
+ * README.md and docs/**\/*.md (NAME one of REGIONS below), and whole files: docs/bench/results.md and
+ * the charts docs/bench/*.svg. Their sources:
+ *   docs/bench/latest.json            `npm run bench`
+ *   docs/chaos/results/<name>.json    `npm run chaos` (full), `-- --short` (short), `-- --only/--sample` (targeted)
+ *   docs/test-run.json                `npm test`, then `npm run docs -- --record-test-run`
+ * test/docs.test.ts fails when the committed markdown differs from what this renders.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { changesTable, cyclesSection, neighboursSection, overheadFindings, overheadSection, resourcesSection, runLine, scaleSection, summaryTable, timeSection } from '../bench/docs.ts';
+import { markdown, renderCharts, type BenchResults } from '../bench/report.ts';
+import { markdownReport, type RunSummary } from '../chaos/report.ts';
+import type { TestRunRecord } from '../test/support/summary-reporter.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+const BENCH_JSON = 'docs/bench/latest.json';
+const CHAOS_DIR = 'docs/chaos/results';
+const TEST_RUN_JSON = 'docs/test-run.json';
+
+function readJson<T>(root: string, file: string): T | undefined {
+  const full = path.join(root, file);
+  return fs.existsSync(full) ? (JSON.parse(fs.readFileSync(full, 'utf8')) as T) : undefined;
+}
+
+const missing = (command: string, file: string) => `_Not in the repository yet: \`${command}\` writes \`${file}\`, then \`npm run docs\` renders it here._`;
+
+type Render = (root: string) => string;
+
+function bench(render: (r: BenchResults) => string): Render {
+  return (root) => {
+    const r = readJson<BenchResults>(root, BENCH_JSON);
+    return r ? render(r) : missing('npm run bench', BENCH_JSON);
+  };
+}
+
+function chaos(name: string, command: string): Render {
+  return (root) => {
+    const file = `${CHAOS_DIR}/${name}.json`;
+    const s = readJson<RunSummary>(root, file);
+    return s ? `${markdownReport(s)}\n\nFrom [\`${file}\`](${path.relative('docs', file)}).` : missing(command, file);
+  };
+}
+
+function testRun(root: string): string {
+  const t = readJson<TestRunRecord>(root, TEST_RUN_JSON);
+  if (!t) return missing('npm test', TEST_RUN_JSON);
+  const minutes = Math.round(t.durationS / 6) / 10;
+  return (
+    `The last recorded run of the whole suite (\`${t.command}\` at commit \`${t.commit}\`, ${t.date.slice(0, 10)}): ` +
+    `**${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped in ${minutes} min** (vitest, ${t.files} files) on ${t.machine.cpus} cores, ` +
+    `load average ${t.machine.loadStart} at the start and ${t.machine.loadEnd} at the end (other work shares this machine; on a quiet one it is faster). ` +
+    `From [\`${TEST_RUN_JSON}\`](${TEST_RUN_JSON.replace(/^docs\//, 'docs/')}), recorded with \`npm run docs -- --record-test-run\`.`
+  );
+}
+
+/** Every region a markdown file may hold. */
+export const REGIONS: Record<string, Render> = {
+  'test-run': testRun,
+  'bench-summary': bench((r) => `${runLine(r)} p50, 1 client unless said:\n\n${summaryTable(r)}`),
+  'bench-findings': bench(overheadFindings),
+  'bench-changes': bench(changesTable),
+  'bench-run': bench((r) => `${runLine(r)} Every table of the run is in [\`results.md\`](results.md); the JSON in [\`latest.json\`](latest.json).`),
+  'bench-overhead': bench(overheadSection),
+  'bench-cycles': bench(cyclesSection),
+  'bench-time': bench(timeSection),
+  'bench-scale': bench(scaleSection),
+  'bench-neighbours': bench(neighboursSection),
+  'bench-resources': bench(resourcesSection),
+  'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
+  'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
+  'chaos-full': chaos('full', 'npm run chaos'),
+};
+
+const REGION = /<!-- generated:([\w-]+) -->\n([\s\S]*?)<!-- \/generated:\1 -->/g;
+
+function markdownFiles(root: string): string[] {
+  const files = ['README.md'];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(path.join(root, dir), { withFileTypes: true })) {
+      const rel = `${dir}/${e.name}`;
+      if (e.isDirectory()) walk(rel);
+      else if (e.name.endsWith('.md')) files.push(rel);
+    }
+  };
+  walk('docs');
+  return files;
+}
+
+/** File (relative to root) → the content it must have. */
+export function renderDocs(root = ROOT): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const file of markdownFiles(root)) {
+    const text = fs.readFileSync(path.join(root, file), 'utf8');
+    const opened = [...text.matchAll(/<!-- generated:([\w-]+) -->/g)].map((m) => m[1]!);
+    const closed = [...text.matchAll(REGION)].map((m) => m[1]!);
+    const unclosed = opened.filter((n) => !closed.includes(n));
+    if (unclosed.length) throw new Error(`${file}: <!-- generated:${unclosed[0]} --> has no <!-- /generated:${unclosed[0]} -->`);
+    const rendered = text.replace(REGION, (_all, name: string) => {
+      const render = REGIONS[name];
+      if (!render) throw new Error(`${file}: unknown generated region ${name} (known: ${Object.keys(REGIONS).join(', ')})`);
+      return `<!-- generated:${name} -->\n${render(root).trimEnd()}\n<!-- /generated:${name} -->`;
+    });
+    if (opened.length) out.set(file, rendered);
+  }
+  const r = readJson<BenchResults>(root, BENCH_JSON);
+  if (r) {
+    out.set('docs/bench/results.md', markdown(r));
+    for (const [name, svg] of Object.entries(renderCharts(r))) out.set(`docs/bench/${name}`, svg);
+  }
+  return out;
+}
+
+function main(argv: string[]): void {
+  const check = argv.includes('--check');
+  const unknown = argv.filter((a) => a !== '--check' && a !== '--record-test-run');
+  if (unknown.length) {
+    process.stderr.write(`error: unknown argument ${unknown[0]}\nusage: npm run docs [-- --check | --record-test-run]\n`);
+    process.exit(2);
+  }
+  if (argv.includes('--record-test-run')) {
+    const from = path.join(ROOT, '.data', 'test-run.json');
+    if (!fs.existsSync(from)) {
+      process.stderr.write('error: no .data/test-run.json: run the whole suite first (npm test)\n');
+      process.exit(1);
+    }
+    fs.copyFileSync(from, path.join(ROOT, TEST_RUN_JSON));
+    process.stdout.write(`recorded ${TEST_RUN_JSON}\n`);
+  }
+  const differ: string[] = [];
+  for (const [file, content] of renderDocs()) {
+    const full = path.join(ROOT, file);
+    const now = fs.existsSync(full) ? fs.readFileSync(full, 'utf8') : undefined;
+    if (now === content) continue;
+    differ.push(file);
+    if (!check) fs.writeFileSync(full, content);
+  }
+  if (check) {
+    if (differ.length) {
+      process.stderr.write(`not as rendered from the committed JSON (run npm run docs): ${differ.join(', ')}\n`);
+      process.exit(1);
+    }
+    process.stdout.write('docs: every generated part matches the committed JSON\n');
+  } else {
+    process.stdout.write(differ.length ? `docs: rewrote ${differ.join(', ')}\n` : 'docs: nothing to change\n');
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) main(process.argv.slice(2));
