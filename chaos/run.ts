@@ -170,7 +170,9 @@ async function main(): Promise<void> {
   const rnd = new Random(o.seed);
   const skipped: string[] = [];
 
-  log(`chaos ${o.short ? 'short' : 'full'} run ${id}: seed ${o.seed}, ${o.runs} run(s) of each scenario, tree ${gitTree()}`);
+  // the code the stack runs is the tree as it was at the start (edits made during the run do not count)
+  const tree = gitTree();
+  log(`chaos ${o.short ? 'short' : 'full'} run ${id}: seed ${o.seed}, ${o.runs} run(s) of each scenario, tree ${tree}`);
   const stack = new ChaosStack({ id, log, keep: o.keep });
   let stopping = false;
   const stopAndExit = async (code: number) => {
@@ -302,7 +304,7 @@ async function main(): Promise<void> {
     ...countByStatus(results),
     skippedCases: skipped,
     crashes,
-    tree: gitTree(),
+    tree,
     results,
   };
   // Keep the logs of a run that failed.
