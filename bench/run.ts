@@ -1,7 +1,8 @@
 /**
  * `npm run bench` (= node --import tsx bench/run.ts): the cost of durability, measured on the
- * embedded stack. Prints tables and writes bench-results/latest.json, docs/bench/latest.json,
- * docs/bench/results.md and the SVG charts in docs/bench/.
+ * embedded stack. Prints tables and writes bench-results/latest.json and the committed
+ * docs/bench/latest.json, then renders from it what `npm run docs` renders (docs/bench/results.md, the
+ * SVG charts, the generated parts of README.md and docs/bench/README.md).
  *
  *   --quick              a few cycles per cell, and only the two workflow changes in the A/B
  *   --skip=a,b           skip parts: matrix, floor, cinder, neighbours, variants, scale
@@ -14,7 +15,7 @@
  *   --rounds=N --variant-cycles=1:24,8:64   A/B rounds and cycles per variant cell
  *   --running-domains    keep the QEMU guests running (default: paused, see docs/bench/README.md)
  *   --no-docs            write bench-results/ only (for trial runs)
- *   --report=FILE.json   only rewrite the tables and charts from a results file (no stack)
+ *   --report=FILE.json   no stack: make FILE docs/bench/latest.json and render the docs from it
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -34,6 +35,7 @@ import { runFloor } from './floor.ts';
 import { pidsWithArgument, startSampler } from './procs.ts';
 import { generateWorkflowVariant, WORKFLOW_VARIANTS, type WorkflowVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
+import { writeDocs as writeGeneratedDocs } from '../scripts/generate-docs.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(`--${name}`);
@@ -176,6 +178,8 @@ function newResults(stack: BenchStack): BenchResults {
       domains: flag('running-domains') ? 'running' : 'paused (see README)',
       bus: 'scsi',
       cyclesPerCell: profile.cycles,
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+      loadStart: Math.round(os.loadavg()[0]! * 10) / 10,
     },
     rest: { resources: [] },
     matrix: [],
@@ -383,6 +387,8 @@ async function runCinderPart(stack: BenchStack, directLibvirt: LibvirtConnection
 }
 
 function report(results: BenchResults): void {
+  results.meta.durationS = Math.round((performance.now() - t0) / 1000);
+  results.meta.loadEnd = Math.round(os.loadavg()[0]! * 10) / 10;
   const resultsDir = path.join(projectRoot, 'bench-results');
   fs.mkdirSync(resultsDir, { recursive: true });
   const json = `${JSON.stringify(results, null, 1)}\n`;
@@ -393,7 +399,6 @@ function report(results: BenchResults): void {
   if (!flag('no-docs')) {
     const docs = path.join(projectRoot, 'docs', 'bench');
     fs.mkdirSync(docs, { recursive: true });
-    fs.writeFileSync(path.join(docs, 'latest.json'), json);
     writeDocs(results, docs);
   } else {
     writeCharts(results, path.join(resultsDir, 'charts'));
@@ -402,12 +407,15 @@ function report(results: BenchResults): void {
   printSummary(results, log);
 }
 
-/** docs/bench/results.md and the charts, from a results object. */
+/**
+ * docs/bench/latest.json, then everything `npm run docs` renders from it: docs/bench/results.md, the
+ * charts, and the generated parts of README.md and docs/bench/README.md.
+ */
 function writeDocs(results: BenchResults, docs: string): void {
   fs.mkdirSync(docs, { recursive: true });
-  fs.writeFileSync(path.join(docs, 'results.md'), markdown(results));
-  const charts = writeCharts(results, docs);
-  log(`wrote ${path.relative(projectRoot, path.join(docs, 'results.md'))}, ${charts.map((c) => path.relative(projectRoot, path.join(docs, c))).join(', ')}`);
+  fs.writeFileSync(path.join(docs, 'latest.json'), `${JSON.stringify(results, null, 1)}\n`);
+  const changed = writeGeneratedDocs(projectRoot);
+  log(`wrote ${path.relative(projectRoot, path.join(docs, 'latest.json'))}; npm run docs rewrote ${changed.join(', ') || 'nothing'}`);
 }
 
 main().catch((err: unknown) => {

@@ -61,7 +61,7 @@ function testRun(root: string): string {
     `The last recorded run of the whole suite (\`${t.command}\` at commit \`${t.commit}\`, ${t.date.slice(0, 10)}): ` +
     `**${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped in ${minutes} min** (vitest, ${t.files} files) on ${t.machine.cpus} cores, ` +
     `load average ${t.machine.loadStart} at the start and ${t.machine.loadEnd} at the end (other work shares this machine; on a quiet one it is faster). ` +
-    `From [\`${TEST_RUN_JSON}\`](${TEST_RUN_JSON.replace(/^docs\//, 'docs/')}), recorded with \`npm run docs -- --record-test-run\`.`
+    `From [\`${TEST_RUN_JSON}\`](${TEST_RUN_JSON}), recorded with \`npm run docs -- --record-test-run\`.`
   );
 }
 
@@ -122,6 +122,19 @@ export function renderDocs(root = ROOT): Map<string, string> {
   return out;
 }
 
+/** Writes what renderDocs renders; returns the files it changed (or, with check, would change). */
+export function writeDocs(root = ROOT, o: { check?: boolean } = {}): string[] {
+  const differ: string[] = [];
+  for (const [file, content] of renderDocs(root)) {
+    const full = path.join(root, file);
+    const now = fs.existsSync(full) ? fs.readFileSync(full, 'utf8') : undefined;
+    if (now === content) continue;
+    differ.push(file);
+    if (!o.check) fs.writeFileSync(full, content);
+  }
+  return differ;
+}
+
 function main(argv: string[]): void {
   const check = argv.includes('--check');
   const unknown = argv.filter((a) => a !== '--check' && a !== '--record-test-run');
@@ -138,14 +151,7 @@ function main(argv: string[]): void {
     fs.copyFileSync(from, path.join(ROOT, TEST_RUN_JSON));
     process.stdout.write(`recorded ${TEST_RUN_JSON}\n`);
   }
-  const differ: string[] = [];
-  for (const [file, content] of renderDocs()) {
-    const full = path.join(ROOT, file);
-    const now = fs.existsSync(full) ? fs.readFileSync(full, 'utf8') : undefined;
-    if (now === content) continue;
-    differ.push(file);
-    if (!check) fs.writeFileSync(full, content);
-  }
+  const differ = writeDocs(ROOT, { check });
   if (check) {
     if (differ.length) {
       process.stderr.write(`not as rendered from the committed JSON (run npm run docs): ${differ.join(', ')}\n`);
