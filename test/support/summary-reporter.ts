@@ -105,7 +105,8 @@ export default class SummaryReporter implements Reporter {
     if (files !== all.length || !vitest.config.include.includes('test/**/*.test.ts')) return;
     let commit = 'unknown';
     try {
-      commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: vitest.config.root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      const git = (...args: string[]) => execFileSync('git', args, { cwd: vitest.config.root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      commit = `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--untracked-files=no') ? ' (with uncommitted changes)' : ''}`;
     } catch {
       /* not a checkout */
     }
