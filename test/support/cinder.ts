@@ -21,25 +21,50 @@
  * Also a command: `node --import tsx test/support/cinder.ts` (scripts/start-cinder.sh) starts one and
  * prints the environment that points tether at it.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, createHash } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { findFreePort } from '../../stack/free-port.ts';
 import { loadCinderConfig, type CinderConfig } from '../../src/blockstorage/cinder/config.ts';
+import {
+  addVhost,
+  cacheDir,
+  deleteVhost,
+  ini,
+  isRunning,
+  loadDump,
+  loopDevicesUnder,
+  migrationsKey,
+  mysql,
+  mysqlTarget,
+  PYTHON,
+  PYTHON_DIR,
+  rabbitUrl,
+  rssMiB,
+  run,
+  saveDump,
+  spawnDaemon,
+  sqlalchemyUrl,
+  stopChild,
+  tail,
+  type MysqlTarget,
+} from './openstack-processes.ts';
 import { tcpMissing } from './probes.ts';
 
-const run = promisify(execFile);
-
 const CINDER_PY = '/usr/lib/python3/dist-packages/cinder';
-const PYTHON = '/usr/bin/python3';
 const VOLUME_ROOT = process.env.TETHER_TEST_VOLUME_DIR ?? '/var/lib/libvirt/images/tether-test';
 
 export type CinderMode = 'single' | 'multi';
-export type CinderDriver = 'file' | 'fake';
+/**
+ * file: FakeLoggingVolumeDriver + a sparse raw file per volume (`file` connection_info: tether attaches it);
+ * loop: a sparse file behind a loop device (`local` connection_info with device_path: tether and a real
+ *   Nova both attach it as a block device; test/support/python/tether_loop_driver.py);
+ * fake: FakeLoggingVolumeDriver as is (iscsi connection_info without a target: API-only tests).
+ */
+export type CinderDriver = 'file' | 'loop' | 'fake';
 
 export interface CinderOptions {
   mode?: CinderMode;
@@ -92,27 +117,6 @@ export interface CinderHandle {
 }
 
 // ---- availability ----
-
-interface MysqlTarget {
-  user: string;
-  password: string;
-  host: string;
-  port: number;
-}
-
-/**
- * TETHER_TEST_CINDER_MYSQL_URL, default mysql+pymysql://tether_test:tether_test@127.0.0.1:3306 (no database
- * part): the account scripts/test-deps/mariadb.sh creates (`npm test` runs it first).
- */
-function mysqlTarget(): MysqlTarget {
-  const raw = process.env.TETHER_TEST_CINDER_MYSQL_URL ?? 'mysql+pymysql://tether_test:tether_test@127.0.0.1:3306';
-  const u = new URL(raw.replace(/^mysql\+pymysql:/, 'mysql:'));
-  return { user: decodeURIComponent(u.username || 'root'), password: decodeURIComponent(u.password), host: u.hostname || '127.0.0.1', port: Number(u.port || 3306) };
-}
-
-function rabbitUrl(): string {
-  return (process.env.TETHER_TEST_CINDER_RABBIT_URL ?? 'rabbit://guest:guest@127.0.0.1:5672').replace(/\/+$/, '');
-}
 
 export function defaultMode(): CinderMode {
   return process.env.TETHER_TEST_CINDER_MODE === 'multi' ? 'multi' : 'single';
@@ -193,17 +197,32 @@ paste.app_factory = cinder.api.versions:Versions.factory
  * Cinder's NoAuthMiddleware answers a request without X-Auth-Token with a fake token (204) instead of
  * serving it; openstacksdk's version discovery (GET /v3, never authenticated) then finds no document.
  * This one serves such requests as an anonymous user, so the Debian clients work with noauth too.
+ *
+ * It also stands in for keystonemiddleware's service-token check: requests of the user `nova` (a real
+ * Nova sharing this Cinder, test/support/nova.ts) carry the service role, as Nova's service token gives
+ * them under Keystone. Cinder needs it to delete an attachment that is still attached (CVE-2023-2088);
+ * tether's own client sends X-Service-Roles itself.
  */
 const NOAUTH = `"""Cinder's NoAuthMiddleware, but a request without X-Auth-Token is served anonymously (tether tests)."""
 from cinder.api.middleware import auth
+
+SERVICE_USERS = ('nova',)
 
 
 class NoAuthMiddleware(auth.NoAuthMiddleware):
     def base_call(self, req, project_id_in_path=False):
         if 'X-Auth-Token' not in req.headers:
             req.headers['X-Auth-Token'] = 'anonymous:anonymous'
+        elif req.headers['X-Auth-Token'].partition(':')[0] in SERVICE_USERS:
+            req.headers['X-Service-Roles'] = 'service'
         return super(NoAuthMiddleware, self).base_call(req, project_id_in_path)
 `;
+
+const VOLUME_DRIVERS: Record<CinderDriver, string> = {
+  file: 'tether_file_driver.TetherFileDriver',
+  loop: 'tether_loop_driver.TetherLoopDriver',
+  fake: 'cinder.tests.fake_driver.FakeLoggingVolumeDriver',
+};
 
 /** All three services in one process, so the in-memory fake:// transport connects them. */
 const LAUNCHER = `"""cinder-scheduler, cinder-volume and the osapi_volume WSGI service in ONE process (tether tests)."""
@@ -302,82 +321,22 @@ class TetherFileDriver(FakeLoggingVolumeDriver):
         return info
 `;
 
-function ini(sections: Record<string, Record<string, string | number | boolean>>): string {
-  return Object.entries(sections)
-    .map(([name, kv]) => `[${name}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`)
-    .join('\n');
-}
-
 // ---- database ----
-
-function mysqlArgs(db: MysqlTarget): string[] {
-  return ['-h', db.host, '-P', String(db.port), '-u', db.user, ...(db.password ? [`-p${db.password}`] : [])];
-}
-
-async function mysql(db: MysqlTarget, sql: string, database?: string): Promise<void> {
-  await run('mysql', [...mysqlArgs(db), ...(database ? [database] : []), '-e', sql]);
-}
-
-function cacheDir(): string {
-  return path.join(process.env.TETHER_CACHE_DIR ?? path.join(os.homedir(), '.cache', 'tether'), 'cinder');
-}
-
-/** The schema dump depends on Cinder's migrations only. */
-function schemaKey(): string {
-  const dir = `${CINDER_PY}/db/migrations/versions`;
-  const names = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.endsWith('.py')).sort() : [];
-  return createHash('sha256').update(names.join('\n')).digest('hex').slice(0, 16);
-}
 
 /** Creates the database with Cinder's schema: from the cached dump, or by db sync (then caches a dump). */
 async function prepareDatabase(db: MysqlTarget, name: string, confFile: string, log: string): Promise<boolean> {
   await mysql(db, `CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4`);
-  const dump = path.join(cacheDir(), `schema-${schemaKey()}.sql`);
+  const dump = path.join(cacheDir('cinder'), `schema-${migrationsKey([`${CINDER_PY}/db/migrations/versions`])}.sql`);
   if (fs.existsSync(dump)) {
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn('mysql', [...mysqlArgs(db), name], { stdio: ['pipe', 'ignore', 'pipe'] });
-      let err = '';
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`loading ${dump} failed: ${err.trim()}`))));
-      fs.createReadStream(dump).pipe(child.stdin);
-    });
+    await loadDump(db, name, dump);
     return true;
   }
   await run('cinder-manage', ['--config-file', confFile, '--log-file', log, 'db', 'sync'], { timeout: 180_000 });
-  fs.mkdirSync(cacheDir(), { recursive: true });
-  const tmp = `${dump}.${process.pid}.tmp`;
-  const { stdout } = await run('mysqldump', [...mysqlArgs(db), '--skip-comments', '--skip-dump-date', name], { maxBuffer: 64 * 1024 * 1024 });
-  fs.writeFileSync(tmp, stdout);
-  fs.renameSync(tmp, dump);
+  await saveDump(db, name, dump);
   return false;
 }
 
 // ---- start ----
-
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function killOnExit(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of live) {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
-}
-
-function tail(file: string, lines = 30): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
 
 export async function startCinder(options: CinderOptions = {}): Promise<CinderHandle> {
   const t0 = performance.now();
@@ -394,7 +353,6 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
   const db = mysqlTarget();
   const dbName = `cinder_${id}`;
   const vhost = `tether_cinder_${id}`;
-  const auth = db.password ? `${encodeURIComponent(db.user)}:${encodeURIComponent(db.password)}` : encodeURIComponent(db.user);
 
   const confFile = path.join(stateDir, 'cinder.conf');
   fs.writeFileSync(path.join(stateDir, 'api-paste.ini'), API_PASTE);
@@ -428,11 +386,11 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
         scheduler_driver_init_wait_time: 10,
         ...(options.extraDefaults ?? {}),
       },
-      database: { connection: `mysql+pymysql://${auth}@${db.host}:${db.port}/${dbName}`, max_pool_size: 10, max_overflow: 20 },
+      database: { connection: sqlalchemyUrl(db, dbName), max_pool_size: 10, max_overflow: 20 },
       coordination: { backend_url: `file://${path.join(stateDir, 'coordination')}` },
       oslo_concurrency: { lock_path: path.join(stateDir, 'locks') },
       fake: {
-        volume_driver: driver === 'file' ? 'tether_file_driver.TetherFileDriver' : 'cinder.tests.fake_driver.FakeLoggingVolumeDriver',
+        volume_driver: VOLUME_DRIVERS[driver],
         target_helper: 'fake',
         volume_backend_name: 'fake',
       },
@@ -446,7 +404,9 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
   const cleanup = async () => {
     await Promise.all(children.map((c) => stopChild(c)));
     if (dbCreated) await mysql(db, `DROP DATABASE IF EXISTS \`${dbName}\``).catch(() => undefined);
-    if (vhostCreated) await run('rabbitmqctl', ['delete_vhost', vhost]).catch(() => undefined);
+    if (vhostCreated) await deleteVhost(vhost).catch(() => undefined);
+    // the loop driver's devices of volumes nobody deleted
+    for (const loop of await loopDevicesUnder(volumeDir)) await run('losetup', ['--detach', loop]).catch(() => undefined);
     fs.rmSync(stateDir, { recursive: true, force: true });
     fs.rmSync(volumeDir, { recursive: true, force: true });
   };
@@ -456,29 +416,22 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
     const vhostReady =
       mode === 'multi'
         ? (async () => {
-            await run('rabbitmqctl', ['add_vhost', vhost]);
             vhostCreated = true;
-            const r = new URL(rabbitUrl().replace(/^rabbit:/, 'amqp:'));
-            await run('rabbitmqctl', ['set_permissions', '-p', vhost, decodeURIComponent(r.username || 'guest'), '.*', '.*', '.*']);
+            await addVhost(vhost);
           })()
         : Promise.resolve();
     dbCreated = true;
     const [schemaFromCache] = await Promise.all([prepareDatabase(db, dbName, confFile, path.join(stateDir, 'log', 'db-sync.log')), vhostReady]);
     const schemaMs = performance.now() - tSchema;
 
-    const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPATH: stateDir, TETHER_CINDER_VOLUME_DIR: volumeDir };
+    const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPATH: `${stateDir}:${PYTHON_DIR}`, TETHER_CINDER_VOLUME_DIR: volumeDir };
     delete env.PYTHONHOME;
     if (options.fakeSecret) env.TETHER_CINDER_FAKE_SECRET = options.fakeSecret;
     const spawnService = (name: string, command: string, args: string[]) => {
       const logFile = path.join(stateDir, 'log', `${name}.log`);
-      const out = fs.openSync(path.join(stateDir, 'log', `${name}.out`), 'a');
       logFiles.push(logFile);
-      const child = spawn(command, [...args, '--config-file', confFile, '--log-file', logFile], { cwd: stateDir, env, detached: true, stdio: ['ignore', out, out] });
-      fs.closeSync(out);
+      const child = spawnDaemon(command, [...args, '--config-file', confFile, '--log-file', logFile], { cwd: stateDir, env, outFile: path.join(stateDir, 'log', `${name}.out`) });
       children.push(child);
-      live.add(child);
-      child.once('exit', () => live.delete(child));
-      killOnExit();
       return child;
     };
     const tStart = performance.now();
@@ -514,7 +467,7 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
 
     const deadline = Date.now() + 120_000;
     const alive = () => {
-      const dead = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+      const dead = children.find((c) => !isRunning(c));
       if (dead) {
         const i = children.indexOf(dead);
         throw new Error(`Cinder process ${path.basename(logFiles[i]!, '.log')} exited (${dead.exitCode ?? dead.signalCode}):\n${tail(logFiles[i]!)}\n${tail(logFiles[i]!.replace(/\.log$/, '.out'), 10)}`);
@@ -585,7 +538,7 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
       volumeDir,
       logFiles,
       timings: { schemaMs, apiMs, servicesMs, probeMs, totalMs: performance.now() - t0, schemaFromCache },
-      rssMiB: () => children.reduce((sum, c) => sum + rssOf(c.pid), 0),
+      rssMiB: () => children.reduce((sum, c) => sum + rssMiB(c.pid), 0),
       api,
       async stop() {
         if (stopped) return;
@@ -599,39 +552,11 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
   }
 }
 
-function rssOf(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** SIGTERM to the process group, SIGKILL after 5 s. */
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || !child.pid) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const signal = (s: NodeJS.Signals) => {
-    try {
-      process.kill(-child.pid!, s);
-    } catch {
-      // gone
-    }
-  };
-  signal('SIGTERM');
-  const timer = setTimeout(() => signal('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
-  live.delete(child);
-}
-
 // ---- command line: start one and wait for Ctrl-C ----
 
 async function main(): Promise<void> {
   const mode = (process.argv.includes('--multi') ? 'multi' : process.argv.includes('--single') ? 'single' : defaultMode()) satisfies CinderMode;
-  const driver: CinderDriver = process.argv.includes('--fake-driver') ? 'fake' : 'file';
+  const driver: CinderDriver = process.argv.includes('--fake-driver') ? 'fake' : process.argv.includes('--loop-driver') ? 'loop' : 'file';
   const availability = await cinderAvailability(mode);
   if (!availability.available) {
     console.error(availability.reason);
