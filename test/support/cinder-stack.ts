@@ -19,9 +19,14 @@ export function asTestStack(stack: CinderStack): TestStack {
   return stack as unknown as TestStack;
 }
 
-export async function startCinderStack(options: { detachUnplugWaitMs?: number; cinder?: CinderOptions } = {}): Promise<CinderStack> {
+/**
+ * `sharedCinder`: a Cinder started by the caller (e.g. shared with a real Nova, test/support/nova.ts);
+ * the stack uses it and leaves it running when it stops.
+ */
+export async function startCinderStack(options: { detachUnplugWaitMs?: number; cinder?: CinderOptions; sharedCinder?: CinderHandle } = {}): Promise<CinderStack> {
   // Cinder (the slow part) starts while the rest is built; it is stopped again if the rest fails.
-  const cinderStarting = startCinder(options.cinder);
+  const { sharedCinder } = options;
+  const cinderStarting = sharedCinder ? Promise.resolve(sharedCinder) : startCinder(options.cinder);
   cinderStarting.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
   const clientLog: string[] = [];
   let cinder: CinderHandle | undefined;
@@ -33,12 +38,12 @@ export async function startCinderStack(options: { detachUnplugWaitMs?: number; c
         const log: CinderLog = { debug: (obj, msg) => clientLog.push(`${msg} ${JSON.stringify(obj)}`) };
         const blockStorage = new CinderBlockStorage(cinder.config(), { log });
         await blockStorage.check();
-        return { blockStorage, volumeDir: cinder.volumeDir, env: cinder.env, stop: () => cinder!.stop() };
+        return { blockStorage, volumeDir: cinder.volumeDir, env: cinder.env, stop: async () => (sharedCinder ? undefined : cinder!.stop()) };
       },
     });
     return Object.assign(stack, { cinder: cinder!, clientLog });
   } catch (err) {
-    await (await cinderStarting.catch(() => undefined))?.stop();
+    if (!sharedCinder) await (await cinderStarting.catch(() => undefined))?.stop();
     throw err;
   }
 }
