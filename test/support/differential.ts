@@ -126,7 +126,9 @@ function mergeShapes(a: Shape, b: Shape): Shape {
   }
   if (Array.isArray(a) && Array.isArray(b)) return a.length === 0 ? b : b.length === 0 ? a : [mergeShapes(a[0]!, b[0]!)];
   if (JSON.stringify(a) === JSON.stringify(b)) return a;
-  return `${typeof a === 'string' ? a : 'object'}|${typeof b === 'string' ? b : 'object'}`;
+  // a union of types, the same whatever the order of the items
+  const types = (x: Shape) => (typeof x === 'string' ? x.split('|') : [Array.isArray(x) ? 'array' : 'object']);
+  return [...new Set([...types(a), ...types(b)])].sort().join('|');
 }
 
 export interface Observation {
