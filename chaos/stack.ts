@@ -20,6 +20,7 @@ import { loadConfig, projectRoot } from '../src/config.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
+import type { BlockStorage, VolumeAdmin } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { TetherService } from '../src/service/tether-service.ts';
 import { listInstances } from '../src/db/instances.ts';
@@ -38,6 +39,11 @@ export interface ChaosStackOptions {
   log: (line: string) => void;
   /** Keep the folder (logs, PostgreSQL data, SQLite) after stop. */
   keep?: boolean;
+  /**
+   * Block storage other than tether's own volume service (a real Cinder: chaos/nova-kills.ts): the
+   * environment that selects it in the workers, and the runner's own client of it.
+   */
+  blockStorage?: { env: Record<string, string>; client: BlockStorage & VolumeAdmin };
 }
 
 const WORKERS: Record<WorkerName, { script: string; ready: string }> = {
@@ -224,7 +230,7 @@ export class ChaosStack {
   db!: Database;
   client!: Client;
   libvirt!: LibvirtConnection;
-  blockStorage!: LocalVolumeService;
+  blockStorage!: BlockStorage & VolumeAdmin;
   service!: TetherService;
 
   private temporal: TemporalDevServer | undefined;
@@ -265,6 +271,7 @@ export class ChaosStack {
       TETHER_API_PORT: String(this.apiPort),
       TETHER_DATA_DIR: this.baseDir,
       TETHER_VOLUME_DIR: this.volumeDir,
+      ...this.o.blockStorage?.env,
       TETHER_CHAOS_PAUSE: this.pauseDir,
       LIBVIRT_URI: this.libvirtUri,
       TETHER_LOG_LEVEL: 'info',
@@ -313,7 +320,7 @@ export class ChaosStack {
     this.o.log(`  ✓ Temporal dev server ${this.temporalAddress} (SQLite ${path.join(this.baseDir, 'temporal', 'temporal.sqlite')}), PostgreSQL ${this.ownsPostgres ? `embedded on port ${this.pgPort}` : 'from DATABASE_URL (not ours: never killed)'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 
     this.db = createDatabase(this.databaseUrl, { max: 12, applicationName: 'tether-chaos' });
-    this.blockStorage = new LocalVolumeService(this.db, { volumeDir: this.volumeDir, availabilityZone: 'nova' });
+    this.blockStorage = this.o.blockStorage?.client ?? new LocalVolumeService(this.db, { volumeDir: this.volumeDir, availabilityZone: 'nova' });
     this.clientConnection = await Connection.connect({ address: this.temporalAddress });
     this.client = new Client({ connection: this.clientConnection, namespace: 'default' });
     this.libvirt = await LibvirtConnection.open(this.libvirtUri);

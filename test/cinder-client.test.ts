@@ -227,6 +227,22 @@ describe('volumes', () => {
     expect(seen.filter((x) => x.url.includes('/attachments?')).map((x) => new URL(x.url, base).searchParams.get('marker'))).toEqual([null, ATT, 'att-3']);
   });
 
+  it('an attachment deleted between two pages (its id the marker: Cinder answers 404) makes the listing start over', async () => {
+    const c = client();
+    on('GET', `/volumes/${VOL}`, { status: 200, json: volumeDoc({ status: 'detaching', multiattach: true }) });
+    let markerGone = false;
+    on('GET', /^\/attachments\?/, (r) => {
+      const marker = new URL(r.url, base).searchParams.get('marker');
+      if (marker === null) return { status: 200, json: { attachments: markerGone ? [] : [{ id: ATT, status: 'attached', instance: VM, volume_id: VOL }] } };
+      // the detach finished meanwhile: the marker names an attachment that no longer exists
+      markerGone = true;
+      return { status: 404, json: { itemNotFound: { code: 404, message: `Marker ${marker} could not be found.` } } };
+    });
+    const v = await c.getVolume(VOL);
+    expect(v.attachments).toEqual([]);
+    expect(seen.filter((x) => x.url.includes('/attachments?')).map((x) => new URL(x.url, base).searchParams.get('marker'))).toEqual([null, ATT, null]);
+  });
+
   it('an available volume costs one request (no attachment listing)', async () => {
     const c = client();
     on('GET', `/volumes/${VOL}`, { status: 200, json: volumeDoc() });

@@ -166,16 +166,29 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
     return v.multiattach === true || ['reserved', 'attaching', 'detaching', 'in-use', 'error_attaching', 'error_detaching', 'maintenance'].includes(v.status);
   }
 
-  /** GET /attachments with filters, every page (Cinder caps a page at osapi_max_limit; the marker is the last id). */
+  /**
+   * GET /attachments with filters, every page (Cinder caps a page at osapi_max_limit; the marker is the
+   * last id). An attachment deleted between two pages (a detach finishing) makes Cinder answer 404 to
+   * the page that names it as the marker: the listing then starts over (a few times at most).
+   */
   private async listAttachments(filters: Record<string, string>, subject: { volumeId: string } | { none: true }): Promise<CinderAttachment[]> {
     const out: CinderAttachment[] = [];
     let marker: string | undefined;
+    let restarts = 0;
     for (;;) {
       const query = new URLSearchParams(filters);
       if (marker) query.set('marker', marker);
-      const { body } = await this.http.request<{ attachments: CinderAttachment[] }>('GET', `/attachments?${query}`).catch((err: unknown) => {
+      const answer = await this.http.request<{ attachments: CinderAttachment[] }>('GET', `/attachments?${query}`).catch((err: unknown) => {
+        if (marker && err instanceof CinderHttpError && err.status === 404 && restarts < 5) return undefined;
         throw mapCinderError(err, subject);
       });
+      if (answer === undefined) {
+        restarts++;
+        out.length = 0;
+        marker = undefined;
+        continue;
+      }
+      const { body } = answer;
       const page = body?.attachments ?? [];
       out.push(...page);
       const last = page.at(-1)?.id;
