@@ -8,6 +8,7 @@ import type { GroupSample } from './procs.ts';
 import { axis, cdfPoints, color, lineChart, stackedBars, type Bar, type LineSeries } from './svg.ts';
 import { ratio, roundTo, rounded, summarize } from './stats.ts';
 import type { FloorResult } from './floor.ts';
+import { ownCpu, sharedCpu, type NovaPartResult } from './nova.ts';
 
 export interface VariantComparison {
   name: string;
@@ -40,6 +41,8 @@ export interface BenchResults {
     histories: Array<{ concurrency: number; instances: number; attach?: HistorySummary; detach?: HistorySummary }>;
     skipped?: string;
   };
+  /** Nova and tether on the same Cinder and libvirt, alternating rounds (bench/nova.ts). */
+  nova?: NovaPartResult;
 }
 
 function cell(results: CellResult[], mode: string, c: number, i: number): CellResult | undefined {
@@ -62,6 +65,50 @@ export function matrixTable(r: BenchResults): string {
     );
   }
   return lines.join('\n');
+}
+
+/** Nova's column beside tether's: latency percentiles, throughput and CPU per cycle, per concurrency. */
+export function novaTable(part: NovaPartResult): string {
+  const lines: string[] = [];
+  lines.push('| clients | system | attach p50 / p95 / p99 (ms) | detach p50 / p95 / p99 (ms) | API answer p50 (ms) | cycles/s | CPU ms per cycle: own + shared | errors | other load (cores) |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|');
+  const p = (s: CellResult['attach']) => `${s.p50} / ${s.p95} / ${s.p99}`;
+  for (const c of [...new Set(part.cells.map((x) => x.concurrency))]) {
+    for (const mode of ['nova', 'tether']) {
+      const x = part.cells.find((m) => m.mode === mode && m.concurrency === c);
+      if (!x) continue;
+      lines.push(`| ${c} | ${mode === 'nova' ? `Nova ${part.nova.split(':').pop()}` : 'tether'} | ${p(x.attach)} | ${p(x.detach)} | ${x.reservation.p50} | ${x.throughput} | ${ownCpu(part, x)} + ${sharedCpu(part, x)} | ${x.errors} | ${x.machine.otherCores} |`);
+    }
+  }
+  lines.push('');
+  for (const c of [...new Set(part.cells.map((x) => x.concurrency))]) {
+    const n = part.cells.find((m) => m.mode === 'nova' && m.concurrency === c);
+    const t = part.cells.find((m) => m.mode === 'tether' && m.concurrency === c);
+    if (!n || !t) continue;
+    lines.push(
+      `- ${c} client${c > 1 ? 's' : ''}: tether's attach p50 is ${ratio(t.attach.p50, n.attach.p50)}× Nova's, its detach p50 ${ratio(t.detach.p50, n.detach.p50)}×, ` +
+        `its throughput ${ratio(t.throughput, n.throughput)}× Nova's, its own CPU per cycle ${ratio(ownCpu(part, t), ownCpu(part, n))}× Nova's.`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function novaSection(r: BenchResults): string[] {
+  const part = r.nova;
+  if (!part) return [];
+  if (part.skipped) return ['## Nova and tether, side by side', '', `Skipped: ${part.skipped}`, ''];
+  return [
+    '## Nova and tether, side by side',
+    '',
+    `Nova ${part.nova} (Debian's packages) and tether on one Cinder (loop devices) and one libvirt, ${part.instances} servers each, ` +
+      `in alternating rounds; both driven over HTTP the same way (attach done: Cinder says in-use; detach done: Cinder says available and the API no longer shows the attachment; polled every ${part.pollMs} ms). ` +
+      `Own CPU: Nova's daemons and Placement, or tether's API server, control-plane worker, compute agent, Temporal dev server and PostgreSQL; shared: Cinder, libvirtd, virtlogd, the QEMU domains and the load driver.`,
+    '',
+    novaTable(part),
+    '',
+    '![Nova and tether: cycle latency](nova-vs-tether.svg)',
+    '',
+  ];
 }
 
 export function splitTable(r: BenchResults): string {
@@ -223,6 +270,7 @@ export function markdown(r: BenchResults): string {
   out.push(JSON.stringify(r.meta, null, 1));
   out.push('```');
   out.push('');
+  out.push(...novaSection(r));
   out.push('## Orchestration overhead per attach vs the work itself');
   out.push('');
   out.push(overheadTable(overheadRows(r)));
@@ -388,6 +436,29 @@ export function renderCharts(r: BenchResults): Record<string, string> {
     toBar(`detach, ${v.name}`, v.historyAfter?.detach);
   }
   if (bars.length) write('time-breakdown.svg', stackedBars({ title: 'Where one run waits (p50 per part, concurrency 1)', unit: 'ms', bars }));
+  // 4. Nova beside tether: cycle latency CDF per system and concurrency
+  const novaCells = r.nova?.cells ?? [];
+  if (novaCells.length) {
+    const ncs = [...new Set(novaCells.map((m) => m.concurrency))].sort((a, b) => a - b);
+    const series: LineSeries[] = [];
+    ncs.forEach((c, k) => {
+      for (const mode of ['tether', 'nova']) {
+        const x = novaCells.find((m) => m.mode === mode && m.concurrency === c);
+        if (x) series.push({ label: `${mode === 'nova' ? 'Nova' : 'tether'}, ${c} client${c > 1 ? 's' : ''}`, points: cdfPoints(x.samples), dashed: mode === 'nova', color: color(k) });
+      }
+    });
+    const xs = series.flatMap((s) => s.points.map((p) => p.x));
+    write(
+      'nova-vs-tether.svg',
+      lineChart({
+        title: 'Attach+detach cycle latency: tether and Nova on one Cinder and libvirt (CDF)',
+        note: 'solid: tether; dashed: Nova 26 (Debian); alternating rounds, the same client loop',
+        x: axis(xs, { log: true, label: 'cycle latency (ms, log scale)' }),
+        y: axis([0, 100], { label: '% of cycles at or below', ticks: [0, 25, 50, 75, 90, 100], min: 0, max: 100 }),
+        series,
+      }),
+    );
+  }
   return charts;
 }
 
@@ -399,6 +470,12 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
 }
 
 export function printSummary(r: BenchResults, log: (s: string) => void): void {
+  if (r.nova?.skipped) log(`Nova part skipped: ${r.nova.skipped}`);
+  if (r.nova?.cells.length) {
+    log('');
+    log('Nova and tether, side by side (one Cinder, one libvirt, alternating rounds):');
+    log(novaTable(r.nova));
+  }
   log('');
   log('Orchestration overhead per attach vs the work itself (p50, ms):');
   log(overheadTable(overheadRows(r)));

@@ -5,7 +5,8 @@
  * SVG charts, the generated parts of README.md and docs/bench/README.md).
  *
  *   --quick              a few cycles per cell, and only the two workflow changes in the A/B
- *   --skip=a,b           skip parts: matrix, floor, cinder, neighbours, variants, scale
+ *   --skip=a,b           skip parts: nova, matrix, floor, cinder, neighbours, variants, scale
+ *   --only=a,b           run only these parts (the others skipped), e.g. --only=nova
  *   --cinder-mode=M      the real Cinder's mode: single (one process, default) or multi (three daemons over RabbitMQ)
  *   --variants=a,b       side-by-side comparisons (default: all): regular-activities (the code before the
  *                        local-activities change, as 'before'), separate-connector (before the host
@@ -32,6 +33,7 @@ import { runCell, runInterleaved, startBackground, type CellResult, type CycleFn
 import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
 import { runFloor } from './floor.ts';
+import { runNovaPart } from './nova.ts';
 import { pidsWithArgument, startSampler } from './procs.ts';
 import { generateWorkflowVariant, WORKFLOW_VARIANTS, type WorkflowVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
@@ -41,7 +43,9 @@ const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(`--${name}`);
 const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 const quick = flag('quick');
-const skip = new Set((opt('skip') ?? '').split(',').filter(Boolean));
+const PARTS = ['nova', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
+const only = opt('only')?.split(',').filter(Boolean);
+const skip = new Set(only ? PARTS.filter((p) => !only.includes(p)) : (opt('skip') ?? '').split(',').filter(Boolean));
 
 const profile = quick
   ? {
@@ -51,6 +55,7 @@ const profile = quick
       cycles: { 1: 4, 8: 8, 32: 32 } as Record<number, number>,
       historyLimit: 6,
       cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 8 } as Record<number, number>, rounds: 2 },
+      nova: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 16 } as Record<number, number>, rounds: 2 },
       floorRuns: 10,
       neighbourCycles: 4,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 5 }, { concurrency: 8, instances: 8, cycles: 16 }],
@@ -65,6 +70,7 @@ const profile = quick
       cycles: { 1: 15, 8: 48, 32: 96 } as Record<number, number>,
       historyLimit: 20,
       cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 32, 8: 64 } as Record<number, number>, rounds: 4 },
+      nova: { instances: 8, concurrency: [1, 8], cycles: { 1: 32, 8: 96 } as Record<number, number>, rounds: 4 },
       floorRuns: 30,
       neighbourCycles: 10,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 12 }, { concurrency: 8, instances: 8, cycles: 40 }],
@@ -238,6 +244,10 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
 
     if (!skip.has('cinder')) {
       results.cinder = await runCinderPart(stack, directLibvirt);
+    }
+
+    if (!skip.has('nova')) {
+      results.nova = await runNovaPart(stack, { ...profile.nova, runningDomains: flag('running-domains') }, log, elapsed);
     }
 
     if (!skip.has('neighbours')) {

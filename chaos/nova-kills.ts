@@ -301,7 +301,9 @@ function cell(o: KillOutcome | undefined): string {
   if (!o) return '—';
   if (!o.triggered) return `not reached (${o.answer})`;
   const findings = o.findings.length === 0 ? 'checker: clean' : `checker: ${[...new Set(o.findings.map((f) => f.split(':')[0]))].join(', ')}`;
-  const usable = o.afterwards.usable ? 'usable afterwards' : `**not usable afterwards** (${o.afterwards.steps.at(-1)})`;
+  // the step that failed, as "detach: 400 badRequest" (the whole answer is in the JSON)
+  const failed = o.afterwards.steps.at(-1)?.match(/^(\w+): (\d+)(?: \{"(\w+)")?/);
+  const usable = o.afterwards.usable ? 'usable afterwards' : `**not usable afterwards**${failed ? ` (${failed[1]} answered ${failed[2]}${failed[3] ? ` ${failed[3]}` : ''})` : ''}`;
   return `${o.state === 'attached' || o.state === 'absent' ? o.state : `**${o.state}**`}; API ${o.answer.split(' ')[0]}; ${findings}; ${usable}`;
 }
 

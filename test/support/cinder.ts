@@ -33,6 +33,7 @@ import {
   addVhost,
   cacheDir,
   deleteVhost,
+  descendants,
   ini,
   isRunning,
   loadDump,
@@ -111,6 +112,8 @@ export interface CinderHandle {
   timings: CinderTimings;
   /** Resident memory of the Cinder processes, in MiB. */
   rssMiB(): number;
+  /** pids of the Cinder processes and their children (for CPU sampling). */
+  pids(): number[];
   /** A raw call with this Cinder's credentials (microversion 3.44 unless told), for checks in tests. */
   api<T = unknown>(method: string, pathAndQuery: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T }>;
   stop(): Promise<void>;
@@ -539,6 +542,7 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
       logFiles,
       timings: { schemaMs, apiMs, servicesMs, probeMs, totalMs: performance.now() - t0, schemaFromCache },
       rssMiB: () => children.reduce((sum, c) => sum + rssMiB(c.pid), 0),
+      pids: () => children.filter(isRunning).flatMap((c) => [c.pid!, ...descendants(c.pid!)]),
       api,
       async stop() {
         if (stopped) return;
