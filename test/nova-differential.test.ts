@@ -24,6 +24,7 @@ import {
   type Side,
 } from './support/differential.ts';
 import { ALLOWED_DIFFERENCES, commonMicroversions, scenarioGroups } from './support/differential-scenarios.ts';
+import { writeDifferentialResults, type ScenarioRecord } from './support/differential-report.ts';
 
 const availability = [await cinderAvailability('single'), await novaAvailability()].find((a) => !a.available) ?? { available: true, reason: 'ok' };
 if (!availability.available) console.warn(`[nova-differential.test] SKIPPED: ${availability.reason}`);
@@ -37,6 +38,7 @@ let api: RunningApi | undefined;
 let shared: Shared;
 const sides = {} as Record<'nova' | 'tether', Side>;
 const differences: Difference[] = [];
+const records: ScenarioRecord[] = [];
 
 async function httpAnswer(res: Response): Promise<Answer> {
   const text = await res.text();
@@ -105,6 +107,8 @@ describe.skipIf(!availability.available)('Nova and tether, the same requests', (
   }, 900_000);
 
   afterAll(async () => {
+    // `npm run nova:diff` keeps what was seen (docs/nova/differential.json, the table in docs/nova.md)
+    if (process.env.TETHER_NOVA_DIFF_OUT && nova) writeDifferentialResults(process.env.TETHER_NOVA_DIFF_OUT, { nova, records, sides });
     if (nova) say(`Nova called the Neutron stand-in ${nova.neutronCalls.length} times: ${[...new Set(nova.neutronCalls.map((c) => c.replace(/\?.*/, '?…')))].join(', ')}`);
     await api?.close();
     await Promise.all([nova?.stop(), stack?.stop()]);
@@ -119,6 +123,7 @@ describe.skipIf(!availability.available)('Nova and tether, the same requests', (
           const found = compareScenario(`${group.name}: ${scenario.name}`, n, t);
           differences.push(...found);
           const { unexplained, explained } = applyAllowList(found, ALLOWED_DIFFERENCES);
+          records.push({ group: group.name, scenario: scenario.name, nova: n, tether: t, explained, unexplained });
           for (const d of explained) say(`allowed: ${formatDifference(d)} — ${d.reason}`);
           expect(unexplained.map(formatDifference)).toEqual([]);
           expect(n.length).toBeGreaterThan(0);

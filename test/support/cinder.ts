@@ -500,21 +500,29 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
     // 4. a probe volume goes through the scheduler to the driver and back
     const tProbe = performance.now();
     if (options.probe !== false) {
-      const created = await api<{ volume: { id: string } }>('POST', '/volumes', { volume: { size: 1, name: 'tether-probe' } });
-      if (created.status !== 202) throw new Error(`probe volume: ${created.status} ${JSON.stringify(created.body)}`);
-      const vid = created.body.volume.id;
-      for (;;) {
-        alive();
-        const { body } = await api<{ volume: { status: string } }>('GET', `/volumes/${vid}`);
-        if (body.volume.status === 'available') break;
-        if (body.volume.status === 'error') throw new Error(`probe volume went to error; log:\n${logFiles.map((f) => tail(f, 20)).join('\n')}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      await api('DELETE', `/volumes/${vid}`);
-      for (;;) {
-        alive();
-        if ((await api('GET', `/volumes/${vid}`)).status === 404) break;
-        await new Promise((r) => setTimeout(r, 50));
+      // Until the volume service's first capability report reaches the scheduler, a create fails there
+      // ("No valid backend was found", seen on a loaded machine): a probe that went to error is
+      // deleted and tried again, within the start-up deadline.
+      for (let attempt = 1; ; attempt++) {
+        const created = await api<{ volume: { id: string } }>('POST', '/volumes', { volume: { size: 1, name: 'tether-probe' } });
+        if (created.status !== 202) throw new Error(`probe volume: ${created.status} ${JSON.stringify(created.body)}`);
+        const vid = created.body.volume.id;
+        let status = '';
+        for (;;) {
+          alive();
+          status = (await api<{ volume: { status: string } }>('GET', `/volumes/${vid}`)).body.volume.status;
+          if (status === 'available' || status === 'error') break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        if (status === 'error' && attempt >= 10) throw new Error(`probe volume went to error ${attempt} times; log:\n${logFiles.map((f) => tail(f, 20)).join('\n')}`);
+        await api('DELETE', `/volumes/${vid}`);
+        for (;;) {
+          alive();
+          if ((await api('GET', `/volumes/${vid}`)).status === 404) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        if (status === 'available') break;
+        await new Promise((r) => setTimeout(r, 1_000));
       }
     }
     const probeMs = performance.now() - tProbe;
