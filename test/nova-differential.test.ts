@@ -10,6 +10,7 @@ import { asTestStack, startCinderStack, type CinderStack } from './support/cinde
 import { cinderAvailability, startCinder, type CinderHandle } from './support/cinder.ts';
 import { novaAvailability, startNova, type NovaHandle } from './support/nova.ts';
 import { runningServer } from './support/fixtures.ts';
+import { needs } from './support/skips.ts';
 import { startTestApi, type RunningApi } from './support/clouds.ts';
 import {
   applyAllowList,
@@ -27,7 +28,6 @@ import { ALLOWED_DIFFERENCES, commonMicroversions, scenarioGroups } from './supp
 import { writeDifferentialResults, type ScenarioRecord } from './support/differential-report.ts';
 
 const availability = [await cinderAvailability('single'), await novaAvailability()].find((a) => !a.available) ?? { available: true, reason: 'ok' };
-if (!availability.available) console.warn(`[nova-differential.test] SKIPPED: ${availability.reason}`);
 
 const say = (line: string) => console.log(`[nova-differential.test] ${line}`);
 
@@ -67,7 +67,7 @@ async function maxMicroversion(request: Side['request']): Promise<string> {
 
 const groups = scenarioGroups({ commonMicroversions: () => commonMicroversions(sides.nova.maxMicroversion, sides.tether.maxMicroversion) });
 
-describe.skipIf(!availability.available)('Nova and tether, the same requests', () => {
+describe('Nova and tether, the same requests', needs('nova', availability.available ? null : availability.reason), () => {
   beforeAll(async () => {
     const t0 = performance.now();
     cinder = await startCinder({ mode: 'single', driver: 'loop' });

@@ -52,7 +52,6 @@ import {
   mysqlValue,
   PYTHON,
   PYTHON_DIR,
-  rabbitReachable,
   rabbitUrl,
   rssMiB,
   run,
@@ -61,9 +60,9 @@ import {
   sqlalchemyUrl,
   stopChild,
   tail,
-  tcpReachable,
   type MysqlTarget,
 } from './openstack-processes.ts';
+import { tcpMissing } from './probes.ts';
 
 const NOVA_PY = '/usr/lib/python3/dist-packages/nova';
 const PLACEMENT_PY = '/usr/lib/python3/dist-packages/placement';
@@ -169,11 +168,14 @@ export async function novaAvailability(): Promise<{ available: boolean; reason: 
     if (!fs.existsSync(file)) missing.push(what);
   }
   if (missing.length > 0) {
-    return { available: false, reason: `no Nova here: missing ${missing.join(', ')}. Install with: bash scripts/test-deps/nova.sh` };
+    return { available: false, reason: `no Nova here: missing ${missing.join(', ')} (\`npm test\` installs them: scripts/test-deps/nova.sh)` };
   }
   const db = mysqlTarget();
-  if (!(await tcpReachable(db.host, db.port))) return { available: false, reason: `no Nova here: MariaDB does not answer at ${db.host}:${db.port}` };
-  if (!(await rabbitReachable())) return { available: false, reason: `no Nova here: RabbitMQ does not answer at ${rabbitUrl()}` };
+  const noDb = await tcpMissing(db.host, db.port);
+  if (noDb) return { available: false, reason: `no Nova here: MariaDB: ${noDb} (\`npm test\` starts one: scripts/test-deps/mariadb.sh)` };
+  const r = new URL(rabbitUrl().replace(/^rabbit:/, 'amqp:'));
+  const noRabbit = await tcpMissing(r.hostname, Number(r.port || 5672));
+  if (noRabbit) return { available: false, reason: `no Nova here: RabbitMQ: ${noRabbit} (\`npm test\` starts one: scripts/test-deps/rabbitmq.sh)` };
   if (!fs.existsSync('/dev/loop-control')) return { available: false, reason: 'no Nova here: no loop devices (/dev/loop-control) for volumes both can attach' };
   return { available: true, reason: 'ok' };
 }

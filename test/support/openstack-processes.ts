@@ -6,7 +6,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,19 +16,6 @@ export const run = promisify(execFile);
 export const PYTHON = '/usr/bin/python3';
 /** Python modules of the harnesses (Cinder's loop driver, Nova's pause hook): test/support/python. */
 export const PYTHON_DIR = fileURLToPath(new URL('./python', import.meta.url));
-
-export function tcpReachable(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 // ---- MariaDB ----
 
@@ -111,11 +97,6 @@ export async function saveDump(db: MysqlTarget, name: string, dump: string): Pro
 
 export function rabbitUrl(): string {
   return (process.env.TETHER_TEST_CINDER_RABBIT_URL ?? 'rabbit://guest:guest@127.0.0.1:5672').replace(/\/+$/, '');
-}
-
-export async function rabbitReachable(): Promise<boolean> {
-  const r = new URL(rabbitUrl().replace(/^rabbit:/, 'amqp:'));
-  return tcpReachable(r.hostname, Number(r.port || 5672));
 }
 
 /** A vhost of its own (so parallel harnesses never share queues), with the broker user's permissions. */
