@@ -84,6 +84,7 @@ function foldAnswers(answers: DifferentialResults['scenarios'][number]['answers'
     .map((p) => {
       const runs = folded.get(p);
       if (!runs) return p;
+      if (runs.length === 1) return `${p} ${runs[0]!.version}: ${runs[0]!.pair}`;
       return `${p} ${runs[0]!.version} … ${runs.at(-1)!.version}: ${[...new Set(runs.map((r) => r.pair))].join(', ')} (${runs.length}×)`;
     })
     .join('; ');
