@@ -13,6 +13,8 @@
  *   docs/bench/latest.json            `npm run bench`
  *   docs/chaos/results/<name>.json    `npm run chaos` (full), `-- --short` (short), `-- --only/--sample` (targeted)
  *   docs/test-run.json                `npm test`, then `npm run docs -- --record-test-run`
+ *   docs/nova/differential.json       `npm run nova:diff` (the differential test against a real Nova)
+ *   docs/nova/kills.json              `npm run nova:kills` (the same kill at the same step in Nova and tether)
  * test/docs.test.ts fails when the committed markdown differs from what this renders.
  */
 import fs from 'node:fs';
@@ -22,12 +24,16 @@ import { changesTable, cyclesSection, neighboursSection, overheadFindings, overh
 import { markdown, renderCharts, type BenchResults } from '../bench/report.ts';
 import { markdownReport, type RunSummary } from '../chaos/report.ts';
 import type { TestRunRecord } from '../test/support/summary-reporter.ts';
+import { killTable, type KillResults } from '../chaos/nova-kills-report.ts';
+import { differentialMarkdown, type DifferentialResults } from '../test/support/differential-report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 const BENCH_JSON = 'docs/bench/latest.json';
 const CHAOS_DIR = 'docs/chaos/results';
 const TEST_RUN_JSON = 'docs/test-run.json';
+const NOVA_DIFF_JSON = 'docs/nova/differential.json';
+const NOVA_KILLS_JSON = 'docs/nova/kills.json';
 
 function readJson<T>(root: string, file: string): T | undefined {
   const full = path.join(root, file);
@@ -81,6 +87,14 @@ export const REGIONS: Record<string, Render> = {
   'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
   'chaos-full': chaos('full', 'npm run chaos'),
+  'nova-diff': (root) => {
+    const r = readJson<DifferentialResults>(root, NOVA_DIFF_JSON);
+    return r ? `${differentialMarkdown(r)}\n\nFrom [\`${NOVA_DIFF_JSON}\`](${path.relative('docs', NOVA_DIFF_JSON)}).` : missing('npm run nova:diff', NOVA_DIFF_JSON);
+  },
+  'nova-kills': (root) => {
+    const r = readJson<KillResults>(root, NOVA_KILLS_JSON);
+    return r ? `${killTable(r)}\n\nFrom [\`${NOVA_KILLS_JSON}\`](${path.relative('docs', NOVA_KILLS_JSON)}).` : missing('npm run nova:kills', NOVA_KILLS_JSON);
+  },
 };
 
 const REGION = /<!-- generated:([\w-]+) -->\n([\s\S]*?)<!-- \/generated:\1 -->/g;
