@@ -8,6 +8,8 @@ import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
 import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceHost, setInstanceState } from '../src/db/instances.ts';
 import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, setBdmAttachStatus, softDeleteBdmReturning } from '../src/db/block-device-mappings.ts';
 import { recordVolumeEvent } from '../src/notifications/outbox.ts';
+import { takeGeneration } from '../src/db/operation-generations.ts';
+import { fenceHost, getComputeHost } from '../src/db/compute-hosts.ts';
 import { currentOperation } from '../src/notifications/operation.ts';
 import type { NotificationFault } from '../src/notifications/volume-events.ts';
 import type { AttachRequest, DiskBus, VmState } from '../src/domain/types.ts';
@@ -40,6 +42,17 @@ export interface ValidatedDetach {
   deviceName: string | null;
   shelvedOffloaded: boolean;
   wasAttached: boolean;
+}
+
+export interface ValidatedForceDetach {
+  host: string;
+  bdmUuid: string | null;
+  attachmentId: string | null;
+  deviceName: string | null;
+  /** An operator forced the host down (Nova's forced_down): no point asking it. */
+  hostForcedDown: boolean;
+  /** The host is fenced already: its agent cleans up whatever is released before it serves again. */
+  hostFenced: boolean;
 }
 
 export function createDatabaseActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultPoints }) {
@@ -180,6 +193,47 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
           attachmentId: b.attachmentId,
           deleteOnTermination: b.deleteOnTermination,
         }));
+    },
+
+    /**
+     * The operation's generation (src/db/operation-generations.ts), made the newest of each pair it
+     * acts on: host steps of older operations on those pairs are refused from now on.
+     */
+    async takeGeneration(input: { operationId: string; pairs: Array<{ instanceUuid: string; volumeId: string }> }): Promise<{ generation: number }> {
+      return { generation: await takeGeneration(db, input.operationId, input.pairs) };
+    },
+
+    /**
+     * A force detach's checks: the instance has a host; the volume is attached (a live BDM) or being
+     * attached (an attachment at the block storage); not its root device. The instance's state and
+     * task do not matter (its host is what is in question), nor its lock (an operator asks).
+     */
+    async validateForceDetach(input: { instanceUuid: string; volumeId: string }): Promise<ValidatedForceDetach> {
+      const instance = await getInstance(db, input.instanceUuid);
+      if (!instance) throw businessFailure('InstanceNotFound', `Instance ${input.instanceUuid} could not be found.`);
+      if (!instance.host) {
+        throw businessFailure('InvalidInput', `Instance ${instance.uuid} has no host (${instance.vmState}): a plain detach releases its volume without asking any host.`);
+      }
+      const bdm = await liveBdm(db, instance.uuid, input.volumeId);
+      if (bdm && (bdm.bootIndex === 0 || (bdm.deviceName !== null && bdm.deviceName === instance.rootDeviceName))) {
+        throw businessFailure('RootDeviceDetach', 'Cannot detach a root device volume');
+      }
+      const attachment = await blockStorage.findAttachment(input.volumeId, instance.uuid).catch(rethrowAsFailure);
+      if (!bdm && !attachment) throw businessFailure('VolumeNotAttached', `Instance ${instance.uuid} is not attached to volume ${input.volumeId}`);
+      const host = await getComputeHost(db, instance.host);
+      return {
+        host: instance.host,
+        bdmUuid: bdm?.uuid ?? null,
+        attachmentId: bdm?.attachmentId ?? attachment?.attachmentId ?? null,
+        deviceName: bdm?.deviceName ?? null,
+        hostForcedDown: host?.forcedDown ?? false,
+        hostFenced: host?.fence !== null && host?.fence !== undefined,
+      };
+    },
+
+    /** Fences the host (a new epoch each time): its agent cleans up before it serves any instance queue again. */
+    async fenceHost(input: { host: string; operationId: string; reason: string }): Promise<{ epoch: number }> {
+      return { epoch: await fenceHost(db, input.host, { operationId: input.operationId, reason: input.reason }) };
     },
 
     /** Starts a task on the instance (task_state) if its vm_state allows it; final refusal otherwise. */

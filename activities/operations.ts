@@ -37,11 +37,32 @@ export function createOperationActivities(deps: { client: Client; pollIntervalMs
       return { waitedMs: Date.now() - began };
     },
 
+    /**
+     * A force detach takes over the pair: the attach of the same volume and server still running is
+     * terminated (its host steps, if the host comes back, are refused by their older generation).
+     * Returns the workflow ids it stopped.
+     */
+    async terminatePairOperations(input: { workflowIds: string[]; reason: string }): Promise<{ terminated: string[] }> {
+      const terminated: string[] = [];
+      for (const workflowId of input.workflowIds) {
+        const handle = deps.client.workflow.getHandle(workflowId);
+        try {
+          if ((await handle.describe()).status.name !== 'RUNNING') continue;
+          await handle.terminate(input.reason);
+          terminated.push(workflowId);
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) continue;
+          throw err;
+        }
+      }
+      return { terminated };
+    },
+
     /** Waits until no attach or detach of the instance runs (server delete waits for them). */
     async awaitInstanceOperations(input: { instanceUuid: string }): Promise<{ waitedMs: number }> {
       const ctx = Context.current();
       const began = Date.now();
-      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume')`;
+      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume')`;
       for (;;) {
         const { count } = await deps.client.workflow.count(query);
         if (count === 0) return { waitedMs: Date.now() - began };

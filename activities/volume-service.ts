@@ -62,6 +62,14 @@ export function createVolumeServiceActivities(deps: { db: Database; blockStorage
       await blockStorage.beginDetaching(input.volumeId).catch(rethrowAsFailure);
     },
 
+    /** A force detach begins: in-use -> detaching; a volume still being attached (reserved, attaching) stays as it is. */
+    async beginForceDetaching(input: { volumeId: string }): Promise<{ detaching: boolean }> {
+      const volume = await blockStorage.getVolume(input.volumeId).catch(rethrowAsFailure);
+      if (volume.status !== 'in-use' && volume.status !== 'detaching') return { detaching: false };
+      await blockStorage.beginDetaching(input.volumeId).catch(rethrowAsFailure);
+      return { detaching: true };
+    },
+
     /** Detach rolled back: detaching -> in-use. */
     async rollDetaching(input: { volumeId: string }): Promise<void> {
       await blockStorage.rollDetaching(input.volumeId).catch(rethrowAsFailure);

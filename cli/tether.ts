@@ -14,6 +14,7 @@ import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { formatDisagreements, inspectInvariants } from '../src/checker/invariants.ts';
 import { recentNotifications } from '../src/notifications/outbox.ts';
 import { elapsed, table } from './format.ts';
+import { serviceState } from '../src/domain/compute-hosts.ts';
 
 const ctx = new CliContext();
 let json = false;
@@ -281,18 +282,81 @@ program
   .description('detach a volume from a server; shows each step as it completes')
   .argument('<server>', 'server name or UUID')
   .argument('<volume>', 'volume name or UUID')
+  .option('--force', "admin: detach even if the server's host is gone (Nova bug 1909120): the host is asked for at most --host-wait seconds, then fenced (its agent removes the disk before it serves again); the volume is released only after one or the other")
+  .option('--host-wait <seconds>', 'with --force: how long to wait for the host (default: TETHER_FORCE_DETACH_HOST_WAIT_SECONDS or 30; 0: fence at once)', (v) => Number(v))
   .option('--no-wait', 'return once the detach is accepted')
   .action(
-    action(async (tether, serverRef: string, volumeRef: string, opts: { wait: boolean }) => {
+    action(async (tether, serverRef: string, volumeRef: string, opts: { force?: boolean; hostWait?: number; wait: boolean }) => {
       const out = json ? process.stderr : process.stdout;
-      const { workflowId, handle } = await tether.detachVolume({ server: serverRef, volume: volumeRef });
-      out.write(`Detaching (workflow ${workflowId})\n`);
+      if (opts.hostWait !== undefined && !opts.force) throw new TetherError('InvalidInput', '--host-wait goes with --force.');
+      const started = opts.force
+        ? await tether.forceDetachVolume({ server: serverRef, volume: volumeRef, ...(opts.hostWait !== undefined ? { hostWaitSeconds: opts.hostWait } : {}) })
+        : await tether.detachVolume({ server: serverRef, volume: volumeRef });
+      out.write(`${started.forced ? 'Force-detaching' : 'Detaching'} (workflow ${started.workflowId})\n`);
       if (!opts.wait) {
-        print({ workflowId }, () => 'accepted');
+        print({ workflowId: started.workflowId }, () => 'accepted');
         return;
       }
-      await followSteps(tether, handle, tether.awaitDetach(handle), out);
-      print({ workflowId, detached: true }, () => 'detached');
+      if (!started.forced) {
+        await followSteps(tether, started.handle, tether.awaitDetach(started.handle), out);
+        print({ workflowId: started.workflowId, detached: true }, () => 'detached');
+        return;
+      }
+      const result = await followSteps(tether, started.handle, tether.awaitForceDetach(started.handle), out);
+      print({ workflowId: started.workflowId, detached: true, ...result }, () =>
+        result.hostDetached ? `detached (host ${result.host} disconnected the disk)` : `detached (host ${result.host} fenced: its agent removes the disk before it serves again)`,
+      );
+    }),
+  );
+
+const service = program.command('service').description("compute services (Nova's os-services): one per compute host");
+
+service
+  .command('list')
+  .description('list compute services: state (up when the agent checked in within 60 s), forced down, fenced')
+  .option('--host <host>', 'only this host')
+  .action(
+    action(async (tether, opts: { host?: string }) => {
+      const services = await tether.listComputeServices(opts.host ? { host: opts.host } : {});
+      print(services, () =>
+        table(
+          ['Host', 'Id', 'State', 'Status', 'Forced down', 'Fenced', 'Last seen'],
+          services.map((h) => [
+            h.host,
+            h.serviceUuid,
+            serviceState(h),
+            h.disabled ? `disabled${h.disabledReason ? ` (${h.disabledReason})` : ''}` : 'enabled',
+            h.forcedDown,
+            h.fence ? `since ${h.fence.fencedAt} by ${h.fence.fencedBy ?? '?'}` : 'no',
+            h.lastSeenAt,
+          ]),
+        ),
+      );
+    }),
+  );
+
+service
+  .command('set')
+  .description("change a compute service: --down says the host is gone (a detach of its servers' volumes then fences it at once)")
+  .argument('<host>', 'compute host')
+  .option('--down', 'force the service down')
+  .option('--up', 'clear forced down')
+  .option('--disable', 'disable the service')
+  .option('--enable', 'enable the service')
+  .option('--reason <text>', 'with --disable: why')
+  .action(
+    action(async (tether, host: string, opts: { down?: boolean; up?: boolean; disable?: boolean; enable?: boolean; reason?: string }) => {
+      if (opts.down && opts.up) throw new TetherError('InvalidInput', '--down and --up contradict each other.');
+      if (opts.disable && opts.enable) throw new TetherError('InvalidInput', '--disable and --enable contradict each other.');
+      const h = await tether.updateComputeService(
+        { host },
+        {
+          ...(opts.down || opts.up ? { forcedDown: Boolean(opts.down) } : {}),
+          ...(opts.disable || opts.enable ? { disabled: Boolean(opts.disable) } : {}),
+          ...(opts.reason !== undefined ? { disabledReason: opts.reason } : {}),
+        },
+      );
+      print(h, () => `${h.host} ${serviceState(h)}${h.forcedDown ? ' (forced down)' : ''}${h.disabled ? ' disabled' : ' enabled'}`);
     }),
   );
 

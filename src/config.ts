@@ -51,6 +51,8 @@ export interface TetherConfig {
   /** Name of this compute host (compute agent) and the default host for new servers. */
   computeHost: string;
   libvirtUri: string;
+  /** How long a force detach waits for the instance's host to detach the disk itself before it fences the host. */
+  forceDetachHostWaitSeconds: number;
   /** Default disk bus for new instances (their guests decide which unplugs work; scsi is safe for OS-less domains). */
   defaultDiskBus: 'scsi' | 'virtio';
   availabilityZone: string;
@@ -202,6 +204,7 @@ export function loadConfig(): TetherConfig {
     computeHost: str('TETHER_COMPUTE_HOST', 'compute-1'),
     libvirtUri: str('LIBVIRT_URI', 'qemu:///system'),
     defaultDiskBus: bus,
+    forceDetachHostWaitSeconds: int('TETHER_FORCE_DETACH_HOST_WAIT_SECONDS', 30),
     availabilityZone: str('TETHER_AVAILABILITY_ZONE', 'nova'),
     apiHost: str('TETHER_API_HOST', '127.0.0.1'),
     apiPort: int('TETHER_API_PORT', 8774),

@@ -24,9 +24,15 @@ export const ERROR_STATUS = {
   DevicePathInUse: 409,
   InstanceLocked: 409,
   OperationInProgress: 409,
+  /** A newer operation on the same volume and server took over (a late step of an older one). */
+  OperationSuperseded: 409,
   DiskAttachFailed: 500,
   DiskDetachFailed: 500,
   HostUnavailable: 503,
+  /** The host is fenced: its agent cleans up before it changes anything again. */
+  HostFenced: 503,
+  /** No compute service by that id or host (Nova's ServiceNotFound). */
+  ServiceNotFound: 404,
 } as const;
 
 export type TetherErrorType = keyof typeof ERROR_STATUS;

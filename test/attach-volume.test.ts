@@ -53,6 +53,7 @@ describe('a successful attach', () => {
     expect(historySteps(history).map((s) => `${s.kind}:${s.name}`)).toEqual([
       'local:isEarlierOperationRunning',
       'local:validateAttach',
+      'local:takeGeneration',
       'activity:reserveDeviceName',
       'local:reserveVolume',
       'local:initializeConnection',

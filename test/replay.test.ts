@@ -3,8 +3,8 @@
  * workflows already running in production (non-determinism) fails here.
  * Re-record after an intended, versioned change: RECORD_HISTORIES=1 npx vitest run test/replay.test.ts
  * (it writes <scenario>.json; keep the earlier recordings under another name, as
- * <scenario>.before-local-activities.json and attach-*.before-connector-with-device-name.json are: runs
- * started before a patched() change must go on replaying).
+ * <scenario>.before-local-activities.json, attach-*.before-connector-with-device-name.json and
+ * *.before-operation-generation.json are: runs started before a patched() change must go on replaying).
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -64,6 +64,19 @@ if (recording) describe('record histories', () => {
       await stack.service.awaitDetach(detachFailed.handle).catch(() => undefined);
       stack.faults.clear();
       await save('detach-rolled-back', detachFailed.handle);
+
+      // force detach: a host that answers, and a host forced down (fenced at once; the agent cleans up)
+      const forced = await volume(stack, 'replay-forced');
+      await stack.service.awaitAttach((await stack.service.attachVolume({ server: vm.uuid, volume: forced.id })).handle);
+      const answered = await stack.service.forceDetachVolume({ server: vm.uuid, volume: forced.id, hostWaitSeconds: 30 });
+      await stack.service.awaitForceDetach(answered.handle);
+      await save('force-detach-host-answered', answered.handle);
+      await stack.service.awaitAttach((await stack.service.attachVolume({ server: vm.uuid, volume: forced.id })).handle);
+      await stack.service.updateComputeService({ host: stack.host }, { forcedDown: true });
+      const fenced = await stack.service.detachVolume({ server: vm.uuid, volume: forced.id });
+      await stack.service.awaitForceDetach(fenced.handle);
+      await stack.service.updateComputeService({ host: stack.host }, { forcedDown: false });
+      await save('force-detach-fenced', fenced.handle);
 
       await stack.service.shelveServer(vm.uuid);
       await stack.service.shelveOffloadServer(vm.uuid);

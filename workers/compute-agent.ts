@@ -5,7 +5,10 @@
  *   - `instance-<uuid>` for every instance on this host: the host steps of attach/detach, one
  *     activity at a time, which serializes them per instance.
  * It starts and stops those per-instance workers as instances arrive on or leave the host (a
- * PostgreSQL notification wakes it; a periodic resync catches anything missed).
+ * PostgreSQL notification wakes it; a periodic resync catches anything missed). Each resync is also
+ * the host's heartbeat (Nova's compute service state). A host fenced by a force detach serves no
+ * instance queue until the agent has cleaned up (activities/host/fence-cleanup.ts) and cleared the
+ * fence: at start, and whenever it finds the fence later (a process that was stopped and continues).
  * Run alone with `node --import tsx workers/compute-agent.ts`; `npm start` runs one named compute-1.
  */
 import { fileURLToPath } from 'node:url';
@@ -17,6 +20,9 @@ import type { Database } from '../src/db/database.ts';
 import { loadDomainTemplate } from '../src/config.ts';
 import type { DomainTemplate } from '../src/libvirt/domain-xml.ts';
 import { listInstances } from '../src/db/instances.ts';
+import { clearFence, touchHost } from '../src/db/compute-hosts.ts';
+import type { HostFence } from '../src/domain/compute-hosts.ts';
+import { cleanUpFencedHost } from '../activities/host/fence-cleanup.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 import { FaultInjector } from '../faults/injector.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
@@ -86,6 +92,9 @@ export class ComputeAgent {
   }
 
   async start(): Promise<void> {
+    // A fenced host cleans up before it serves anything: the first sync does it.
+    await this.listen();
+    await this.sync();
     const worker = await Worker.create({
       connection: this.o.connection,
       namespace: this.o.namespace,
@@ -103,8 +112,6 @@ export class ComputeAgent {
       maxConcurrentActivityTaskExecutions: 4,
     });
     this.hostWorker = { worker, done: this.runWorker(worker, hostTaskQueue(this.o.host)) };
-    await this.listen();
-    await this.sync();
     this.timer = setInterval(() => void this.sync(), this.o.resyncIntervalMs ?? 10_000);
   }
 
@@ -123,6 +130,7 @@ export class ComputeAgent {
       });
       await client.connect();
       await client.query('LISTEN tether_instances');
+      await client.query('LISTEN tether_fences');
       this.listener = client;
     } catch (err) {
       this.log.warn({ err }, 'cannot listen for instance changes; relying on periodic resync');
@@ -147,6 +155,8 @@ export class ComputeAgent {
   private async syncOnce(): Promise<void> {
     if (this.stopped) return;
     if (!this.listener) await this.listen();
+    const { fence } = await touchHost(this.o.db, this.o.host);
+    if (fence && !(await this.cleanUpAfterFence(fence))) return;
     const wanted = new Set((await listInstances(this.o.db, { host: this.o.host })).map((i) => i.uuid));
     const missing = [...wanted].filter((uuid) => !this.instanceWorkers.has(uuid));
     // Worker.create waits for a round trip to the server: create many at once when many instances
@@ -158,6 +168,32 @@ export class ComputeAgent {
       running.worker.shutdown();
       this.log.info({ queue: instanceTaskQueue(uuid) }, 'instance left the host; queue released');
     }
+  }
+
+  /**
+   * The host is fenced: every instance queue stops (steps in flight finish or are cancelled first),
+   * the disks of volumes released meanwhile go, then the fence is cleared — unless a newer fence came
+   * meanwhile, whose cleanup the next sync does. Returns whether the host may serve again.
+   */
+  private async cleanUpAfterFence(fence: HostFence): Promise<boolean> {
+    this.log.warn({ host: this.o.host, fence }, 'host is fenced: stopping every instance queue to clean up before serving again');
+    const running = [...this.instanceWorkers.values()];
+    this.instanceWorkers.clear();
+    for (const r of running) if (r.worker.getState() === 'RUNNING') r.worker.shutdown();
+    await Promise.all(running.map((r) => r.done));
+    const report = await cleanUpFencedHost({
+      db: this.o.db,
+      libvirt: this.o.libvirt,
+      host: this.o.host,
+      unplug: { waitMs: this.o.detach?.unplugWaitMs ?? 5_000, requests: this.o.detach?.unplugRequests ?? 3 },
+    });
+    if (report.failed.length > 0) {
+      this.log.error({ host: this.o.host, removed: report.removed, failed: report.failed }, 'fence cleanup incomplete: the host stays fenced and serves no instance queue; retried at the next resync');
+      return false;
+    }
+    const cleared = await clearFence(this.o.db, this.o.host, fence.epoch);
+    this.log.warn({ host: this.o.host, removed: report.removed, cleared }, cleared ? 'fence cleanup done: serving again' : 'fence cleanup done, but a newer fence came meanwhile');
+    return cleared;
   }
 
   private async serveInstance(uuid: string): Promise<void> {

@@ -108,6 +108,21 @@ export function hostActivities(instanceUuid: string) {
   };
 }
 
+/**
+ * A host step that may wait for the host only so long (a force detach asks a host that may be gone):
+ * given up after `seconds`, however far it got.
+ */
+export function hostActivitiesWithin(instanceUuid: string, seconds: number) {
+  const timeout = `${Math.max(1, Math.round(seconds))}s` as const;
+  return proxyActivities<HostActivities>({
+    taskQueue: instanceTaskQueue(instanceUuid),
+    scheduleToCloseTimeout: timeout,
+    startToCloseTimeout: timeout,
+    heartbeatTimeout: STEP_KINDS.host.forward.heartbeatTimeout,
+    retry: STEP_KINDS.host.forward.retry,
+  });
+}
+
 /** Domain steps on a host's queue (define, start, stop, export, import, destroy). */
 export function domainActivities(host: string) {
   const taskQueue = hostTaskQueue(host);

@@ -22,6 +22,7 @@ import {
 } from '../src/domain/contracts/attach-volume.ts';
 import { controlMustFinish as controlUndo, controlSteps, hostActivities } from './activity-options.ts';
 import { VolumeOperation } from './volume-operation.ts';
+import { unlessSuperseded } from './saga.ts';
 
 export async function attachVolume(input: AttachVolumeInput): Promise<AttachResult> {
   const { control, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
@@ -29,6 +30,9 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
   // to the host fewer per attach. Runs started before it ask for the connector in an activity of its
   // own, and so does a run whose agent is older than the patch (its answer has no connector).
   const connectorWithDeviceName = patched('connector-with-device-name');
+  // Since this patch the attach takes the pair's generation once validated, and every host step
+  // carries it: a late host step of an older operation on the pair is refused by the host.
+  const withGeneration = patched('operation-generation');
   const saga = new VolumeOperation('attaching');
   const operationId = workflowInfo().workflowId;
   let reservation: AttachReservation | null = null;
@@ -83,6 +87,12 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
       }),
     );
     const validated = await saga.step('validate', ATTACH_STEPS.validate, () => control.validateAttach(input));
+    const generation = withGeneration
+      ? (await saga.step('takeGeneration', ATTACH_STEPS.takeGeneration, () =>
+          control.takeGeneration({ operationId: `${operationId}/${workflowInfo().runId}`, pairs: [{ instanceUuid: input.instanceUuid, volumeId: input.volumeId }] }),
+        )).generation
+      : undefined;
+    const generationOf = generation === undefined ? {} : { generation };
 
     const bdmUuid = uuid4();
     if (validated.shelvedOffloaded) return await attachToShelvedOffloaded(bdmUuid);
@@ -105,10 +115,10 @@ export async function attachVolume(input: AttachVolumeInput): Promise<AttachResu
     saga.addCompensation({
       step: 'detachDisk',
       description: COMPENSATION_STEPS.detachDisk,
-      run: () => host.mustFinish.detachDisk({ instanceUuid: input.instanceUuid, volumeId: input.volumeId }),
+      run: () => unlessSuperseded(host.mustFinish.detachDisk({ instanceUuid: input.instanceUuid, volumeId: input.volumeId, ...generationOf })),
     });
     await saga.step('attachDisk', ATTACH_STEPS.attachDisk, () =>
-      host.forward.attachDisk({ instanceUuid: input.instanceUuid, bdmUuid, volumeId: input.volumeId }),
+      host.forward.attachDisk({ instanceUuid: input.instanceUuid, bdmUuid, volumeId: input.volumeId, ...generationOf }),
     );
     await saga.step('completeAttachment', ATTACH_STEPS.completeAttachment, async () => {
       await control.completeAttachment({ attachmentId });

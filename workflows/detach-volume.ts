@@ -14,9 +14,12 @@ import { attachWorkflowId, COMPENSATION_STEPS, DETACH_STEPS } from '../src/domai
 import { detachProgressQuery, type DetachResult, type DetachVolumeInput } from '../src/domain/contracts/detach-volume.ts';
 import { controlMustFinish, controlSteps, hostActivities } from './activity-options.ts';
 import { VolumeOperation } from './volume-operation.ts';
+import { unlessSuperseded } from './saga.ts';
 
 export async function detachVolume(input: DetachVolumeInput): Promise<DetachResult> {
   const { control, mustFinish, awaitEarlierOperation } = controlSteps(patched('control-steps-as-local-activities'));
+  // Since this patch the detach takes the pair's generation once validated, and its host steps carry it.
+  const withGeneration = patched('operation-generation');
   const saga = new VolumeOperation('detaching');
   setHandler(detachProgressQuery, () => saga.progress());
   saga.begin();
@@ -30,6 +33,12 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
       }),
     );
     const v = await saga.step('validateDetach', DETACH_STEPS.validateDetach, () => control.validateDetach(input));
+    const info = workflowInfo();
+    const generationOf = withGeneration
+      ? await saga.step('takeGeneration', DETACH_STEPS.takeGeneration, () =>
+          control.takeGeneration({ operationId: `${info.workflowId}/${info.runId}`, pairs: [{ instanceUuid: input.instanceUuid, volumeId: input.volumeId }] }),
+        )
+      : {};
 
     // A shelved-offloaded instance has no host and its volume is only reserved: local cleanup only.
     if (!v.shelvedOffloaded) {
@@ -49,9 +58,9 @@ export async function detachVolume(input: DetachVolumeInput): Promise<DetachResu
       saga.addCompensation({
         step: 'reattachDisk',
         description: COMPENSATION_STEPS.reattachDisk,
-        run: () => host.mustFinish.attachDisk({ instanceUuid: input.instanceUuid, bdmUuid: v.bdmUuid, volumeId: input.volumeId }),
+        run: () => unlessSuperseded(host.mustFinish.attachDisk({ instanceUuid: input.instanceUuid, bdmUuid: v.bdmUuid, volumeId: input.volumeId, ...generationOf })),
       });
-      await saga.step('detachDisk', DETACH_STEPS.detachDisk, () => host.forward.detachDisk(input));
+      await saga.step('detachDisk', DETACH_STEPS.detachDisk, () => host.forward.detachDisk({ ...input, ...generationOf }));
     }
 
     // The disk is gone: from here on the detach only moves forward.

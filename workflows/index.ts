@@ -3,3 +3,4 @@ export { attachVolume } from './attach-volume.ts';
 export { detachVolume } from './detach-volume.ts';
 export { createServer } from './create-server.ts';
 export { shelveServer, shelveOffloadServer, unshelveServer, deleteServer, migrateServer } from './server-lifecycle.ts';
+export { forceDetachVolume } from './force-detach-volume.ts';

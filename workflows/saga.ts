@@ -101,3 +101,19 @@ export function failureMessage(err: unknown): string {
   if (err instanceof ActivityFailure && err.cause) return err.cause.message;
   return err instanceof Error ? err.message : String(err);
 }
+
+/** The failure type a host step answers when a newer operation owns its pair (activities/host/step-guard.ts). */
+const OPERATION_SUPERSEDED = 'OperationSuperseded';
+
+/**
+ * For a compensation's host step: a newer operation owns the pair now, so there is nothing of this
+ * operation's left to undo there — the step counts as done.
+ */
+export async function unlessSuperseded<T>(step: Promise<T>): Promise<T | { superseded: true }> {
+  try {
+    return await step;
+  } catch (err) {
+    if (rootApplicationFailure(err)?.type === OPERATION_SUPERSEDED) return { superseded: true };
+    throw err;
+  }
+}

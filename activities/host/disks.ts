@@ -4,21 +4,22 @@
  * QEMU still holds that libvirt lost track of (removed before a plug and after an unplug).
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '../../src/db/database.ts';
 import { bdmConnectionInfo, getLiveBdmByUuid } from '../../src/db/block-device-mappings.ts';
 import { stripDev } from '../../src/domain/device-names.ts';
 import type { ConnectionInfo } from '../../src/domain/types.ts';
 import { removeOrphanDisks } from '../../src/host/qemu-orphan-disks.ts';
-import { diskBySerial, diskElements } from '../../src/host/domain-disks.ts';
+import { diskElements } from '../../src/host/domain-disks.ts';
 import { authSecretUuid, defineEncryptionSecret, encryptionSecretUuid, ensureAuthSecret } from '../../src/host/disk-secrets.ts';
 import { VolumeEncryptionError, type BlockStorage } from '../../src/blockstorage/block-storage.ts';
 import { passphraseOf } from '../../src/blockstorage/volume-key-store.ts';
-import { LibvirtError, type LibvirtConnection } from '../../src/libvirt/binding.ts';
+import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
+import { GuestHeldDisk, unplugDisk } from '../../src/host/unplug-disk.ts';
 import { buildDiskXml } from '../../src/libvirt/disk-xml.ts';
 import type { FaultPoints } from '../fault-points.ts';
 import { businessFailure } from '../failures.ts';
 import { libvirtFailure } from './libvirt-failures.ts';
+import { createStepGuard } from './step-guard.ts';
 
 export interface DetachDiskOptions {
   /** How long to wait for the guest to release the disk before re-sending the unplug. */
@@ -79,6 +80,7 @@ export function createDiskActivities(deps: {
   volumeEncryption?: VolumeEncryptionSource;
 }) {
   const { db, libvirt, host, faults, volumeEncryption } = deps;
+  const guard = createStepGuard({ db, host });
   const unplugWaitMs = deps.detach?.unplugWaitMs ?? 5_000;
   const unplugRequests = deps.detach?.unplugRequests ?? 3;
 
@@ -107,8 +109,9 @@ export function createDiskActivities(deps: {
      * Hot-plug the volume's disk: AFFECT_CONFIG always, AFFECT_LIVE when the domain runs; only the
      * parts not already present are attached, and presence is confirmed in the XML afterwards.
      */
-    async attachDisk(input: { instanceUuid: string; bdmUuid: string; volumeId: string }): Promise<{ target: string; live: boolean }> {
+    async attachDisk(input: { instanceUuid: string; bdmUuid: string; volumeId: string; generation?: number }): Promise<{ target: string; live: boolean }> {
       faults.check('attachDisk', 'before');
+      await guard('attachDisk', input);
       const bdm = await getLiveBdmByUuid(db, input.bdmUuid);
       const connectionInfo = await bdmConnectionInfo(db, input.bdmUuid);
       if (!bdm?.deviceName || !connectionInfo) {
@@ -162,8 +165,9 @@ export function createDiskActivities(deps: {
      * the unplug is re-sent and finally the attempt fails (retryable) so the workflow can retry.
      * A no-op when the disk is not there.
      */
-    async detachDisk(input: { instanceUuid: string; volumeId: string }): Promise<{ removed: boolean }> {
+    async detachDisk(input: { instanceUuid: string; volumeId: string; generation?: number }): Promise<{ removed: boolean }> {
       faults.check('detachDisk', 'before');
+      await guard('detachDisk', input);
       const ctx = Context.current();
       try {
         const info = await libvirt.lookupDomain(input.instanceUuid);
@@ -172,41 +176,20 @@ export function createDiskActivities(deps: {
           await removeVolumeSecrets(input.volumeId);
           return { removed: false };
         }
-        let removed = false;
-        const inConfig = diskBySerial(await libvirt.getXml(input.instanceUuid, { inactive: true }), input.volumeId);
-        if (inConfig) {
-          await libvirt.detachDevice(input.instanceUuid, inConfig.xml, { config: true, live: false });
-          removed = true;
-        }
-        if (info.active) {
-          for (let request = 0; ; request++) {
-            const live = diskBySerial(await libvirt.getXml(input.instanceUuid), input.volumeId);
-            if (!live) break;
-            if (request >= unplugRequests) {
-              // The unplug was already retried here, as Nova's driver does; retrying the activity would only repeat it.
-              throw ApplicationFailure.nonRetryable(
-                `The guest did not release disk ${live.target} of volume ${input.volumeId} after ${unplugRequests} unplug requests`,
-                'DiskDetachTimeout',
-              );
-            }
-            await libvirt.detachDevice(input.instanceUuid, live.xml, { config: false, live: true }).catch((err: unknown) => {
-              // "device not found" means the unplug finished between our read and this call.
-              if (!(err instanceof LibvirtError && /not found/i.test(err.message))) throw err;
-            });
-            removed = true;
-            const deadline = Date.now() + unplugWaitMs;
-            while (Date.now() < deadline && diskBySerial(await libvirt.getXml(input.instanceUuid), input.volumeId)) {
-              ctx.heartbeat({ request });
-              await sleep(100, undefined, { signal: ctx.cancellationSignal }).catch(() => undefined);
-            }
-          }
-        }
+        const { removed } = await unplugDisk(libvirt, input.instanceUuid, input.volumeId, info.active, {
+          waitMs: unplugWaitMs,
+          requests: unplugRequests,
+          onWait: (request) => ctx.heartbeat({ request }),
+          signal: ctx.cancellationSignal,
+        });
         // …and no disk QEMU kept behind libvirt's back (libvirtd killed during an earlier unplug or plug).
         if (info.active) await repairOrphanDisks(input.instanceUuid);
         await removeVolumeSecrets(input.volumeId);
         faults.check('detachDisk', 'after');
         return { removed };
       } catch (err) {
+        // The unplug was already retried here, as Nova's driver does; retrying the activity would only repeat it.
+        if (err instanceof GuestHeldDisk) throw ApplicationFailure.nonRetryable(err.message, 'DiskDetachTimeout');
         throw libvirtFailure(err, 'DiskDetachFailed');
       }
     },

@@ -18,6 +18,7 @@ import { healthRoutes } from './routes/health.ts';
 import { serverRoutes } from './routes/servers.ts';
 import { versionRoutes } from './routes/versions.ts';
 import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
+import { computeServiceRoutes } from './routes/compute-services.ts';
 import { metricsRoutes } from '../metrics/api-plugin.ts';
 import rateLimit from '@fastify/rate-limit';
 import { createHash } from 'node:crypto';
@@ -34,7 +35,7 @@ export interface ApiDeps {
   /** For /healthz only. */
   db: Queryable;
   client: Client;
-  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost'>;
+  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost'> & Partial<Pick<TetherConfig, 'availabilityZone'>>;
   /** Request logs go here; none when absent. */
   logger?: FastifyBaseLogger;
   /**
@@ -202,6 +203,7 @@ export async function buildApiServer(deps: ApiDeps) {
         useMicroversions(compute, COMPUTE_VERSIONS);
         await compute.register(serverRoutes, scope);
         await compute.register(volumeAttachmentRoutes, scope);
+        await compute.register(computeServiceRoutes, { ...scope, availabilityZone: deps.config.availabilityZone ?? 'nova' });
       },
       { prefix: projectScoped ? '/v2.1/:project_id' : '/v2.1' },
     );

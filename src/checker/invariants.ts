@@ -214,7 +214,7 @@ interface Candidate {
 
 const UUID_SHAPED = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TRANSITIONAL_VOLUME = new Set(['reserved', 'attaching', 'detaching']);
-const ATTACH_DETACH_TYPES = new Set(['attachVolume', 'detachVolume']);
+const ATTACH_DETACH_TYPES = new Set(['attachVolume', 'detachVolume', 'forceDetachVolume']);
 /** Instances without a domain by design or not yet: no missing-domain for them. */
 const NO_DOMAIN_EXPECTED = new Set<VmState>(['building', 'error', 'shelved_offloaded', 'deleted']);
 
@@ -587,7 +587,7 @@ class ActiveWorkflows {
   ofVolume(volumeId: string): Promise<string[]> {
     let found = this.volumes.get(volumeId);
     if (!found) {
-      found = this.list(`VolumeId = ${quote(volumeId)} AND WorkflowType IN ('attachVolume', 'detachVolume')`).then((ws) => ws.map((w) => w.id));
+      found = this.list(`VolumeId = ${quote(volumeId)} AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume')`).then((ws) => ws.map((w) => w.id));
       this.volumes.set(volumeId, found);
     }
     return found;

@@ -2,6 +2,7 @@
 export const ATTACH_STEPS = {
   awaitEarlierOperation: 'Wait for an earlier detach of the same volume and server',
   validate: 'Validate the request (instance state, device path, volume, availability zone)',
+  takeGeneration: 'Take the operation generation of the volume and server (older operations\' host steps are refused from here on)',
   reserveDeviceName: 'Create the block device mapping with a reserved device name',
   createShelvedBdm: 'Create the block device mapping (shelved-offloaded: device chosen at unshelve)',
   reserveVolume: 'Reserve the volume (create the block-storage attachment)',
@@ -16,10 +17,22 @@ export type AttachStep = keyof typeof ATTACH_STEPS;
 export const DETACH_STEPS = {
   awaitEarlierOperation: 'Wait for an earlier attach of the same volume and server',
   validateDetach: 'Validate the request (instance state, volume attached, not the root device)',
+  takeGeneration: 'Take the operation generation of the volume and server (older operations\' host steps are refused from here on)',
   beginDetaching: 'Begin detaching at the block storage',
   detachDisk: 'Detach the disk from the libvirt domain and confirm it left',
   deleteAttachment: 'Delete the block-storage attachment (terminate the connection)',
   destroyBdm: 'Destroy the block device mapping',
+} as const;
+
+export const FORCE_DETACH_STEPS = {
+  validateForceDetach: 'Validate the request (volume attached or being attached, not the root device; the host and its state)',
+  takeGeneration: ATTACH_STEPS.takeGeneration,
+  supersedeOperations: 'Stop the attach of the same volume and server still running (its host steps are refused from now on)',
+  beginDetaching: 'Begin detaching at the block storage',
+  detachDisk: 'Detach the disk on the host, if the host answers in time',
+  destroyBdm: 'Destroy the block device mapping',
+  fenceHost: 'Fence the host: its agent removes the disk and cleans up before it serves again',
+  deleteAttachment: 'Delete the block-storage attachment (only once the host is disconnected or fenced)',
 } as const;
 
 export const COMPENSATION_STEPS = {

@@ -31,6 +31,9 @@ import {
   type AttachVolumeWorkflow,
 } from '../domain/contracts/attach-volume.ts';
 import { DETACH_VOLUME_WORKFLOW, type DetachVolumeWorkflow } from '../domain/contracts/detach-volume.ts';
+import { FORCE_DETACH_VOLUME_WORKFLOW, type ForceDetachResult, type ForceDetachVolumeWorkflow } from '../domain/contracts/force-detach-volume.ts';
+import type { ComputeHostRecord } from '../domain/compute-hosts.ts';
+import { getComputeHost, getComputeHostByServiceUuid, listComputeHosts, updateComputeHost } from '../db/compute-hosts.ts';
 import type { OperationProgress } from '../domain/contracts/operation.ts';
 import type { CreateServerInput, ServerAction, ServerActions } from '../domain/contracts/server-actions.ts';
 import type { BlockStorage, VolumeAdmin, VolumeEncryption } from '../blockstorage/block-storage.ts';
@@ -85,7 +88,23 @@ export interface TetherServiceDeps {
   db: Database;
   client: Client;
   blockStorage: BlockStorage & Partial<VolumeAdmin>;
-  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'>;
+  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'> & Partial<Pick<TetherConfig, 'forceDetachHostWaitSeconds'>>;
+}
+
+/** Nova's compute service filter (GET /os-services?host=&binary=). */
+export interface ComputeServiceFilter {
+  host?: string;
+  binary?: string;
+}
+
+/** The one binary tether's compute services are (what Nova calls its compute agents). */
+export const COMPUTE_BINARY = 'nova-compute';
+
+export interface DetachStarted {
+  workflowId: string;
+  handle: WorkflowHandle;
+  /** The detach is a force detach (the instance's host is forced down, or --force). */
+  forced: boolean;
 }
 
 function textOf(ref: Ref): { text: string; idOnly: boolean } {
@@ -425,7 +444,7 @@ export class TetherService {
    * Starts the DetachVolume workflow of (server, volume); resolves once it is accepted (Nova's 202).
    * Refusals that need no workflow (not attached, root device, instance state) come back as TetherErrors.
    */
-  async detachVolume(req: DetachVolumeRequest): Promise<{ workflowId: string; handle: WorkflowHandle }> {
+  async detachVolume(req: DetachVolumeRequest): Promise<DetachStarted> {
     const instance = await this.resolveServer(req.server);
     if (req.refuseShelved) refuseShelved(instance, 'detach_volume');
     const volume = await this.resolveVolume(req.volume);
@@ -438,6 +457,11 @@ export class TetherService {
     }
     if (bdm && (bdm.bootIndex === 0 || (bdm.deviceName !== null && bdm.deviceName === instance.rootDeviceName))) {
       throw new TetherError('RootDeviceDetach', 'Cannot detach a root device volume');
+    }
+    // An operator forced the instance's host down (Nova's forced_down: it is gone, or fenced from
+    // outside): no host will answer, so the detach is a force detach that fences it at once.
+    if (instance.host && (await getComputeHost(this.deps.db, instance.host))?.forcedDown) {
+      return this.startForceDetach(instance, volume, { hostWaitSeconds: 0, reason: `detach asked by ${this.caller.userName} while host ${instance.host} is forced down` });
     }
     const workflowId = detachWorkflowId(instance.uuid, volume.id);
     const handle = await this.deps.client.workflow.start<DetachVolumeWorkflow>(DETACH_VOLUME_WORKFLOW, {
@@ -452,7 +476,93 @@ export class TetherService {
         { key: TetherState, value: 'detaching' },
       ],
     });
-    return { workflowId, handle };
+    return { workflowId, handle, forced: false };
+  }
+
+  /**
+   * `tether detach --force` (admin): the ForceDetachVolume saga, for a volume whose server's host may
+   * be gone (Nova bug 1909120). It asks the host to detach for at most `hostWaitSeconds`, then fences
+   * it; the block-storage attachment is released only after one or the other.
+   */
+  async forceDetachVolume(req: { server: Ref; volume: Ref; hostWaitSeconds?: number }): Promise<DetachStarted> {
+    const instance = await this.resolveServer(req.server);
+    const volume = await this.resolveVolume(req.volume);
+    authorize(this.caller, 'attachments:force_delete');
+    const hostWaitSeconds = req.hostWaitSeconds ?? this.deps.config.forceDetachHostWaitSeconds ?? 30;
+    if (!Number.isFinite(hostWaitSeconds) || hostWaitSeconds < 0) throw new TetherError('InvalidInput', `The host wait must be a number of seconds, 0 or more, not ${hostWaitSeconds}.`);
+    return this.startForceDetach(instance, volume, { hostWaitSeconds, reason: `force detach asked by ${this.caller.userName}` });
+  }
+
+  private async startForceDetach(instance: Instance, volume: Volume, o: { hostWaitSeconds: number; reason: string }): Promise<DetachStarted> {
+    if (!instance.host) {
+      throw new TetherError('InvalidInput', `Instance ${instance.uuid} has no host (${instance.vmState}): a plain detach releases its volume without asking any host.`);
+    }
+    const bdm = await liveBdm(this.deps.db, instance.uuid, volume.id);
+    if (!bdm && !volume.attachments.some((a) => a.serverId === instance.uuid) && !(await this.isRunning(attachWorkflowId(instance.uuid, volume.id)))) {
+      throw new TetherError('VolumeNotAttached', `Instance ${instance.uuid} is not attached to volume ${volume.id}`);
+    }
+    if (bdm && (bdm.bootIndex === 0 || (bdm.deviceName !== null && bdm.deviceName === instance.rootDeviceName))) {
+      throw new TetherError('RootDeviceDetach', 'Cannot detach a root device volume');
+    }
+    const workflowId = detachWorkflowId(instance.uuid, volume.id);
+    // A force detach of the pair in flight is joined; a plain detach in flight (it may wait for the
+    // dead host for ever) is replaced: the force detach takes its place under the same id.
+    const running = await this.runningType(workflowId);
+    const handle = await this.deps.client.workflow.start<ForceDetachVolumeWorkflow>(FORCE_DETACH_VOLUME_WORKFLOW, {
+      workflowId,
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowIdConflictPolicy: running === FORCE_DETACH_VOLUME_WORKFLOW ? 'USE_EXISTING' : 'TERMINATE_EXISTING',
+      args: [{ instanceUuid: instance.uuid, volumeId: volume.id, hostWaitSeconds: o.hostWaitSeconds, reason: o.reason }],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: instance.uuid },
+        { key: VolumeId, value: volume.id },
+        { key: ComputeHost, value: instance.host },
+        { key: TetherState, value: 'detaching' },
+      ],
+    });
+    return { workflowId, handle, forced: true };
+  }
+
+  /** Waits for a force detach to finish; throws the TetherError of a failure. */
+  async awaitForceDetach(handle: WorkflowHandle): Promise<ForceDetachResult> {
+    try {
+      return (await handle.result()) as ForceDetachResult;
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  /** The workflow type of the running workflow with this id, or null. */
+  private async runningType(workflowId: string): Promise<string | null> {
+    try {
+      const d = await this.deps.client.workflow.getHandle(workflowId).describe();
+      return d.status.name === 'RUNNING' ? d.type : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // ---- compute services (Nova's os-services) ----
+
+  /** The compute hosts, as Nova's compute services (admin). */
+  async listComputeServices(filter: ComputeServiceFilter = {}): Promise<ComputeHostRecord[]> {
+    authorize(this.caller, 'services:list');
+    if (filter.binary !== undefined && filter.binary !== COMPUTE_BINARY) return [];
+    return listComputeHosts(this.deps.db, filter.host === undefined ? {} : { host: filter.host });
+  }
+
+  /**
+   * Nova's service update (admin): `forcedDown` (an operator's word that the host is down: a detach
+   * of its servers' volumes then fences it at once), `disabled` with its reason. The service is named
+   * by its id (2.53) or by its host.
+   */
+  async updateComputeService(ref: { serviceUuid: string } | { host: string }, patch: { forcedDown?: boolean; disabled?: boolean; disabledReason?: string | null }): Promise<ComputeHostRecord> {
+    authorize(this.caller, 'services:update');
+    const found = 'serviceUuid' in ref
+      ? isUuid(ref.serviceUuid) ? await getComputeHostByServiceUuid(this.deps.db, ref.serviceUuid.toLowerCase()) : null
+      : (await listComputeHosts(this.deps.db, { host: ref.host }))[0] ?? null;
+    if (!found) throw new TetherError('ServiceNotFound', `Service ${'serviceUuid' in ref ? ref.serviceUuid : ref.host} could not be found.`);
+    return updateComputeHost(this.deps.db, found.host, patch);
   }
 
   private async isRunning(workflowId: string): Promise<boolean> {
@@ -541,7 +651,7 @@ export class TetherService {
   private async operations(failed: boolean, limit: number): Promise<OperationSummary[]> {
     const clauses = [
       `TaskQueue = '${this.deps.config.controlTaskQueue}'`,
-      `WorkflowType IN ('${ATTACH_VOLUME_WORKFLOW}', '${DETACH_VOLUME_WORKFLOW}')`,
+      `WorkflowType IN ('${ATTACH_VOLUME_WORKFLOW}', '${DETACH_VOLUME_WORKFLOW}', '${FORCE_DETACH_VOLUME_WORKFLOW}')`,
       ...(failed ? [`ExecutionStatus IN ('Failed', 'Terminated', 'TimedOut')`] : []),
     ];
     const result: OperationSummary[] = [];

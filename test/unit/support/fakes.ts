@@ -15,6 +15,10 @@ export interface FakeWorld {
   volumes?: { bdmUuid: string; volumeId: string; deviceName: string | null; attachmentId: string | null; deleteOnTermination: boolean }[];
   /** exportDomain answers no domain. */
   noDomain?: boolean;
+  /** validateForceDetach answers that the host is forced down. */
+  hostForcedDown?: boolean;
+  /** The host does not answer: detachDisk takes this many ms (longer than a force detach waits). */
+  hostSilentMs?: number;
 }
 
 export function tetherFakes(world: FakeWorld = {}) {
@@ -37,11 +41,23 @@ export function tetherFakes(world: FakeWorld = {}) {
     markInstanceDeleted: async () => undefined,
     markInstanceActive: async () => undefined,
     markInstanceError: async () => undefined,
+    takeGeneration: async () => ({ generation: 7 }),
+    validateForceDetach: async () => ({
+      host: 'fake-host',
+      bdmUuid: 'bdm-1',
+      attachmentId: 'att-1',
+      deviceName: '/dev/sdb',
+      hostForcedDown: world.hostForcedDown ?? false,
+      hostFenced: false,
+    }),
+    fenceHost: async () => ({ epoch: 1 }),
+    terminatePairOperations: async () => ({ terminated: [] as string[] }),
     // block storage (control queue)
     reserveVolume: async () => ({ attachmentId: 'att-1' }),
     initializeConnection: async () => ({ driverVolumeType: 'file' }),
     completeAttachment: async () => undefined,
     beginDetaching: async () => undefined,
+    beginForceDetaching: async () => ({ detaching: true }),
     rollDetaching: async () => undefined,
     reReserveAttachment: async (input: { attachmentId: string | null }) => ({ attachmentId: input.attachmentId ?? 'att-new' }),
     deleteVolume: async () => ({ deleted: true }),
@@ -56,7 +72,10 @@ export function tetherFakes(world: FakeWorld = {}) {
     assignDeviceName: async () => ({ deviceName: '/dev/sdc' }),
     getHostConnector: async () => CONNECTOR,
     attachDisk: async () => ({ target: 'sdb', live: true }),
-    detachDisk: async () => ({ removed: true }),
+    detachDisk: async () => {
+      if (world.hostSilentMs) await new Promise((resolve) => setTimeout(resolve, world.hostSilentMs));
+      return { removed: true };
+    },
     // hosts' domains (host-<name>)
     spawnDomain: async () => ({ state: 'running' }),
     stopDomain: async () => undefined,

@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 /** The forward activities of a successful attach, in order. */
-const FORWARD = ['isEarlierOperationRunning', 'validateAttach', 'reserveDeviceName', 'reserveVolume', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
+const FORWARD = ['isEarlierOperationRunning', 'validateAttach', 'takeGeneration', 'reserveDeviceName', 'reserveVolume', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
 
 function request(): AttachVolumeInput {
   return { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), device: null, tag: 'data', deleteOnTermination: false, diskBus: null, deviceType: null };
@@ -51,6 +51,7 @@ describe('attachVolume with fake activities', () => {
     expect(progress.steps.map((s) => [s.step, s.status])).toEqual([
       ['awaitEarlierOperation', 'completed'],
       ['validate', 'completed'],
+      ['takeGeneration', 'completed'],
       ['reserveDeviceName', 'completed'],
       ['reserveVolume', 'completed'],
       ['getHostConnector', 'completed'],
@@ -92,7 +93,7 @@ describe('attachVolume with fake activities', () => {
   it('an agent older than connector-with-device-name: the connector in its own step, whose failure rolls back', async () => {
     const ok = tetherFakes({ oldAgent: true });
     expect((await attach(ok)).failure).toBeNull();
-    expect(ok.calls).toEqual([...FORWARD.slice(0, 4), 'getHostConnector', ...FORWARD.slice(4)]);
+    expect(ok.calls).toEqual([...FORWARD.slice(0, 5), 'getHostConnector', ...FORWARD.slice(5)]);
 
     const fakes = tetherFakes({ oldAgent: true }).failAt('getHostConnector');
     const { failure, state } = await attach(fakes);
@@ -116,7 +117,7 @@ describe('attachVolume with fake activities', () => {
     const ok = tetherFakes({ shelvedOffloaded: true });
     const done = await attach(ok);
     expect(done.result).toMatchObject({ device: null, hostAttached: false });
-    expect(ok.calls).toEqual(['isEarlierOperationRunning', 'validateAttach', 'createShelvedBdm', 'reserveVolume']);
+    expect(ok.calls).toEqual(['isEarlierOperationRunning', 'validateAttach', 'takeGeneration', 'createShelvedBdm', 'reserveVolume']);
 
     const fakes = tetherFakes({ shelvedOffloaded: true }).failAt('reserveVolume');
     const { failure, state } = await attach(fakes);

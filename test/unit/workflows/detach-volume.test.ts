@@ -24,7 +24,7 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-const FORWARD = ['isEarlierOperationRunning', 'validateDetach', 'beginDetaching', 'setBdmAttachStatus', 'detachDisk', 'deleteAttachment', 'destroyBdm'];
+const FORWARD = ['isEarlierOperationRunning', 'validateDetach', 'takeGeneration', 'beginDetaching', 'setBdmAttachStatus', 'detachDisk', 'deleteAttachment', 'destroyBdm'];
 
 async function detach(fakes: TetherFakes) {
   const input = { instanceUuid: workers.instanceUuid, volumeId: randomUUID() };
@@ -82,7 +82,7 @@ describe('detachVolume with fake activities', () => {
     const fakes = tetherFakes({ shelvedOffloaded: true });
     const { result } = await detach(fakes);
     expect(result).toMatchObject({ hostDetached: false });
-    expect(fakes.calls).toEqual(['isEarlierOperationRunning', 'validateDetach', 'deleteAttachment', 'destroyBdm']);
+    expect(fakes.calls).toEqual(['isEarlierOperationRunning', 'validateDetach', 'takeGeneration', 'deleteAttachment', 'destroyBdm']);
   });
 
   it('waits for an earlier attach of the pair only when one runs', async () => {
