@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   LibvirtConnection,
   LibvirtError,
+  VIR_ERR_INVALID_ARG,
   VIR_ERR_NO_DOMAIN,
   VIR_ERR_OPERATION_INVALID,
 } from '../src/libvirt/binding.ts';
@@ -88,6 +89,20 @@ describe(`libvirt binding on ${URI}`, needs('libvirt', unavailable), () => {
         expect.objectContaining({ target: 'sdb', bus: 'scsi', serial: 'vol-tether-test', sourceFile: image }),
       ]);
     }
+  }, 30_000);
+
+  it('grows the live disk with blockResize (QEMU resizes the qcow2 image) and reports it with blockInfo', async () => {
+    const MiB = 1024 * 1024;
+    expect(await conn.blockInfo(uuid, 'sdb')).toMatchObject({ capacity: 16 * MiB });
+    await conn.blockResize(uuid, 'sdb', 32 * MiB);
+    expect(await conn.blockInfo(uuid, 'sdb')).toMatchObject({ capacity: 32 * MiB });
+    // the image itself grew (qemu-img reads it while QEMU holds it: -U)
+    const info = JSON.parse(spawnSync('qemu-img', ['info', '-U', '--output=json', image], { encoding: 'utf8' }).stdout) as { 'virtual-size': number };
+    expect(info['virtual-size']).toBe(32 * MiB);
+    const err = await conn.blockInfo(uuid, 'sdz').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LibvirtError);
+    expect((err as LibvirtError).code).toBe(VIR_ERR_INVALID_ARG);
+    await expect(conn.blockResize(uuid, 'sdb', 0)).rejects.toThrow(RangeError);
   }, 30_000);
 
   it('refuses to attach the same target again with VIR_ERR_OPERATION_INVALID', async () => {

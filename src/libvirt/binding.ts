@@ -38,6 +38,16 @@ export interface AffectFlags {
   config: boolean;
 }
 
+/** libvirt's virDomainBlockInfo of one disk, in bytes. */
+export interface BlockInfo {
+  /** What the guest sees (the virtual size; for LUKS, the decrypted payload). */
+  capacity: number;
+  /** Host storage in use (for a sparse or qcow2 file, what is allocated). */
+  allocation: number;
+  /** Host storage the disk occupies (file size, or block device size). */
+  physical: number;
+}
+
 // virErrorNumber values tether cares about.
 export const VIR_ERR_INTERNAL_ERROR = 1;
 export const VIR_ERR_NO_SUPPORT = 3;
@@ -85,10 +95,12 @@ const AFFECT_CONFIG = 2; // VIR_DOMAIN_AFFECT_CONFIG
 // VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM | CHECKPOINTS_METADATA
 const UNDEFINE_FLAGS = 1 | 2 | 4 | 16;
 const UUID_BUFLEN = 37; // VIR_UUID_STRING_BUFLEN
+const BLOCK_RESIZE_BYTES = 1; // VIR_DOMAIN_BLOCK_RESIZE_BYTES: the size is in bytes, not KiB
 
 function loadApi() {
   const lib = koffi.load('libvirt.so.0');
   const P = 'void *';
+  const virDomainBlockInfo = koffi.struct({ capacity: 'unsigned long long', allocation: 'unsigned long long', physical: 'unsigned long long' });
   const virError = koffi.struct({
     code: 'int',
     domain: 'int',
@@ -133,6 +145,8 @@ function loadApi() {
     virDomainGetXMLDesc: f('virDomainGetXMLDesc', heapString, [P, 'uint']),
     virDomainAttachDeviceFlags: f('virDomainAttachDeviceFlags', 'int', [P, 'str', 'uint']),
     virDomainDetachDeviceFlags: f('virDomainDetachDeviceFlags', 'int', [P, 'str', 'uint']),
+    virDomainBlockResize: f('virDomainBlockResize', 'int', [P, 'str', 'unsigned long long', 'uint']),
+    virDomainGetBlockInfo: f('virDomainGetBlockInfo', 'int', [P, 'str', koffi.out(koffi.pointer(virDomainBlockInfo)), 'uint']),
     virSecretDefineXML: f('virSecretDefineXML', P, [P, 'str', 'uint']),
     virSecretLookupByUUIDString: f('virSecretLookupByUUIDString', P, [P, 'str']),
     virSecretSetValue: f('virSecretSetValue', 'int', [P, P, 'size_t', 'uint']),
@@ -426,6 +440,27 @@ export class LibvirtConnection {
   async detachDevice(uuid: string, xml: string, flags: AffectFlags): Promise<void> {
     await this.run((s) => s.onDomain(uuid, (dom) =>
       s.int(libvirt().virDomainDetachDeviceFlags, dom, xml, affect(flags))), false);
+  }
+
+  /**
+   * Grows (or shrinks) a disk of the running domain to `bytes` (virDomainBlockResize with
+   * VIR_DOMAIN_BLOCK_RESIZE_BYTES): QEMU resizes the image under the guest and tells it. `disk` is the
+   * target (`sdb`) or the source path. libvirt rounds a qcow2 size up to 512 bytes.
+   */
+  async blockResize(uuid: string, disk: string, bytes: number): Promise<void> {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new RangeError(`blockResize: a positive whole number of bytes, got ${bytes}`);
+    await this.run((s) => s.onDomain(uuid, (dom) =>
+      s.int(libvirt().virDomainBlockResize, dom, disk, BigInt(bytes), BLOCK_RESIZE_BYTES)), false);
+  }
+
+  /** Capacity, allocation and physical size of one disk (`sdb` or its source path), as libvirt reports them. */
+  async blockInfo(uuid: string, disk: string): Promise<BlockInfo> {
+    return this.run((s) => s.onDomain(uuid, async (dom) => {
+      const out: [Record<string, bigint | number>] = [{}];
+      await s.int(libvirt().virDomainGetBlockInfo, dom, disk, out, 0);
+      const { capacity = 0, allocation = 0, physical = 0 } = out[0];
+      return { capacity: Number(capacity), allocation: Number(allocation), physical: Number(physical) };
+    }), true);
   }
 
   /**
