@@ -6,7 +6,15 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Database } from '../src/db/database.ts';
 import { withTransaction, isUniqueViolation } from '../src/db/database.ts';
 import { beginInstanceTask, getInstance, markInstanceDeleted, setInstanceHost, setInstanceState } from '../src/db/instances.ts';
-import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, setBdmAttachStatus, softDeleteBdmReturning } from '../src/db/block-device-mappings.ts';
+import {
+  insertVolumeBdm,
+  liveBdm,
+  liveBdmsOfInstance,
+  liveBdmsOfVolume,
+  setBdmAttachStatus,
+  setBdmVolumeSize,
+  softDeleteBdmReturning,
+} from '../src/db/block-device-mappings.ts';
 import { recordVolumeEvent } from '../src/notifications/outbox.ts';
 import { takeGeneration } from '../src/db/operation-generations.ts';
 import { fenceHost, getComputeHost } from '../src/db/compute-hosts.ts';
@@ -15,7 +23,7 @@ import type { NotificationFault } from '../src/notifications/volume-events.ts';
 import type { AttachRequest, DiskBus, VmState } from '../src/domain/types.ts';
 import { attachRefusal } from '../src/domain/attach-rules.ts';
 import { volumeOperationRefusal } from '../src/domain/instance-states.ts';
-import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
+import { isVolumeEditing, type BlockStorage } from '../src/blockstorage/block-storage.ts';
 import type { FaultPoints } from './fault-points.ts';
 import { businessFailure, rethrowAsFailure } from './failures.ts';
 
@@ -55,6 +63,14 @@ export interface ValidatedForceDetach {
   hostFenced: boolean;
 }
 
+export interface ValidatedExtend {
+  bdmUuid: string;
+  /** The size (GiB) the disk goes to: the one asked, or the block storage's when it already grew the volume. */
+  size: number;
+  /** Other servers the (multiattach) volume is attached to, told once it has grown (as Cinder tells Nova). */
+  otherInstances: Array<{ instanceUuid: string; host: string | null }>;
+}
+
 export function createDatabaseActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultPoints }) {
   const { db, blockStorage, faults } = deps;
   return {
@@ -91,6 +107,40 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
         shelvedOffloaded: instance.vmState === 'shelved_offloaded',
         wasAttached: bdm.attachStatus === 'attached',
       };
+    },
+
+    /**
+     * An extend's checks: the volume attached to this instance (an attached BDM), and with a size to
+     * grow to (the block storage's refusal, in Cinder's words, when the volume is not in-use or not
+     * smaller); without one, the size the block storage already grew the volume to.
+     */
+    async validateExtend(input: { instanceUuid: string; volumeId: string; newSize: number | null }): Promise<ValidatedExtend> {
+      faults.check('validateExtend', 'before');
+      const instance = await getInstance(db, input.instanceUuid);
+      if (!instance) throw businessFailure('InstanceNotFound', `Instance ${input.instanceUuid} could not be found.`);
+      const bdm = await liveBdm(db, instance.uuid, input.volumeId);
+      if (!bdm || bdm.attachStatus !== 'attached') {
+        throw businessFailure('VolumeNotAttached', `Instance ${instance.uuid} is not attached to volume ${input.volumeId}`);
+      }
+      const volume = await blockStorage.getVolume(input.volumeId).catch(rethrowAsFailure);
+      let otherInstances: ValidatedExtend['otherInstances'] = [];
+      if (input.newSize !== null) {
+        if (!isVolumeEditing(blockStorage)) {
+          throw businessFailure('NotImplemented', `The block storage (${blockStorage.kind}) extends its volumes itself, then tells tether (volume-extended).`);
+        }
+        const refusal = await blockStorage.extendRefusal(input.volumeId, input.newSize, 'in-use');
+        // a repeat of this step after the volume began extending is not a refusal
+        if (refusal && volume.status !== 'extending') throw rethrowAsFailure(refusal);
+        const others = (await liveBdmsOfVolume(db, input.volumeId)).filter((b) => b.instanceUuid !== instance.uuid && b.attachStatus === 'attached');
+        otherInstances = await Promise.all(others.map(async (b) => ({ instanceUuid: b.instanceUuid, host: (await getInstance(db, b.instanceUuid))?.host ?? null })));
+      }
+      return { bdmUuid: bdm.uuid, size: input.newSize ?? volume.size, otherInstances };
+    },
+
+    /** The disk reached its new size: the BDM's volume_size (Nova's). No-op when the BDM is gone (detached meanwhile). */
+    async recordVolumeSize(input: { bdmUuid: string; size: number }): Promise<{ recorded: boolean }> {
+      faults.check('recordVolumeSize', 'before');
+      return { recorded: await setBdmVolumeSize(db, input.bdmUuid, input.size) };
     },
 
     /**

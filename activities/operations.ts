@@ -6,6 +6,7 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { signalVolumeExtended } from '../src/temporal/volume-extended.ts';
 
 export function createOperationActivities(deps: { client: Client; pollIntervalMs?: number }) {
   const pollIntervalMs = deps.pollIntervalMs ?? 250;
@@ -58,11 +59,21 @@ export function createOperationActivities(deps: { client: Client; pollIntervalMs
       return { terminated };
     },
 
-    /** Waits until no attach or detach of the instance runs (server delete waits for them). */
+    /**
+     * The embedded volume service grew a multiattach volume: each other server it is attached to gets
+     * a `volume-extended` event (its own ExtendVolume run, on its own queue), as Cinder tells Nova.
+     */
+    async notifyAttachedInstances(input: { volumeId: string; instances: Array<{ instanceUuid: string; host: string | null }> }): Promise<{ notified: number }> {
+      const taskQueue = Context.current().info.taskQueue;
+      for (const target of input.instances) await signalVolumeExtended(deps.client, taskQueue, { ...target, volumeId: input.volumeId });
+      return { notified: input.instances.length };
+    },
+
+    /** Waits until no attach, detach or extend of the instance runs (server delete waits for them). */
     async awaitInstanceOperations(input: { instanceUuid: string }): Promise<{ waitedMs: number }> {
       const ctx = Context.current();
       const began = Date.now();
-      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume')`;
+      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume', 'extendVolume')`;
       for (;;) {
         const { count } = await deps.client.workflow.count(query);
         if (count === 0) return { waitedMs: Date.now() - began };

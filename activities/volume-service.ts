@@ -6,10 +6,10 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Database } from '../src/db/database.ts';
 import { updateBdm } from '../src/db/block-device-mappings.ts';
-import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
+import { isVolumeEditing, type BlockStorage, type VolumeEditing } from '../src/blockstorage/block-storage.ts';
 import type { HostConnector } from '../src/domain/types.ts';
 import type { FaultPoints } from './fault-points.ts';
-import { rethrowAsFailure } from './failures.ts';
+import { businessFailure, rethrowAsFailure } from './failures.ts';
 import { TetherError } from '../src/errors.ts';
 
 export function createVolumeServiceActivities(deps: { db: Database; blockStorage: BlockStorage; faults: FaultPoints }) {
@@ -21,7 +21,40 @@ export function createVolumeServiceActivities(deps: { db: Database; blockStorage
     }
   }
 
+  /** The block storage's extend steps: the embedded service only (a Cinder grows its volumes itself). */
+  function editing(): VolumeEditing {
+    if (!isVolumeEditing(blockStorage)) throw businessFailure('NotImplemented', `The block storage (${blockStorage.kind}) extends its volumes itself.`);
+    return blockStorage;
+  }
+
   return {
+    /** Extend of an in-use volume begins: in-use → extending (refused in Cinder's words otherwise). */
+    async beginExtending(input: { volumeId: string; newSize: number }): Promise<void> {
+      faults.check('beginExtending', 'before');
+      await editing().beginExtending(input.volumeId, input.newSize).catch(rethrowAsFailure);
+      faults.check('beginExtending', 'after');
+    },
+
+    /** Compensation: extending → in-use, the size as it was. */
+    async rollExtending(input: { volumeId: string }): Promise<void> {
+      await editing().rollExtending(input.volumeId).catch(rethrowAsFailure);
+    },
+
+    /** Grows the volume's file where no running QEMU holds it (a qcow2 in a running domain is grown by the host's block resize). */
+    async growVolume(input: { volumeId: string; newSize: number }): Promise<{ outcome: 'grown' | 'already' | 'held-by-qemu' }> {
+      faults.check('growVolume', 'before');
+      const outcome = await editing().growVolume(input.volumeId, input.newSize).catch(rethrowAsFailure);
+      faults.check('growVolume', 'after');
+      return { outcome };
+    },
+
+    /** The new size recorded, extending → in-use. */
+    async finishExtending(input: { volumeId: string; newSize: number }): Promise<void> {
+      faults.check('finishExtending', 'before');
+      await editing().finishExtending(input.volumeId, input.newSize).catch(rethrowAsFailure);
+      faults.check('finishExtending', 'after');
+    },
+
     /** Reserve: create the attachment (volume -> reserved) and remember its id on the BDM. */
     async reserveVolume(input: { bdmUuid: string; volumeId: string; instanceUuid: string }): Promise<{ attachmentId: string }> {
       faults.check('reserveVolume', 'before');

@@ -7,6 +7,10 @@ export const ERROR_STATUS = {
   InstanceNotFound: 404,
   VolumeNotFound: 404,
   VolumeNotAttached: 404,
+  /** Cinder's VolumeMetadataNotFound. */
+  VolumeMetadataNotFound: 404,
+  /** Cinder's VolumeAttachmentNotFound (GET /attachments/{id}). */
+  VolumeAttachmentNotFound: 404,
   InvalidDevicePath: 400,
   InvalidInput: 400,
   VolumeNotAvailable: 400,
@@ -26,6 +30,12 @@ export const ERROR_STATUS = {
   OperationInProgress: 409,
   /** A newer operation on the same volume and server took over (a late step of an older one). */
   OperationSuperseded: 409,
+  /** Nova's swap (PUT os-volume_attachments with another volumeId) of a volume the block storage is not migrating. */
+  VolumeNotMigrating: 409,
+  /** The extend could not reach the instance's disk (Nova's VolumeExtendFailed). */
+  ExtendFailed: 500,
+  /** Something tether does not do (yet): Nova's and Cinder's 501. */
+  NotImplemented: 501,
   DiskAttachFailed: 500,
   DiskDetachFailed: 500,
   HostUnavailable: 503,

@@ -1,6 +1,7 @@
 /** Every workflow the control-plane worker runs. */
 export { attachVolume } from './attach-volume.ts';
 export { detachVolume } from './detach-volume.ts';
+export { extendVolume } from './extend-volume.ts';
 export { createServer } from './create-server.ts';
 export { shelveServer, shelveOffloadServer, unshelveServer, deleteServer, migrateServer } from './server-lifecycle.ts';
 export { forceDetachVolume } from './force-detach-volume.ts';

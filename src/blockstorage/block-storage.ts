@@ -86,3 +86,56 @@ export interface VolumeAdmin {
   }): Promise<Volume>;
   listVolumes(filter?: { name?: string; projectId?: string }): Promise<Volume[]>;
 }
+
+/** A volume update (Cinder's PUT /volumes/{id}): absent fields are left as they are; metadata replaces all of it. */
+export interface VolumeUpdate {
+  name?: string | null;
+  description?: string | null;
+  metadata?: Record<string, string>;
+}
+
+/** One attachment as Cinder's attachments API (3.27) shows it. */
+export interface VolumeAttachmentRecord {
+  id: string;
+  volumeId: string;
+  /** The volume's project (who may see the attachment). */
+  projectId: string;
+  instanceUuid: string;
+  status: AttachmentRef['status'];
+  attachMode: 'rw' | 'ro';
+  attachedAt: string | null;
+  /** What the host was given to connect (never a secret for the embedded service's files); {} while only reserved. */
+  connectionInfo: Record<string, unknown>;
+}
+
+/**
+ * What tether's own `/v3` does beyond creating and deleting (the embedded service only; with a real
+ * Cinder, clients talk to Cinder): update and metadata, extend (available volumes at once, in-use
+ * volumes through the ExtendVolume saga's steps), and the attachments resource.
+ */
+export interface VolumeEditing {
+  updateVolume(volumeId: string, patch: VolumeUpdate): Promise<Volume>;
+  setVolumeMetadata(volumeId: string, metadata: Record<string, string>, options: { replace: boolean }): Promise<Record<string, string>>;
+  /** Throws TetherError VolumeMetadataNotFound. */
+  deleteVolumeMetadata(volumeId: string, key: string): Promise<void>;
+  /** Cinder's refusal of an extend to newSize of a volume that must be `expected`, or null. */
+  extendRefusal(volumeId: string, newSize: number, expected: 'available' | 'in-use'): Promise<Error | null>;
+  /** An available volume, at once. */
+  extendVolume(volumeId: string, newSize: number): Promise<Volume>;
+  /** In-use → extending (the saga's first block-storage step); a repeat is a no-op. */
+  beginExtending(volumeId: string, newSize: number): Promise<void>;
+  /** Extending → in-use with the size as it was (the rollback). */
+  rollExtending(volumeId: string): Promise<void>;
+  /** Grows the backing file when no running QEMU holds it; 'held-by-qemu' leaves it to the host's block resize. */
+  growVolume(volumeId: string, newSize: number): Promise<'grown' | 'already' | 'held-by-qemu'>;
+  /** Records the new size, extending → in-use. */
+  finishExtending(volumeId: string, newSize: number): Promise<void>;
+  listAttachments(filter: { projectId?: string; volumeId?: string; instanceUuid?: string; status?: string }): Promise<VolumeAttachmentRecord[]>;
+  /** Throws TetherError VolumeAttachmentNotFound. */
+  getAttachment(attachmentId: string): Promise<VolumeAttachmentRecord>;
+}
+
+/** Whether the block storage is one whose volumes tether edits itself (the embedded service). */
+export function isVolumeEditing(blockStorage: object): blockStorage is VolumeEditing {
+  return typeof (blockStorage as Partial<VolumeEditing>).beginExtending === 'function';
+}

@@ -5,7 +5,7 @@
  * unique indexes of volume_attachments hold the "one attachment unless multiattach" rule.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -13,7 +13,17 @@ import { randomUUID } from 'node:crypto';
 import { TetherError } from '../errors.ts';
 import { withTransaction, isUniqueViolation, type Database, type Queryable } from '../db/database.ts';
 import type { ConnectionInfo, HostConnector, Volume, VolumeStatus } from '../domain/types.ts';
-import { VOLUME_TYPES, VolumeEncryptionError, type AttachmentRef, type BlockStorage, type VolumeAdmin, type VolumeEncryption } from './block-storage.ts';
+import {
+  VOLUME_TYPES,
+  VolumeEncryptionError,
+  type AttachmentRef,
+  type BlockStorage,
+  type VolumeAdmin,
+  type VolumeAttachmentRecord,
+  type VolumeEditing,
+  type VolumeEncryption,
+  type VolumeUpdate,
+} from './block-storage.ts';
 import { LUKS_ENCRYPTION, passphraseOf, type VolumeKeyStore } from './volume-key-store.ts';
 
 const run = promisify(execFile);
@@ -21,6 +31,9 @@ const run = promisify(execFile);
 interface VolumeRow {
   id: string;
   name: string | null;
+  description: string | null;
+  metadata: Record<string, string>;
+  updated_at: Date;
   project_id: string;
   size_gb: number;
   status: VolumeStatus;
@@ -47,18 +60,15 @@ const LUKS_ITER_TIME_MS = 100;
  * to get accurate CPU usage" on a busy machine (its thread-CPU clock is coarse): tried again then.
  */
 async function createLuksQcow2(filePath: string, sizeGb: number, passphrase: Buffer): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'tether-luks-'));
-  try {
-    const secretFile = path.join(dir, 'passphrase');
-    await writeFile(secretFile, passphrase, { mode: 0o600 });
-    const options = [
-      'encrypt.format=luks',
-      'encrypt.key-secret=sec0',
-      'encrypt.cipher-alg=aes-256',
-      'encrypt.cipher-mode=xts',
-      'encrypt.ivgen-alg=plain64',
-      `encrypt.iter-time=${LUKS_ITER_TIME_MS}`,
-    ].join(',');
+  const options = [
+    'encrypt.format=luks',
+    'encrypt.key-secret=sec0',
+    'encrypt.cipher-alg=aes-256',
+    'encrypt.cipher-mode=xts',
+    'encrypt.ivgen-alg=plain64',
+    `encrypt.iter-time=${LUKS_ITER_TIME_MS}`,
+  ].join(',');
+  await withSecretFile(passphrase, async (secretFile) => {
     for (let attempt = 1; ; attempt++) {
       try {
         await run('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', `secret,id=sec0,file=${secretFile},format=raw`, '-o', options, filePath, `${sizeGb}G`]);
@@ -68,9 +78,52 @@ async function createLuksQcow2(filePath: string, sizeGb: number, passphrase: Buf
         await rm(filePath, { force: true });
       }
     }
+  });
+}
+
+const GiB = 1024 ** 3;
+
+/** qemu-img's answer when a running QEMU holds the image (its image locking). */
+const HELD_BY_QEMU = /Failed to get ".*" lock|Is another process using the image/;
+
+/** Runs `fn` with the LUKS passphrase in a 0600 file of a private folder (never on a command line); the file is removed after. */
+async function withSecretFile<T>(passphrase: Buffer, fn: (file: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tether-luks-'));
+  try {
+    const file = path.join(dir, 'passphrase');
+    await writeFile(file, passphrase, { mode: 0o600 });
+    return await fn(file);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The size of the volume's data as its image says (qcow2: the virtual size; raw: the file's size), in bytes. */
+async function imageSize(filePath: string, format: 'qcow2' | 'raw'): Promise<number> {
+  if (format === 'raw') return (await stat(filePath)).size;
+  // -U: read even while a running QEMU holds the image
+  const { stdout } = await run('qemu-img', ['info', '-U', '--output=json', filePath]);
+  return (JSON.parse(stdout) as { 'virtual-size': number })['virtual-size'];
+}
+
+/** What growing a volume's file did: grown now, already that size, or left to the hypervisor that holds it open. */
+export type GrowOutcome = 'grown' | 'already' | 'held-by-qemu';
+
+/** The embedded service's connection_info: its `file` type (the volume's path and format; no secret). */
+function connectionInfoOf(volume: VolumeRow): ConnectionInfo {
+  return {
+    driver_volume_type: 'file',
+    data: {
+      path: volume.file_path,
+      format: volume.file_format,
+      access_mode: 'rw',
+      volume_id: volume.id,
+      name: `volume-${volume.id}`,
+      encrypted: volume.encrypted,
+    },
+    serial: volume.id,
+    multiattach: volume.multiattach,
+  };
 }
 
 interface AttachmentRow {
@@ -83,7 +136,7 @@ interface AttachmentRow {
   host_name: string | null;
 }
 
-export class LocalVolumeService implements BlockStorage, VolumeAdmin {
+export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEditing {
   readonly kind = 'local';
 
   constructor(
@@ -121,6 +174,10 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin {
       bootable: r.bootable,
       encrypted: r.encrypted,
       createdAt: r.created_at.toISOString(),
+      description: r.description,
+      metadata: r.metadata ?? {},
+      updatedAt: r.updated_at.toISOString(),
+      migrationStatus: null,
       attachments: (attachments.get(r.id) ?? []).map((a) => ({
         id: r.id,
         attachmentId: a.id,
@@ -209,6 +266,223 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin {
     });
   }
 
+  // ---- update and metadata (Cinder's PUT /volumes/{id} and /volumes/{id}/metadata) ----
+
+  /** Name, description and (all of the) metadata; absent fields stay as they are. */
+  async updateVolume(volumeId: string, patch: VolumeUpdate): Promise<Volume> {
+    await withTransaction(this.db, async (tx) => {
+      await this.lockVolume(tx, volumeId);
+      await tx.query(
+        `UPDATE volumes SET
+            name        = CASE WHEN $2::boolean THEN $3 ELSE name END,
+            description = CASE WHEN $4::boolean THEN $5 ELSE description END,
+            metadata    = COALESCE($6::jsonb, metadata),
+            updated_at = now()
+         WHERE id = $1`,
+        [
+          volumeId,
+          patch.name !== undefined,
+          patch.name ?? null,
+          patch.description !== undefined,
+          patch.description ?? null,
+          patch.metadata === undefined ? null : JSON.stringify(patch.metadata),
+        ],
+      );
+    });
+    return this.getVolume(volumeId);
+  }
+
+  /** Merges (POST, PUT of one key) or replaces (PUT of all) the volume's metadata; returns all of it. */
+  async setVolumeMetadata(volumeId: string, metadata: Record<string, string>, options: { replace: boolean }): Promise<Record<string, string>> {
+    return withTransaction(this.db, async (tx) => {
+      await this.lockVolume(tx, volumeId);
+      const { rows } = await tx.query<{ metadata: Record<string, string> }>(
+        `UPDATE volumes SET metadata = CASE WHEN $3::boolean THEN $2::jsonb ELSE metadata || $2::jsonb END, updated_at = now()
+         WHERE id = $1 RETURNING metadata`,
+        [volumeId, JSON.stringify(metadata), options.replace],
+      );
+      return rows[0]!.metadata;
+    });
+  }
+
+  /** Removes one metadata key; Cinder's 404 when the volume has no such key. */
+  async deleteVolumeMetadata(volumeId: string, key: string): Promise<void> {
+    await withTransaction(this.db, async (tx) => {
+      const v = await this.lockVolume(tx, volumeId);
+      if (!Object.hasOwn(v.metadata ?? {}, key)) {
+        throw new TetherError('VolumeMetadataNotFound', `Volume ${volumeId} has no metadata with key ${key}.`);
+      }
+      await tx.query('UPDATE volumes SET metadata = metadata - $2::text, updated_at = now() WHERE id = $1', [volumeId, key]);
+    });
+  }
+
+  // ---- the attachments resource (Cinder 3.27) ----
+
+  async listAttachments(filter: { projectId?: string; volumeId?: string; instanceUuid?: string; status?: string } = {}): Promise<VolumeAttachmentRecord[]> {
+    return this.attachmentRecords(
+      `($1::text IS NULL OR v.project_id = $1) AND ($2::uuid IS NULL OR a.volume_id = $2) AND ($3::uuid IS NULL OR a.instance_uuid = $3)
+       AND ($4::text IS NULL OR a.status = $4)`,
+      [filter.projectId ?? null, filter.volumeId ?? null, filter.instanceUuid ?? null, filter.status ?? null],
+    );
+  }
+
+  async getAttachment(attachmentId: string): Promise<VolumeAttachmentRecord> {
+    const [found] = await this.attachmentRecords('a.id = $1', [attachmentId]);
+    if (!found) throw new TetherError('VolumeAttachmentNotFound', `Volume attachment ${attachmentId} could not be found.`);
+    return found;
+  }
+
+  private async attachmentRecords(where: string, params: unknown[]): Promise<VolumeAttachmentRecord[]> {
+    const { rows } = await this.db.query<VolumeRow & { a_id: string; instance_uuid: string; a_status: AttachmentRef['status']; attach_mode: 'rw' | 'ro'; attached_at: Date | null }>(
+      `SELECT v.*, a.id AS a_id, a.instance_uuid, a.status AS a_status, a.attach_mode, a.attached_at
+       FROM volume_attachments a JOIN volumes v ON v.id = a.volume_id
+       WHERE a.deleted_at IS NULL AND v.deleted_at IS NULL AND ${where}
+       ORDER BY a.created_at, a.id`,
+      params,
+    );
+    return rows.map((r) => ({
+      id: r.a_id,
+      volumeId: r.id,
+      projectId: r.project_id,
+      instanceUuid: r.instance_uuid,
+      status: r.a_status,
+      attachMode: r.attach_mode,
+      attachedAt: r.attached_at?.toISOString() ?? null,
+      connectionInfo: r.a_status === 'reserved' ? {} : { ...connectionInfoOf(r) },
+    }));
+  }
+
+  // ---- extend (Cinder's os-extend) ----
+
+  /** Cinder's checks of a new size, and of the status an extend needs (`in-use` only from volume API 3.42). */
+  private static extendRefusal(v: VolumeRow, newSize: number, expected: 'available' | 'in-use'): TetherError | null {
+    if (newSize <= v.size_gb) {
+      return new TetherError(
+        'InvalidInput',
+        `Invalid input received: New size for extend must be greater than current size. (current: ${v.size_gb}, extended: ${newSize}).`,
+      );
+    }
+    if (newSize > 1024) return new TetherError('InvalidInput', `Invalid input received: Volume size must be at most 1024 GiB, not ${newSize}.`);
+    if (v.status !== expected) {
+      return new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${v.id} status must be '{'status': '${expected}'}' to extend, currently ${v.status}.`);
+    }
+    return null;
+  }
+
+  /** Why this volume cannot be extended to newSize with the status it must have, or null. Reads only. */
+  async extendRefusal(volumeId: string, newSize: number, expected: 'available' | 'in-use'): Promise<TetherError | null> {
+    const { rows } = await this.db.query<VolumeRow>('SELECT * FROM volumes WHERE id = $1 AND deleted_at IS NULL', [volumeId]);
+    if (!rows[0]) return new TetherError('VolumeNotFound', `Volume ${volumeId} could not be found.`);
+    return LocalVolumeService.extendRefusal(rows[0], newSize, expected);
+  }
+
+  /**
+   * Extends an available volume at once: the row stays locked while the file grows (qemu-img resize;
+   * a raw file is truncated larger), so a crash leaves the old size recorded and nothing half done
+   * (a file already larger is harmless: the next extend resizes to an absolute size).
+   */
+  async extendVolume(volumeId: string, newSize: number): Promise<Volume> {
+    await withTransaction(this.db, async (tx) => {
+      const v = await this.lockVolume(tx, volumeId);
+      const refusal = LocalVolumeService.extendRefusal(v, newSize, 'available');
+      if (refusal) throw refusal;
+      const outcome = await this.growFile(tx, v, newSize);
+      if (outcome === 'held-by-qemu') throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${volumeId} is open in a running QEMU although it is available.`);
+      await tx.query('UPDATE volumes SET size_gb = $2, updated_at = now() WHERE id = $1', [volumeId, newSize]);
+    });
+    return this.getVolume(volumeId);
+  }
+
+  /** An in-use volume's extend begins (ExtendVolume saga): in-use → extending. A repeat is a no-op. */
+  async beginExtending(volumeId: string, newSize: number): Promise<void> {
+    await withTransaction(this.db, async (tx) => {
+      const v = await this.lockVolume(tx, volumeId);
+      if (v.status === 'extending') return;
+      const refusal = LocalVolumeService.extendRefusal(v, newSize, 'in-use');
+      if (refusal) throw refusal;
+      await this.setStatus(tx, volumeId, 'extending');
+    });
+  }
+
+  /** The extend was rolled back: extending → in-use, the size as it was recorded. No-op in any other status. */
+  async rollExtending(volumeId: string): Promise<void> {
+    await withTransaction(this.db, async (tx) => {
+      const v = await this.lockVolume(tx, volumeId);
+      if (v.status === 'extending') await this.setStatus(tx, volumeId, 'in-use');
+    });
+  }
+
+  /**
+   * Grows the file of an extending volume to newSize GiB when no QEMU holds it (a stopped or shelved
+   * server's volume): qemu-img resize, with the LUKS key for an encrypted qcow2; a raw file (plain or
+   * LUKS, Cinder's semantics: the device's whole size) is truncated larger, which a running QEMU allows.
+   * A qcow2 a running QEMU holds cannot be resized from outside: 'held-by-qemu', the host's block
+   * resize grows it. Idempotent.
+   */
+  async growVolume(volumeId: string, newSize: number): Promise<GrowOutcome> {
+    const { rows } = await this.db.query<VolumeRow>('SELECT * FROM volumes WHERE id = $1 AND deleted_at IS NULL', [volumeId]);
+    if (!rows[0]) throw new TetherError('VolumeNotFound', `Volume ${volumeId} could not be found.`);
+    return this.growFile(this.db, rows[0], newSize);
+  }
+
+  /**
+   * The extend is done: the file is at least newSize GiB (grown here now if it is not, e.g. the server
+   * stopped before its QEMU could grow it), size_gb = newSize, extending → in-use. A repeat is a no-op.
+   */
+  async finishExtending(volumeId: string, newSize: number): Promise<void> {
+    await withTransaction(this.db, async (tx) => {
+      const v = await this.lockVolume(tx, volumeId);
+      if (v.status !== 'extending') {
+        if (v.size_gb >= newSize) return;
+        throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${volumeId} is ${v.status}, not extending, and still ${v.size_gb} GiB.`);
+      }
+      if ((await this.growFile(tx, v, newSize)) === 'held-by-qemu') {
+        // retryable: the host's block resize has not grown it yet
+        throw new Error(`The file of volume ${volumeId} is smaller than ${newSize} GiB and held by a running QEMU.`);
+      }
+      await tx.query(`UPDATE volumes SET size_gb = $2, status = 'in-use', updated_at = now() WHERE id = $1`, [volumeId, newSize]);
+    });
+  }
+
+  private async growFile(db: Queryable, v: VolumeRow, newSize: number): Promise<GrowOutcome> {
+    if (!v.file_path) throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${v.id} has no file.`);
+    const bytes = newSize * GiB;
+    if ((await imageSize(v.file_path, v.file_format)) >= bytes) return 'already';
+    if (v.file_format === 'raw') {
+      await truncate(v.file_path, bytes);
+      return 'grown';
+    }
+    try {
+      if (v.encrypted && v.encryption_key_id) {
+        if (!this.options.keyStore) throw new VolumeEncryptionError('This process was built without the volume key store: it cannot resize encrypted volumes.');
+        const key = await this.options.keyStore.getKey(db, v.encryption_key_id, v.id);
+        const passphrase = passphraseOf(key);
+        try {
+          await withSecretFile(passphrase, (secretFile) =>
+            run('qemu-img', [
+              'resize',
+              '--object',
+              `secret,id=sec0,file=${secretFile},format=raw`,
+              '--image-opts',
+              `driver=qcow2,file.filename=${v.file_path!.replaceAll(',', ',,')},encrypt.key-secret=sec0`,
+              String(bytes),
+            ]),
+          );
+        } finally {
+          key.fill(0);
+          passphrase.fill(0);
+        }
+      } else {
+        await run('qemu-img', ['resize', '-q', '-f', 'qcow2', v.file_path, String(bytes)]);
+      }
+      return 'grown';
+    } catch (err) {
+      if (HELD_BY_QEMU.test(String((err as { stderr?: unknown }).stderr))) return 'held-by-qemu';
+      if (err instanceof VolumeEncryptionError) throw new TetherError('InvalidInput', err.message);
+      throw err;
+    }
+  }
+
   async getVolumeEncryption(volumeId: string): Promise<VolumeEncryption | null> {
     const { rows } = await this.db.query<{ encrypted: boolean; encryption_key_id: string | null; cipher: string | null; key_size: number | null }>(
       `SELECT v.encrypted, v.encryption_key_id, k.cipher, k.key_size
@@ -293,19 +567,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin {
         );
         if (volume.status === 'reserved') await this.setStatus(tx, volume.id, 'attaching');
       }
-      return {
-        driver_volume_type: 'file',
-        data: {
-          path: volume.file_path,
-          format: volume.file_format,
-          access_mode: 'rw',
-          volume_id: volume.id,
-          name: `volume-${volume.id}`,
-          encrypted: volume.encrypted,
-        },
-        serial: volume.id,
-        multiattach: volume.multiattach,
-      };
+      return connectionInfoOf(volume);
     });
   }
 

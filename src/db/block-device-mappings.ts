@@ -18,10 +18,11 @@ interface BdmRow {
   attach_status: BdmAttachStatus;
   operation_id: string | null;
   created_at: Date;
+  volume_size: number | null;
 }
 
 const COLUMNS = `uuid, instance_uuid, volume_id, source_type, destination_type, device_name, disk_bus, device_type,
-  boot_index, tag, delete_on_termination, attachment_id, attach_status, operation_id, created_at`;
+  boot_index, tag, delete_on_termination, attachment_id, attach_status, operation_id, created_at, volume_size`;
 
 function toBdm(r: BdmRow): BlockDeviceMapping {
   return {
@@ -40,6 +41,7 @@ function toBdm(r: BdmRow): BlockDeviceMapping {
     attachStatus: r.attach_status,
     operationId: r.operation_id,
     createdAt: r.created_at.toISOString(),
+    volumeSize: r.volume_size,
   };
 }
 
@@ -174,4 +176,19 @@ export async function softDeleteBdmReturning(db: Queryable, uuid: string): Promi
   );
   const r = rows[0];
   return r ? { instanceUuid: r.instance_uuid, volumeId: r.volume_id } : null;
+}
+
+/** An extend reached the instance's disk: Nova's bdm.volume_size (GiB). False when the BDM is gone. */
+export async function setBdmVolumeSize(db: Queryable, uuid: string, volumeSize: number): Promise<boolean> {
+  const { rowCount } = await db.query('UPDATE block_device_mappings SET volume_size = $2, updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL', [uuid, volumeSize]);
+  return (rowCount ?? 0) > 0;
+}
+
+/** PUT os-volume_attachments (2.85): delete_on_termination of a live BDM. False when the BDM is gone. */
+export async function setBdmDeleteOnTermination(db: Queryable, uuid: string, deleteOnTermination: boolean): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'UPDATE block_device_mappings SET delete_on_termination = $2, updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL',
+    [uuid, deleteOnTermination],
+  );
+  return (rowCount ?? 0) > 0;
 }

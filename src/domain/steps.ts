@@ -35,7 +35,21 @@ export const FORCE_DETACH_STEPS = {
   deleteAttachment: 'Delete the block-storage attachment (only once the host is disconnected or fenced)',
 } as const;
 
+export const EXTEND_STEPS = {
+  awaitEarlierOperation: 'Wait for an earlier attach or detach of the same volume and server',
+  validateExtend: 'Validate the request (volume attached to the server, new size larger than the volume)',
+  beginExtending: 'Begin extending at the block storage (volume: extending)',
+  growVolume: "Grow the volume's file where no running QEMU holds it (qemu-img resize)",
+  resizeDisk: 'Resize the disk under the running domain (virDomainBlockResize) and confirm its capacity',
+  finishExtending: 'Record the new size at the block storage (volume: in-use)',
+  recordVolumeSize: 'Record the new size on the block device mapping',
+  notifyAttachedInstances: 'Tell the other servers of the multiattach volume (volume-extended)',
+} as const;
+
+export type ExtendStep = keyof typeof EXTEND_STEPS;
+
 export const COMPENSATION_STEPS = {
+  rollExtending: 'Roll the volume back to in-use with the size it had',
   rollDetaching: 'Roll the volume back to in-use and keep the block device mapping',
   reattachDisk: 'Put the disk back in the domain (persistent and live)',
   detachDisk: 'Detach the disk from the libvirt domain',
@@ -55,7 +69,7 @@ export interface StepProgress {
 }
 
 /** Values of the TetherState search attribute. */
-export type OperationState = 'attaching' | 'attached' | 'rolled-back' | 'detaching' | 'detached' | 'failed';
+export type OperationState = 'attaching' | 'attached' | 'rolled-back' | 'detaching' | 'detached' | 'extending' | 'extended' | 'failed';
 
 export function attachWorkflowId(instanceUuid: string, volumeId: string): string {
   return `attach-${instanceUuid}-${volumeId}`;
@@ -63,4 +77,8 @@ export function attachWorkflowId(instanceUuid: string, volumeId: string): string
 
 export function detachWorkflowId(instanceUuid: string, volumeId: string): string {
   return `detach-${instanceUuid}-${volumeId}`;
+}
+
+export function extendWorkflowId(instanceUuid: string, volumeId: string): string {
+  return `extend-${instanceUuid}-${volumeId}`;
 }

@@ -49,6 +49,8 @@ export interface BlockDeviceMapping {
   attachStatus: BdmAttachStatus;
   operationId: string | null;
   createdAt: string;
+  /** Nova's volume_size: the size (GiB) the disk was last extended to; null until an extend. */
+  volumeSize?: number | null;
 }
 
 export type VolumeStatus =
@@ -58,6 +60,7 @@ export type VolumeStatus =
   | 'attaching'
   | 'in-use'
   | 'detaching'
+  | 'extending'
   | 'deleting'
   | 'error'
   | 'error_deleting';
@@ -85,6 +88,12 @@ export interface Volume {
   encrypted: boolean;
   attachments: VolumeAttachmentSummary[];
   createdAt: string;
+  /** Cinder's description and user metadata (the embedded service keeps both; a Cinder's pass through). */
+  description?: string | null;
+  metadata?: Record<string, string>;
+  updatedAt?: string | null;
+  /** Cinder's migration_status (os-vol-mig-status-attr:migstat, admins only): set while Cinder migrates the volume. */
+  migrationStatus?: string | null;
 }
 
 /** What a host reports about itself to the block storage (os-brick's connector). */

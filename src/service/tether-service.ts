@@ -8,7 +8,7 @@
  * state of its own; `as(caller)` is the same service for another caller.
  */
 import { randomUUID } from 'node:crypto';
-import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { valueFromRawPayload } from '../security/decode.ts';
 import { TetherError } from '../errors.ts';
 import type { TetherConfig } from '../config.ts';
@@ -18,7 +18,7 @@ import { liveBdm, liveBdmsOfInstance } from '../db/block-device-mappings.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
 import { attachRefusal } from '../domain/attach-rules.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
-import { attachWorkflowId, detachWorkflowId, type StepProgress } from '../domain/steps.ts';
+import { attachWorkflowId, detachWorkflowId, extendWorkflowId, type StepProgress } from '../domain/steps.ts';
 import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
 import {
   ATTACH_VOLUME_WORKFLOW,
@@ -36,7 +36,9 @@ import type { ComputeHostRecord } from '../domain/compute-hosts.ts';
 import { getComputeHost, getComputeHostByServiceUuid, listComputeHosts, updateComputeHost } from '../db/compute-hosts.ts';
 import type { OperationProgress } from '../domain/contracts/operation.ts';
 import type { CreateServerInput, ServerAction, ServerActions } from '../domain/contracts/server-actions.ts';
-import type { BlockStorage, VolumeAdmin, VolumeEncryption } from '../blockstorage/block-storage.ts';
+import { isVolumeEditing, type BlockStorage, type VolumeAdmin, type VolumeEditing, type VolumeEncryption } from '../blockstorage/block-storage.ts';
+import { EXTEND_VOLUME_WORKFLOW, extendAcceptedUpdate, type ExtendAcceptance, type ExtendResult, type ExtendVolumeWorkflow } from '../domain/contracts/extend-volume.ts';
+import { signalVolumeExtended } from '../temporal/volume-extended.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
 import { OPERATOR, type Caller } from '../auth/caller.ts';
 import { authorize, canSee, isAdmin } from '../auth/policy.ts';
@@ -70,6 +72,12 @@ export interface DetachVolumeRequest {
   volume: Ref;
   /** Compute API below 2.20: a shelved or shelved-offloaded server is a 409 (Nova's rule). */
   refuseShelved?: boolean;
+}
+
+export interface StartedExtend {
+  acceptance: ExtendAcceptance;
+  workflowId: string;
+  handle: WorkflowHandle;
 }
 
 export interface StartedAttach {
@@ -367,6 +375,81 @@ export class TetherService {
     const volume = await this.resolveVolume(ref);
     authorize(this.caller, 'volumes:delete');
     await this.deps.blockStorage.deleteVolume(volume.id);
+  }
+
+  // ---- extend ----
+
+  private volumeEditing(): VolumeEditing {
+    const bs = this.deps.blockStorage;
+    if (!isVolumeEditing(bs)) throw new TetherError('NotImplemented', `Volumes are managed by the block storage service (${bs.kind}), not tether.`);
+    return bs;
+  }
+
+  /**
+   * Cinder's os-extend on tether's own block storage: an available volume grows at once; an in-use
+   * one (volume API 3.42 and later: `inUse`) through the ExtendVolume saga on the queue of the server
+   * it is attached to (the first one, for a multiattach volume: the others are told once it grew).
+   * Answers once the volume is `extending` (or with the refusal, after the rollback).
+   */
+  async extendVolume(req: { volume: string; newSize: number; inUse: boolean }): Promise<{ volume: Volume; started: StartedExtend | null }> {
+    const editing = this.volumeEditing();
+    const volume = await this.resolveVolume(req.volume);
+    if (!(req.inUse && volume.status === 'in-use')) return { volume: await editing.extendVolume(volume.id, req.newSize), started: null };
+    const refusal = await editing.extendRefusal(volume.id, req.newSize, 'in-use');
+    if (refusal) throw refusal;
+    const attachment = volume.attachments.find((a) => a.status === 'attached');
+    if (!attachment) throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${volume.id} is in-use but attached to no server.`);
+    const instance = await this.resolveServer(attachment.serverId);
+    const workflowId = extendWorkflowId(instance.uuid, volume.id);
+    const startWorkflowOperation = new WithStartWorkflowOperation<ExtendVolumeWorkflow>(EXTEND_VOLUME_WORKFLOW, {
+      workflowId,
+      taskQueue: this.deps.config.controlTaskQueue,
+      // a run in flight (a volume-extended event for this pair) is not joined: its size is not this one
+      workflowIdConflictPolicy: 'FAIL',
+      args: [{ instanceUuid: instance.uuid, volumeId: volume.id, newSize: req.newSize }],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: instance.uuid },
+        { key: VolumeId, value: volume.id },
+        { key: ComputeHost, value: instance.host ?? '' },
+        { key: TetherState, value: 'extending' },
+      ],
+    });
+    try {
+      const acceptance = await this.deps.client.workflow.executeUpdateWithStart(extendAcceptedUpdate, { startWorkflowOperation });
+      const handle = await startWorkflowOperation.workflowHandle();
+      return { volume: await this.deps.blockStorage.getVolume(volume.id), started: { acceptance, workflowId, handle } };
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${volume.id} is being extended on server ${instance.uuid} already (${workflowId}).`);
+      }
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  /** Waits for an extend to finish; throws the TetherError of a failure. */
+  async awaitExtend(handle: WorkflowHandle): Promise<ExtendResult> {
+    try {
+      return (await handle.result()) as ExtendResult;
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  /**
+   * Nova's os-server-external-events `volume-extended` for one server (the block storage grew the
+   * volume `tag`): Nova's per-event code — 404 unknown server, 422 a server with no host, 200 accepted
+   * (the ExtendVolume run of the pair started, or the one in flight told to resize again).
+   */
+  async volumeExtended(event: { serverUuid: string; volumeId: string }): Promise<{ code: 200 | 404 | 422; handle?: WorkflowHandle }> {
+    const instance = isUuid(event.serverUuid) ? await getInstance(this.deps.db, event.serverUuid.toLowerCase()) : null;
+    if (!instance) return { code: 404 };
+    if (!instance.host) return { code: 422 };
+    const handle = await signalVolumeExtended(this.deps.client, this.deps.config.controlTaskQueue, {
+      instanceUuid: instance.uuid,
+      volumeId: event.volumeId.toLowerCase(),
+      host: instance.host,
+    });
+    return { code: 200, handle };
   }
 
   // ---- attachments ----

@@ -28,6 +28,11 @@ const BLOCK_STORAGE_CALLS: TracedCalls = {
   beginDetaching: volume,
   rollDetaching: volume,
   deleteVolume: volume,
+  // the extend of an in-use volume (embedded service)
+  beginExtending: volume,
+  rollExtending: volume,
+  growVolume: volume,
+  finishExtending: volume,
   // LUKS volumes: the span names the volume only, never the key id, the key or the cipher spec.
   getVolumeEncryption: volume,
   getEncryptionKey: volume,
