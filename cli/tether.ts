@@ -238,6 +238,30 @@ volume
   );
 
 volume
+  .command('extend')
+  .description('grow a volume to a new size: an available one at once; an in-use one under its running server (shows each step)')
+  .argument('<volume>', 'volume name or UUID')
+  .requiredOption('--size <GiB>', 'the new size in GiB (larger than the current one)', positiveInteger)
+  .option('--no-wait', 'return once the extend is accepted (the volume is extending)')
+  .action(
+    action(async (tether, ref: string, opts: { size: number; wait: boolean }) => {
+      const out = json ? process.stderr : process.stdout;
+      const { volume: v, started } = await tether.extendVolume({ volume: ref, newSize: opts.size, inUse: true });
+      if (!started) {
+        print(v, () => `${v.name ?? v.id} ${v.id} ${v.status} ${v.size} GiB`);
+        return;
+      }
+      out.write(`Extending volume ${v.id} to ${opts.size} GiB under server ${started.acceptance.instanceUuid} (workflow ${started.workflowId})\n`);
+      if (!opts.wait) {
+        print(started.acceptance, () => 'accepted');
+        return;
+      }
+      const result = await followSteps(tether, started.handle, tether.awaitExtend(started.handle), out);
+      print(result, () => `extended to ${result.size} GiB${result.live ? ` (the running server sees ${result.capacity} bytes)` : ' (the server sees it at its next start)'}`);
+    }),
+  );
+
+volume
   .command('delete')
   .description('delete an available volume')
   .argument('<volume>', 'volume name or UUID')
@@ -484,6 +508,24 @@ program
           bdms.map((b) => [b.volumeId, b.deviceName, b.attachStatus, b.tag, b.deleteOnTermination, b.attachmentId, b.uuid]),
         ),
       );
+    }),
+  );
+
+const attachment = program.command('attachment').description("change a server's volume attachment");
+
+attachment
+  .command('set')
+  .description('change a volume attachment: whether the volume is deleted with its server (Nova 2.85)')
+  .argument('<server>', 'server name or UUID')
+  .argument('<volume>', 'volume name or UUID')
+  .option('--delete-on-termination', 'delete the volume when the server is deleted')
+  .option('--no-delete-on-termination', 'keep the volume when the server is deleted')
+  .action(
+    action(async (tether, serverRef: string, volumeRef: string, opts: { deleteOnTermination?: boolean }) => {
+      if (opts.deleteOnTermination === undefined) throw new TetherError('InvalidInput', 'Nothing to change: give --delete-on-termination or --no-delete-on-termination.');
+      const v = await tether.resolveVolume(volumeRef);
+      const b = await tether.updateVolumeAttachment({ server: serverRef, volumeId: v.id, changes: { deleteOnTermination: opts.deleteOnTermination } });
+      print(b, () => `volume ${b.volumeId} on ${b.deviceName ?? '-'}: delete on termination ${b.deleteOnTermination ? 'yes' : 'no'}`);
     }),
   );
 

@@ -199,7 +199,20 @@ describe('volumes', () => {
       encrypted: false,
       createdAt: '2026-11-25T17:44:00.000Z',
       attachments: [{ id: VOL, attachmentId: ATT, volumeId: VOL, serverId: VM, hostName: 'h1', device: '/dev/sdb', attachedAt: '2026-11-25T17:44:08.000Z', status: 'attached' }],
+      description: null,
+      metadata: {},
+      updatedAt: null,
+      migrationStatus: null,
     });
+  });
+
+  it("passes description, metadata and the migration status (admins see os-vol-mig-status-attr:migstat) through: Nova's swap rule reads it", async () => {
+    const c = client();
+    on('GET', `/volumes/${VOL}`, {
+      status: 200,
+      json: volumeDoc({ description: 'd', metadata: { k: 'v' }, updated_at: '2026-11-25T17:45:00.000000', 'os-vol-mig-status-attr:migstat': 'migrating' }),
+    });
+    expect(await c.getVolume(VOL)).toMatchObject({ description: 'd', metadata: { k: 'v' }, updatedAt: '2026-11-25T17:45:00.000Z', migrationStatus: 'migrating' });
   });
 
   it('attachments[] holds every live attachment: the attached ones of the view, reserved ones from GET /attachments (all pages)', async () => {

@@ -14,11 +14,15 @@ import type { TetherService } from '../service/tether-service.ts';
 import { ApiError, installErrorHandlers } from './errors.ts';
 import { COMPUTE_VERSIONS, VOLUME_VERSIONS, useMicroversions } from './microversion.ts';
 import { blockStorageRoutes } from './routes/block-storage.ts';
+import { blockStorageAttachmentRoutes } from './routes/block-storage-attachments.ts';
+import { volumeActionRoutes } from './routes/volume-actions.ts';
+import { volumeMetadataRoutes } from './routes/volume-metadata.ts';
 import { healthRoutes } from './routes/health.ts';
 import { serverRoutes } from './routes/servers.ts';
 import { versionRoutes } from './routes/versions.ts';
 import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
 import { computeServiceRoutes } from './routes/compute-services.ts';
+import { serverExternalEventRoutes } from './routes/server-external-events.ts';
 import { metricsRoutes } from '../metrics/api-plugin.ts';
 import rateLimit from '@fastify/rate-limit';
 import { createHash } from 'node:crypto';
@@ -204,6 +208,7 @@ export async function buildApiServer(deps: ApiDeps) {
         await compute.register(serverRoutes, scope);
         await compute.register(volumeAttachmentRoutes, scope);
         await compute.register(computeServiceRoutes, { ...scope, availabilityZone: deps.config.availabilityZone ?? 'nova' });
+        await compute.register(serverExternalEventRoutes, scope);
       },
       { prefix: projectScoped ? '/v2.1/:project_id' : '/v2.1' },
     );
@@ -213,6 +218,9 @@ export async function buildApiServer(deps: ApiDeps) {
           requireCaller(volume, auth);
           useMicroversions(volume, VOLUME_VERSIONS);
           await volume.register(blockStorageRoutes, scope);
+          await volume.register(volumeActionRoutes, scope);
+          await volume.register(volumeMetadataRoutes, scope);
+          await volume.register(blockStorageAttachmentRoutes, scope);
         },
         { prefix: projectScoped ? '/v3/:project_id' : '/v3' },
       );

@@ -8,13 +8,14 @@
  *   (attach, detach, create, delete, shelve…), admin does everything anywhere (all_tenants,
  *   migrate, choosing a host, the invariant checker). A role that is too weak is a 403.
  *
- * Roles imply the weaker ones: admin ⊇ member ⊇ reader. `service` (a service user validating
- * tokens) grants nothing here.
+ * Roles imply the weaker ones: admin ⊇ member ⊇ reader. `service` (a service user: a Cinder telling
+ * tether about a volume it extended, or validating tokens) grants only the service-to-service APIs,
+ * which admins may call too (Nova's `service_or_admin`).
  */
 import { TetherError } from '../errors.ts';
 import type { Caller, Role } from './caller.ts';
 
-export type RequiredRole = 'reader' | 'member' | 'admin';
+export type RequiredRole = 'reader' | 'member' | 'admin' | 'service';
 
 /** Every action a caller can take, with its Nova/Cinder policy name and the weakest role allowed. */
 export const POLICY = {
@@ -36,6 +37,9 @@ export const POLICY = {
   'attachments:force_delete': { name: 'tether:os-volumes-attachments:force_delete', role: 'admin' },
   'services:list': { name: 'os_compute_api:os-services:list', role: 'admin' },
   'services:update': { name: 'os_compute_api:os-services:update', role: 'admin' },
+  'attachments:update': { name: 'os_compute_api:os-volumes-attachments:update', role: 'member' },
+  'attachments:swap': { name: 'os_compute_api:os-volumes-attachments:swap', role: 'service' },
+  'server_external_events:create': { name: 'os_compute_api:os-server-external-events:create', role: 'service' },
   'attachments:retry': { name: 'tether:attachments:retry', role: 'member' },
   'operations:list': { name: 'tether:operations:index', role: 'reader' },
   'operations:history': { name: 'tether:operations:show', role: 'reader' },
@@ -43,16 +47,24 @@ export const POLICY = {
   'volumes:show': { name: 'volume:get', role: 'reader' },
   'volumes:create': { name: 'volume:create', role: 'member' },
   'volumes:delete': { name: 'volume:delete', role: 'member' },
+  'volumes:update': { name: 'volume:update', role: 'member' },
+  'volumes:extend': { name: 'volume_extension:volume_actions:extend', role: 'member' },
+  'volumes:extend_attached': { name: 'volume:extend_attached_volume', role: 'member' },
+  'volumes:metadata:show': { name: 'volume:get_volume_metadata', role: 'reader' },
+  'volumes:metadata:update': { name: 'volume:update_volume_metadata', role: 'member' },
+  'volumes:metadata:delete': { name: 'volume:delete_volume_metadata', role: 'member' },
+  'volume_attachments:list': { name: 'volume:attachment_get_all', role: 'reader' },
+  'volume_attachments:show': { name: 'volume:attachment_get', role: 'reader' },
   'invariants:check': { name: 'tether:check', role: 'admin' },
 } as const satisfies Record<string, { name: string; role: RequiredRole }>;
 
 export type Action = keyof typeof POLICY;
 
 const IMPLIED: Record<Role, RequiredRole[]> = {
-  admin: ['admin', 'member', 'reader'],
+  admin: ['admin', 'member', 'reader', 'service'],
   member: ['member', 'reader'],
   reader: ['reader'],
-  service: [],
+  service: ['service'],
 };
 
 export function hasRole(caller: Caller, role: RequiredRole): boolean {

@@ -83,6 +83,8 @@ export interface VolumeAdmin {
     description?: string | null;
     /** A volume type name: '__DEFAULT__' (or none) or 'luks' for an encrypted volume. */
     volumeType?: string | null;
+    /** Cinder's user metadata. */
+    metadata?: Record<string, string>;
   }): Promise<Volume>;
   listVolumes(filter?: { name?: string; projectId?: string }): Promise<Volume[]>;
 }

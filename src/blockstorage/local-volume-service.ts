@@ -226,9 +226,9 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
     // The volume row and its key are written together: no encrypted volume without a key.
     const key = await withTransaction(this.db, async (tx) => {
       await tx.query(
-        `INSERT INTO volumes (id, name, description, project_id, size_gb, status, availability_zone, multiattach, file_path, file_format)
-         VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9)`,
-        [id, spec.name, spec.description ?? null, spec.projectId, spec.size, availabilityZone, spec.multiattach ?? false, filePath, format],
+        `INSERT INTO volumes (id, name, description, project_id, size_gb, status, availability_zone, multiattach, file_path, file_format, metadata)
+         VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10)`,
+        [id, spec.name, spec.description ?? null, spec.projectId, spec.size, availabilityZone, spec.multiattach ?? false, filePath, format, JSON.stringify(spec.metadata ?? {})],
       );
       if (!encrypted) return null;
       const created = await keyStore!.createKey(tx, id, LUKS_ENCRYPTION);
@@ -328,7 +328,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
 
   async getAttachment(attachmentId: string): Promise<VolumeAttachmentRecord> {
     const [found] = await this.attachmentRecords('a.id = $1', [attachmentId]);
-    if (!found) throw new TetherError('VolumeAttachmentNotFound', `Volume attachment ${attachmentId} could not be found.`);
+    if (!found) throw new TetherError('VolumeAttachmentNotFound', `Volume attachment could not be found with filter: attachment_id = ${attachmentId}.`);
     return found;
   }
 
@@ -337,7 +337,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
       `SELECT v.*, a.id AS a_id, a.instance_uuid, a.status AS a_status, a.attach_mode, a.attached_at
        FROM volume_attachments a JOIN volumes v ON v.id = a.volume_id
        WHERE a.deleted_at IS NULL AND v.deleted_at IS NULL AND ${where}
-       ORDER BY a.created_at, a.id`,
+       ORDER BY a.created_at DESC, a.id DESC`,
       params,
     );
     return rows.map((r) => ({
@@ -558,7 +558,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
   async updateAttachment(attachmentId: string, connector: HostConnector & { mountpoint?: string }): Promise<ConnectionInfo> {
     return withTransaction(this.db, async (tx) => {
       const found = await this.lockAttachment(tx, attachmentId);
-      if (!found) throw new TetherError('VolumeNotAvailable', `Volume attachment ${attachmentId} could not be found.`);
+      if (!found) throw new TetherError('VolumeNotAvailable', `Volume attachment could not be found with filter: attachment_id = ${attachmentId}.`);
       const { volume, attachment } = found;
       if (attachment.status === 'reserved' || attachment.status === 'attaching') {
         await tx.query(
@@ -574,7 +574,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
   async completeAttachment(attachmentId: string): Promise<void> {
     await withTransaction(this.db, async (tx) => {
       const found = await this.lockAttachment(tx, attachmentId);
-      if (!found) throw new TetherError('VolumeNotAvailable', `Volume attachment ${attachmentId} could not be found.`);
+      if (!found) throw new TetherError('VolumeNotAvailable', `Volume attachment could not be found with filter: attachment_id = ${attachmentId}.`);
       if (found.attachment.status === 'attached') return;
       await tx.query(`UPDATE volume_attachments SET status = 'attached', attached_at = now(), updated_at = now() WHERE id = $1`, [attachmentId]);
       await this.setStatus(tx, found.volume.id, 'in-use');

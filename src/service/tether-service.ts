@@ -14,7 +14,7 @@ import { TetherError } from '../errors.ts';
 import type { TetherConfig } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { findInstancesByName, getInstance, insertInstance, listInstances } from '../db/instances.ts';
-import { liveBdm, liveBdmsOfInstance } from '../db/block-device-mappings.ts';
+import { liveBdm, liveBdmsOfInstance, setBdmDeleteOnTermination } from '../db/block-device-mappings.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
 import { attachRefusal } from '../domain/attach-rules.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
@@ -36,7 +36,15 @@ import type { ComputeHostRecord } from '../domain/compute-hosts.ts';
 import { getComputeHost, getComputeHostByServiceUuid, listComputeHosts, updateComputeHost } from '../db/compute-hosts.ts';
 import type { OperationProgress } from '../domain/contracts/operation.ts';
 import type { CreateServerInput, ServerAction, ServerActions } from '../domain/contracts/server-actions.ts';
-import { isVolumeEditing, type BlockStorage, type VolumeAdmin, type VolumeEditing, type VolumeEncryption } from '../blockstorage/block-storage.ts';
+import {
+  isVolumeEditing,
+  type BlockStorage,
+  type VolumeAdmin,
+  type VolumeAttachmentRecord,
+  type VolumeEditing,
+  type VolumeEncryption,
+  type VolumeUpdate,
+} from '../blockstorage/block-storage.ts';
 import { EXTEND_VOLUME_WORKFLOW, extendAcceptedUpdate, type ExtendAcceptance, type ExtendResult, type ExtendVolumeWorkflow } from '../domain/contracts/extend-volume.ts';
 import { signalVolumeExtended } from '../temporal/volume-extended.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
@@ -132,6 +140,12 @@ function onlyOne<T>(found: T[], kind: 'server' | 'volume', ref: string): T {
   if (found.length === 0) throw kind === 'server' ? serverNotFound(ref) : volumeNotFound(ref);
   return found[0]!;
 }
+
+/** Nova's check_instance_state for swap_volume. */
+const SWAP_VM_STATES: readonly string[] = ['active', 'paused', 'resized'];
+
+/** Nova's events that name their subject in `tag` (without one: a 400 for that event). */
+const EVENTS_WITH_TAG = new Set(['volume-extended', 'power-update', 'accelerator-request-bound', 'volume-reimaged']);
 
 /** Attach and detach on a shelved or shelved-offloaded server need compute API 2.20 (Nova answers 409 below it). */
 function refuseShelved(instance: Instance, operation: 'attach_volume' | 'detach_volume'): void {
@@ -365,6 +379,7 @@ export class TetherService {
     description?: string | null;
     /** '__DEFAULT__' (or none), or 'luks' for an encrypted volume. */
     volumeType?: string | null;
+    metadata?: Record<string, string>;
   }): Promise<Volume> {
     authorize(this.caller, 'volumes:create');
     if (!Number.isInteger(spec.size) || spec.size < 1 || spec.size > 1024) throw new TetherError('InvalidInput', 'Volume size must be an integer number of GiB from 1 to 1024.');
@@ -377,7 +392,7 @@ export class TetherService {
     await this.deps.blockStorage.deleteVolume(volume.id);
   }
 
-  // ---- extend ----
+  // ---- update, metadata and the attachments resource (tether's own /v3) ----
 
   private volumeEditing(): VolumeEditing {
     const bs = this.deps.blockStorage;
@@ -385,21 +400,77 @@ export class TetherService {
     return bs;
   }
 
+  /** Cinder's PUT /volumes/{id}: name, description, metadata (all of it). */
+  async updateVolume(ref: Ref, patch: VolumeUpdate): Promise<Volume> {
+    const editing = this.volumeEditing();
+    const volume = await this.resolveVolume(ref);
+    authorize(this.caller, 'volumes:update');
+    return editing.updateVolume(volume.id, patch);
+  }
+
+  async volumeMetadata(ref: Ref): Promise<Record<string, string>> {
+    const volume = await this.resolveVolume(ref);
+    authorize(this.caller, 'volumes:metadata:show');
+    return volume.metadata ?? {};
+  }
+
+  /** Merges the keys into the volume's metadata, or replaces all of it; returns all of it. */
+  async setVolumeMetadata(ref: Ref, metadata: Record<string, string>, options: { replace: boolean }): Promise<Record<string, string>> {
+    const editing = this.volumeEditing();
+    const volume = await this.resolveVolume(ref);
+    authorize(this.caller, 'volumes:metadata:update');
+    return editing.setVolumeMetadata(volume.id, metadata, options);
+  }
+
+  async deleteVolumeMetadata(ref: Ref, key: string): Promise<void> {
+    const editing = this.volumeEditing();
+    const volume = await this.resolveVolume(ref);
+    authorize(this.caller, 'volumes:metadata:delete');
+    await editing.deleteVolumeMetadata(volume.id, key);
+  }
+
+  /** Cinder's GET /attachments: the caller's project's; an admin's `allTenants` (or the CLI operator) sees all. */
+  async listVolumeAttachments(filter: { allTenants?: boolean; volumeId?: string; instanceUuid?: string; status?: string } = {}): Promise<VolumeAttachmentRecord[]> {
+    const editing = this.volumeEditing();
+    authorize(this.caller, 'volume_attachments:list');
+    const { allTenants, ...rest } = filter;
+    const everyProject = isAdmin(this.caller) && (allTenants ?? true);
+    for (const id of [rest.volumeId, rest.instanceUuid]) if (id !== undefined && !isUuid(id)) return [];
+    return editing.listAttachments(everyProject ? rest : { ...rest, projectId: this.caller.projectId });
+  }
+
+  /** Cinder's GET /attachments/{id}: another project's is "not found". */
+  async showVolumeAttachment(attachmentId: string): Promise<VolumeAttachmentRecord> {
+    const editing = this.volumeEditing();
+    const notFound = new TetherError('VolumeAttachmentNotFound', `Volume attachment could not be found with filter: attachment_id = ${attachmentId}.`);
+    if (!isUuid(attachmentId)) throw notFound;
+    const found = await editing.getAttachment(attachmentId.toLowerCase());
+    if (!canSee(this.caller, found.projectId)) throw notFound;
+    authorize(this.caller, 'volume_attachments:show');
+    return found;
+  }
+
+  // ---- extend ----
+
   /**
    * Cinder's os-extend on tether's own block storage: an available volume grows at once; an in-use
    * one (volume API 3.42 and later: `inUse`) through the ExtendVolume saga on the queue of the server
    * it is attached to (the first one, for a multiattach volume: the others are told once it grew).
    * Answers once the volume is `extending` (or with the refusal, after the rollback).
    */
-  async extendVolume(req: { volume: string; newSize: number; inUse: boolean }): Promise<{ volume: Volume; started: StartedExtend | null }> {
+  async extendVolume(req: { volume: Ref; newSize: number; inUse: boolean }): Promise<{ volume: Volume; started: StartedExtend | null }> {
     const editing = this.volumeEditing();
     const volume = await this.resolveVolume(req.volume);
+    authorize(this.caller, 'volumes:extend');
+    if (!Number.isSafeInteger(req.newSize) || req.newSize < 1) throw new TetherError('InvalidInput', `Invalid input received: new_size must be a whole number of GiB, not ${req.newSize}.`);
     if (!(req.inUse && volume.status === 'in-use')) return { volume: await editing.extendVolume(volume.id, req.newSize), started: null };
+    authorize(this.caller, 'volumes:extend_attached');
     const refusal = await editing.extendRefusal(volume.id, req.newSize, 'in-use');
     if (refusal) throw refusal;
     const attachment = volume.attachments.find((a) => a.status === 'attached');
-    if (!attachment) throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${volume.id} is in-use but attached to no server.`);
-    const instance = await this.resolveServer(attachment.serverId);
+    // the server it is attached to (it may be another project's: the volume is the caller's)
+    const instance = attachment && (await getInstance(this.deps.db, attachment.serverId));
+    if (!instance) throw new TetherError('VolumeNotAvailable', `Invalid volume: Volume ${volume.id} is in-use but attached to no server.`);
     const workflowId = extendWorkflowId(instance.uuid, volume.id);
     const startWorkflowOperation = new WithStartWorkflowOperation<ExtendVolumeWorkflow>(EXTEND_VOLUME_WORKFLOW, {
       workflowId,
@@ -436,17 +507,23 @@ export class TetherService {
   }
 
   /**
-   * Nova's os-server-external-events `volume-extended` for one server (the block storage grew the
-   * volume `tag`): Nova's per-event code — 404 unknown server, 422 a server with no host, 200 accepted
-   * (the ExtendVolume run of the pair started, or the one in flight told to resize again).
+   * One event of Nova's os-server-external-events, with Nova's per-event code: 404 an unknown
+   * server, 400 an event that needs a tag and has none (or a `volume-extended` tag that names no
+   * volume), 422 a server with no host, else 200. `volume-extended` (the block storage grew volume
+   * `tag`) starts the ExtendVolume run of (server, volume), or tells the one in flight to resize once
+   * more; tether has nothing to do for the others (networks, power, accelerators): accepted, dropped.
    */
-  async volumeExtended(event: { serverUuid: string; volumeId: string }): Promise<{ code: 200 | 404 | 422; handle?: WorkflowHandle }> {
+  async serverExternalEvent(event: { name: string; serverUuid: string; tag: string | null }): Promise<{ code: 200 | 400 | 404 | 422; handle?: WorkflowHandle }> {
+    authorize(this.caller, 'server_external_events:create');
     const instance = isUuid(event.serverUuid) ? await getInstance(this.deps.db, event.serverUuid.toLowerCase()) : null;
     if (!instance) return { code: 404 };
+    if (EVENTS_WITH_TAG.has(event.name) && event.tag === null) return { code: 400 };
     if (!instance.host) return { code: 422 };
+    if (event.name !== 'volume-extended') return { code: 200 };
+    if (!isUuid(event.tag!)) return { code: 400 };
     const handle = await signalVolumeExtended(this.deps.client, this.deps.config.controlTaskQueue, {
       instanceUuid: instance.uuid,
-      volumeId: event.volumeId.toLowerCase(),
+      volumeId: event.tag!.toLowerCase(),
       host: instance.host,
     });
     return { code: 200, handle };
@@ -646,6 +723,65 @@ export class TetherService {
       : (await listComputeHosts(this.deps.db, { host: ref.host }))[0] ?? null;
     if (!found) throw new TetherError('ServiceNotFound', `Service ${'serviceUuid' in ref ? ref.serviceUuid : ref.host} could not be found.`);
     return updateComputeHost(this.deps.db, found.host, patch);
+  }
+
+  /**
+   * Nova's PUT os-volume_attachments (2.85) without a swap: delete_on_termination may change; the
+   * other fields of the attachment may be sent (as GET shows them) but not changed (400).
+   */
+  async updateVolumeAttachment(req: {
+    server: Ref;
+    volumeId: string;
+    changes: { id?: string; serverId?: string; device?: string | null; tag?: string | null; deleteOnTermination?: boolean };
+  }): Promise<BlockDeviceMapping> {
+    const instance = await this.resolveServer(req.server);
+    authorize(this.caller, 'attachments:update');
+    const volumeId = req.volumeId.toLowerCase();
+    const bdm = isUuid(volumeId) ? await liveBdm(this.deps.db, instance.uuid, volumeId) : null;
+    if (!bdm) throw new TetherError('VolumeNotAttached', `No volume Block Device Mapping with id ${req.volumeId}.`);
+    const { changes } = req;
+    if (changes.id !== undefined && changes.id !== req.volumeId) throw new TetherError('InvalidInput', 'The id property is not mutable');
+    if (changes.serverId !== undefined && changes.serverId !== instance.uuid) throw new TetherError('InvalidInput', 'The serverId property is not mutable');
+    if (changes.device !== undefined && changes.device !== bdm.deviceName) throw new TetherError('InvalidInput', 'The device property is not mutable');
+    if (changes.tag !== undefined && changes.tag !== bdm.tag) throw new TetherError('InvalidInput', 'The tag property is not mutable');
+    if (changes.deleteOnTermination !== undefined && changes.deleteOnTermination !== bdm.deleteOnTermination) {
+      if (!(await setBdmDeleteOnTermination(this.deps.db, bdm.uuid, changes.deleteOnTermination))) {
+        throw new TetherError('VolumeNotAttached', `No volume Block Device Mapping with id ${req.volumeId}.`);
+      }
+      return { ...bdm, deleteOnTermination: changes.deleteOnTermination };
+    }
+    return bdm;
+  }
+
+  /**
+   * Nova's swap volume (PUT os-volume_attachments with another volumeId), under Nova's current rule:
+   * only the block storage may ask, while it migrates the old volume (Cinder's migration_status); any
+   * other swap is a 409. The swap saga itself is not part of tether yet: a swap Cinder asks for during
+   * a migration is refused with 501.
+   */
+  async swapVolume(req: { server: Ref; oldVolumeId: string; newVolumeId: string }): Promise<never> {
+    const instance = await this.resolveServer(req.server);
+    authorize(this.caller, 'attachments:swap');
+    const oldVolume = await this.resolveVolume({ id: req.oldVolumeId });
+    if (!oldVolume.migrationStatus) {
+      throw new TetherError('VolumeNotMigrating', `volume ${req.oldVolumeId} is not migrating; this API should only be called by Cinder`);
+    }
+    const newVolume = await this.resolveVolume({ id: req.newVolumeId }).catch((err: unknown) => {
+      // a volume named in the body, not the URL: 400 (Nova's API-WG rule)
+      throw err instanceof TetherError && err.type === 'VolumeNotFound' ? new TetherError('InvalidInput', err.message) : err;
+    });
+    if (instance.locked) throw new TetherError('InstanceLocked', `Instance ${instance.uuid} is locked`);
+    if (!SWAP_VM_STATES.includes(instance.vmState) || instance.taskState !== null) {
+      const why = instance.taskState !== null ? `task_state ${instance.taskState}` : `vm_state ${instance.vmState}`;
+      throw new TetherError('InstanceInvalidState', `Cannot 'swap_volume' instance ${instance.uuid} while it is in ${why}`);
+    }
+    if (!(await liveBdm(this.deps.db, instance.uuid, oldVolume.id))) {
+      throw new TetherError('VolumeNotAttached', `No volume Block Device Mapping with id ${oldVolume.id}.`);
+    }
+    throw new TetherError(
+      'NotImplemented',
+      `Swapping volume ${oldVolume.id} for ${newVolume.id} on server ${instance.uuid} (the block storage's migration) is not supported by tether yet.`,
+    );
   }
 
   private async isRunning(workflowId: string): Promise<boolean> {

@@ -3,7 +3,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { TetherService } from '../../service/tether-service.ts';
 import { ApiError } from '../errors.ts';
 import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common.ts';
-import { CreateVolume, Volume, VolumeListQuery, VolumeRef } from '../schemas/volume.ts';
+import { CreateVolume, UpdateVolume, Volume, VolumeListQuery, VolumeRef } from '../schemas/volume.ts';
 import { baseUrl } from '../views/links.ts';
 import { DEFAULT_VOLUME_TYPE, LUKS_VOLUME_TYPE, volumeRef, volumeView } from '../views/volume.ts';
 import { allTenantsOf, tetherFor } from '../authentication.ts';
@@ -115,8 +115,8 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
       if (spec.volume_type != null && spec.volume_type !== DEFAULT_VOLUME_TYPE && spec.volume_type !== LUKS_VOLUME_TYPE) {
         throw new ApiError(404, `Volume type with name ${spec.volume_type} could not be found.`);
       }
-      if (spec.metadata && Object.keys(spec.metadata).length > 0) throw new ApiError(400, "tether's volume service does not store volume metadata.");
       const volume = await tetherFor(service, request).createVolume({
+        ...(spec.metadata ? { metadata: spec.metadata } : {}),
         name: spec.name ?? null,
         size: spec.size,
         description: spec.description ?? null,
@@ -125,6 +125,34 @@ export const blockStorageRoutes: FastifyPluginAsyncTypebox<{ service: TetherServ
         ...(spec.availability_zone ? { availabilityZone: spec.availability_zone } : {}),
       });
       return reply.code(202).send({ volume: volumeView(volume, baseUrl(request), request.microversion) });
+    },
+  );
+
+  app.put(
+    '/volumes/:volume_id',
+    {
+      schema: {
+        summary: 'Update a volume: name, description, metadata (replaces all of it); `openstack volume set --name/--description`',
+        tags,
+        params: volumeParams,
+        body: UpdateVolume,
+        response: { 200: Type.Object({ volume: Volume }), ...FAULTS },
+      },
+    },
+    async (request) => {
+      const body = request.body.volume;
+      // Cinder: `name`/`description`, or v2's display_name/display_description (the short names win)
+      const name = body.name !== undefined ? body.name : body.display_name;
+      const description = body.description !== undefined ? body.description : body.display_description;
+      const volume = await tetherFor(service, request).updateVolume(
+        { id: request.params.volume_id },
+        {
+          ...(name !== undefined ? { name: name === null ? null : name.trim() } : {}),
+          ...(description !== undefined ? { description: description === null ? null : description.trim() } : {}),
+          ...(body.metadata !== undefined ? { metadata: body.metadata } : {}),
+        },
+      );
+      return { volume: volumeView(volume, baseUrl(request), request.microversion) };
     },
   );
 

@@ -1,14 +1,15 @@
 /**
- * /servers/{server_id}/os-volume_attachments: list, show, attach (POST) and detach (DELETE), with
- * Nova's microversion rules. POST answers once the device name and the volume are reserved; the
- * rest of the attach continues in its workflow.
+ * /servers/{server_id}/os-volume_attachments: list, show, attach (POST), update (PUT: 2.85's
+ * delete_on_termination, or a swap) and detach (DELETE), with Nova's microversion rules. POST
+ * answers once the device name and the volume are reserved; the rest of the attach continues in its
+ * workflow.
  */
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
 import { TetherError } from '../../errors.ts';
 import type { TetherService } from '../../service/tether-service.ts';
 import { ApiError } from '../errors.ts';
 import { FAULTS, NoBody, pathParams, type ScopeOptions } from '../schemas/common.ts';
-import { AttachmentListQuery, CreateVolumeAttachment, VolumeAttachment } from '../schemas/compute.ts';
+import { AttachmentListQuery, CreateVolumeAttachment, UpdateVolumeAttachment, VolumeAttachment, novaBoolean } from '../schemas/compute.ts';
 import { attachmentView, factsOfBdm } from '../views/volume-attachment.ts';
 import { tetherFor } from '../authentication.ts';
 
@@ -25,6 +26,9 @@ function refuseNewerFields(body: Static<typeof CreateVolumeAttachment>['volumeAt
     );
   }
 }
+
+/** 2.85: PUT may change delete_on_termination (below it, PUT is a swap and takes volumeId only). */
+const UPDATE_ATTACHMENT = 85;
 
 function notAttached(serverId: string, volumeId: string): TetherError {
   return new TetherError('VolumeNotAttached', `Instance ${serverId} is not attached to volume ${volumeId}`);
@@ -106,6 +110,52 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
         refuseShelved: request.microversion < 20,
       });
       return { volumeAttachment: attachmentView(reservation, request.microversion, { forCreate: true }) };
+    },
+  );
+
+  app.put(
+    `${base}/:volume_id`,
+    {
+      schema: {
+        summary: 'Update a volume attachment (2.85: delete_on_termination) or swap its volume (another volumeId: only while the block storage migrates it)',
+        tags,
+        params: attachmentParams,
+        body: UpdateVolumeAttachment,
+        response: { 202: NoBody, ...FAULTS },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body.volumeAttachment;
+      const { server_id: serverId, volume_id: volumeId } = request.params;
+      const tether = tetherFor(service, request);
+      const server = { id: serverId };
+      if (request.microversion < UPDATE_ATTACHMENT) {
+        const extra = Object.keys(body).filter((k) => k !== 'volumeId');
+        if (extra.length > 0) {
+          throw new ApiError(
+            400,
+            `Invalid input for field/attribute volumeAttachment. Additional properties are not allowed (${extra.map((k) => `'${k}'`).join(', ')} ${extra.length > 1 ? 'were' : 'was'} unexpected)`,
+          );
+        }
+        // below 2.85 a PUT is always a swap (Nova's original behaviour)
+        return tether.swapVolume({ server, oldVolumeId: volumeId, newVolumeId: body.volumeId });
+      }
+      // the attachment's own fields first (the old volume's, as during a swap), then a swap when volumeId differs
+      if (body.volumeId === volumeId) {
+        await tether.updateVolumeAttachment({
+          server,
+          volumeId,
+          changes: {
+            ...(body.id !== undefined ? { id: body.id } : {}),
+            ...(body.serverId !== undefined ? { serverId: body.serverId } : {}),
+            ...(body.device !== undefined ? { device: body.device } : {}),
+            ...(body.tag !== undefined ? { tag: body.tag } : {}),
+            ...(body.delete_on_termination !== undefined ? { deleteOnTermination: novaBoolean(body.delete_on_termination) } : {}),
+          },
+        });
+        return reply.code(202).send();
+      }
+      return tether.swapVolume({ server, oldVolumeId: volumeId, newVolumeId: body.volumeId });
     },
   );
 

@@ -87,7 +87,57 @@ export const CreateVolumeAttachment = Type.Object(
   { additionalProperties: false },
 );
 
+/** Nova's parameter_types.boolean: a JSON boolean or one of these strings. */
+const NOVA_BOOLEAN_STRINGS = ['True', 'TRUE', 'true', '1', 'ON', 'On', 'on', 'YES', 'Yes', 'yes', 'False', 'FALSE', 'false', '0', 'OFF', 'Off', 'off', 'NO', 'No', 'no'];
+export const NovaBoolean = Type.Unsafe<boolean | string>({ anyOf: [{ type: 'boolean' }, { type: 'string', enum: NOVA_BOOLEAN_STRINGS }] });
+
+export function novaBoolean(value: boolean | string): boolean {
+  return typeof value === 'boolean' ? value : ['true', '1', 'on', 'yes'].includes(value.toLowerCase());
+}
+
+/**
+ * PUT os-volume_attachments/{volume_id}: from 2.85 the GET's fields may be sent back and only
+ * delete_on_termination may change (or volumeId: a swap); below 2.85 only volumeId (a swap).
+ */
+export const UpdateVolumeAttachment = Type.Object(
+  {
+    volumeAttachment: Type.Object(
+      {
+        volumeId: Type.String({ format: 'uuid' }),
+        device: Type.Optional(Nullable(Type.String({ pattern: '(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$', description: 'from 2.85, not mutable' }))),
+        tag: Type.Optional(Type.String({ maxLength: 60, pattern: '^[^,/]*$', description: 'from 2.85, not mutable' })),
+        delete_on_termination: Type.Optional(NovaBoolean),
+        serverId: Type.Optional(Type.String({ format: 'uuid', description: 'from 2.85, not mutable' })),
+        id: Type.Optional(Type.String({ format: 'uuid', description: 'from 2.85, not mutable' })),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const AttachmentListQuery = Type.Object(
   { limit: Type.Optional(Type.Integer({ minimum: 0 })), offset: Type.Optional(Type.Integer({ minimum: 0 })) },
   { additionalProperties: true },
 );
+
+/** One event of POST /os-server-external-events (the names a microversion takes are checked by the route). */
+export const ExternalEvent = Type.Object(
+  {
+    name: Type.String({ description: 'network-changed, network-vif-plugged, network-vif-unplugged, network-vif-deleted; volume-extended (2.51), power-update (2.76), accelerator-request-bound (2.82)' }),
+    server_uuid: Type.String({ format: 'uuid' }),
+    status: Type.Optional(Type.Union([Type.Literal('failed'), Type.Literal('completed'), Type.Literal('in-progress')])),
+    tag: Type.Optional(Type.String({ maxLength: 255, description: 'volume-extended: the volume id' })),
+  },
+  { additionalProperties: false },
+);
+
+export const ExternalEvents = Type.Object({ events: Type.Array(ExternalEvent, { minItems: 1 }) }, { additionalProperties: false });
+
+export const ExternalEventResult = Type.Object({
+  name: Type.String(),
+  server_uuid: Type.String(),
+  status: Type.String(),
+  tag: Type.Optional(Type.String()),
+  code: Type.Integer({ description: '200 accepted, 400 tag missing, 404 unknown server, 422 server without a host' }),
+});

@@ -77,3 +77,86 @@ export const CreateVolume = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** Cinder's metadata: keys of 1 to 255 characters from `[a-zA-Z0-9-_:. /]`, string values of at most 255. */
+export const Metadata = Type.Unsafe<Record<string, string>>({
+  type: 'object',
+  patternProperties: { '^[a-zA-Z0-9-_:. /]{1,255}$': { type: 'string', maxLength: 255 } },
+  additionalProperties: false,
+});
+
+/** PUT /volumes/{id}: what Cinder lets a user change (v2's display_* names too). */
+export const UpdateVolume = Type.Object(
+  {
+    volume: Type.Object(
+      {
+        name: Type.Optional(Nullable(Type.String({ maxLength: 255 }))),
+        description: Type.Optional(Nullable(Type.String({ maxLength: 255 }))),
+        display_name: Type.Optional(Nullable(Type.String({ maxLength: 255 }))),
+        display_description: Type.Optional(Nullable(Type.String({ maxLength: 255 }))),
+        metadata: Type.Optional(Metadata),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** POST /volumes/{id}/metadata and PUT /volumes/{id}/metadata. */
+export const MetadataBody = Type.Object({ metadata: Metadata }, { additionalProperties: false });
+
+/** PUT /volumes/{id}/metadata/{key}: exactly one key. */
+export const MetaBody = Type.Object(
+  {
+    meta: Type.Unsafe<Record<string, string>>({
+      type: 'object',
+      patternProperties: { '^[a-zA-Z0-9-_:. /]{1,255}$': { type: 'string', maxLength: 255 } },
+      additionalProperties: false,
+      minProperties: 1,
+      maxProperties: 1,
+    }),
+  },
+  { additionalProperties: false },
+);
+
+/** POST /volumes/{id}/action: the one action tether's volume service takes, `os-extend` (Cinder's schema: a whole number, or its digits). */
+export const VolumeAction = Type.Object(
+  {
+    'os-extend': Type.Optional(
+      Type.Object(
+        { new_size: Type.Unsafe<number | string>({ anyOf: [{ type: 'integer', minimum: 1, maximum: 2147483647 }, { type: 'string', pattern: '^[0-9]+$' }] }) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: true, minProperties: 1, maxProperties: 1 },
+);
+
+/** An attachment in Cinder's summary view (GET /attachments). */
+export const AttachmentSummary = Type.Object({ id: Type.String(), status: Type.String(), instance: Nullable(Type.String()), volume_id: Type.String() });
+
+/** …and in its detailed view (GET /attachments/detail, /attachments/{id}). */
+export const AttachmentDetail = Type.Object({
+  id: Type.String(),
+  status: Type.String(),
+  instance: Nullable(Type.String()),
+  volume_id: Type.String(),
+  attached_at: Type.String({ description: '"" until attached' }),
+  detached_at: Type.String({ description: 'always "" (a detached attachment is gone)' }),
+  attach_mode: Type.String(),
+  connection_info: Type.Record(Type.String(), Type.Unknown()),
+});
+
+export const AttachmentListQuery = Type.Object(
+  {
+    all_tenants: Type.Optional(Type.String()),
+    volume_id: Type.Optional(Type.String()),
+    instance_id: Type.Optional(Type.String()),
+    status: Type.Optional(Type.String()),
+    attach_status: Type.Optional(Type.String()),
+    limit: Type.Optional(Type.Integer({ minimum: 0 })),
+    offset: Type.Optional(Type.Integer({ minimum: 0 })),
+    marker: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true },
+);

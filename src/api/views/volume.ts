@@ -19,12 +19,12 @@ export function volumeRef(volume: Volume, base: string): Static<typeof VolumeRef
 export function volumeView(volume: Volume, base: string, microversion: number): Static<typeof VolumeSchema> {
   const view: Static<typeof VolumeSchema> = {
     ...volumeRef(volume, base),
-    description: null,
+    description: volume.description ?? null,
     status: volume.status,
     size: volume.size,
     availability_zone: volume.availabilityZone,
     created_at: cinderTime(volume.createdAt),
-    updated_at: null,
+    updated_at: volume.updatedAt ? cinderTime(volume.updatedAt) : null,
     // Cinder lists only the attachments that are attached (not those reserved or in flight).
     attachments: volume.attachments
       .filter((a) => a.status === 'attached')
@@ -40,7 +40,7 @@ export function volumeView(volume: Volume, base: string, microversion: number): 
     volume_type: volume.encrypted ? LUKS_VOLUME_TYPE : DEFAULT_VOLUME_TYPE,
     snapshot_id: null,
     source_volid: null,
-    metadata: {},
+    metadata: volume.metadata ?? {},
     links: resourceLinks(base, 'v3', `${volume.projectId}/volumes/${volume.id}`),
     user_id: USER_ID,
     bootable: String(volume.bootable),

@@ -48,6 +48,11 @@ export interface CinderVolume {
     attached_at?: string | null;
   }>;
   'os-vol-tenant-attr:tenant_id'?: string;
+  description?: string | null;
+  metadata?: Record<string, string>;
+  updated_at?: string | null;
+  /** Shown to admins only. */
+  'os-vol-mig-status-attr:migstat'?: string | null;
 }
 
 /** An attachment in Cinder's summary view (GET /attachments). */
@@ -158,6 +163,10 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
       encrypted: v.encrypted === true,
       createdAt: isoTime(v.created_at) ?? v.created_at,
       attachments: [...attached, ...others],
+      description: v.description ?? null,
+      metadata: v.metadata ?? {},
+      updatedAt: isoTime(v.updated_at),
+      migrationStatus: v['os-vol-mig-status-attr:migstat'] ?? null,
     };
   }
 
@@ -269,6 +278,7 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
   async createVolume(spec: Parameters<VolumeAdmin['createVolume']>[0]): Promise<Volume> {
     const request: Record<string, unknown> = { size: spec.size, name: spec.name };
     if (spec.description !== undefined) request.description = spec.description;
+    if (spec.metadata !== undefined) request.metadata = spec.metadata;
     if (spec.availabilityZone !== undefined) request.availability_zone = spec.availabilityZone;
     // Cinder removed the multiattach parameter: a volume type with multiattach="<is> True" decides.
     if (spec.multiattach) request.volume_type = this.config.multiattachVolumeType;
