@@ -19,6 +19,12 @@ export interface FakeWorld {
   hostForcedDown?: boolean;
   /** The host does not answer: detachDisk takes this many ms (longer than a force detach waits). */
   hostSilentMs?: number;
+  /** The size (GiB) the block storage reports for a volume (validateExtend without a new size). */
+  blockStorageSize?: () => number;
+  /** Awaited by resizeDisk before it answers (a test holds the host step there). */
+  beforeResize?: () => Promise<void>;
+  /** Other servers a multiattach volume is attached to (validateExtend). */
+  otherInstances?: { instanceUuid: string; host: string | null }[];
 }
 
 export function tetherFakes(world: FakeWorld = {}) {
@@ -52,6 +58,13 @@ export function tetherFakes(world: FakeWorld = {}) {
     }),
     fenceHost: async () => ({ epoch: 1 }),
     terminatePairOperations: async () => ({ terminated: [] as string[] }),
+    validateExtend: async (input: { newSize: number | null }) => ({
+      bdmUuid: 'bdm-1',
+      size: input.newSize ?? world.blockStorageSize?.() ?? 2,
+      otherInstances: input.newSize === null ? [] : (world.otherInstances ?? []),
+    }),
+    recordVolumeSize: async () => ({ recorded: true }),
+    notifyAttachedInstances: async (input: { instances: unknown[] }) => ({ notified: input.instances.length }),
     // block storage (control queue)
     reserveVolume: async () => ({ attachmentId: 'att-1' }),
     initializeConnection: async () => ({ driverVolumeType: 'file' }),
@@ -62,6 +75,10 @@ export function tetherFakes(world: FakeWorld = {}) {
     reReserveAttachment: async (input: { attachmentId: string | null }) => ({ attachmentId: input.attachmentId ?? 'att-new' }),
     deleteVolume: async () => ({ deleted: true }),
     deleteAttachment: async () => ({ deleted: true }),
+    beginExtending: async () => undefined,
+    rollExtending: async () => undefined,
+    growVolume: async () => ({ outcome: 'held-by-qemu' as const }),
+    finishExtending: async () => undefined,
     // the instance's host (instance-<uuid>)
     reserveDeviceName: async (input: { bdmUuid: string; withConnector?: boolean }) => ({
       bdmUuid: input.bdmUuid,
@@ -75,6 +92,10 @@ export function tetherFakes(world: FakeWorld = {}) {
     detachDisk: async () => {
       if (world.hostSilentMs) await new Promise((resolve) => setTimeout(resolve, world.hostSilentMs));
       return { removed: true };
+    },
+    resizeDisk: async (input: { sizeGb: number }) => {
+      await world.beforeResize?.();
+      return { live: true, target: 'sdb', capacity: input.sizeGb * 1024 ** 3 };
     },
     // hosts' domains (host-<name>)
     spawnDomain: async () => ({ state: 'running' }),
