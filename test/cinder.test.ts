@@ -10,7 +10,11 @@ import { asTestStack, startCinderStack, type CinderStack } from './support/cinde
 import { cinderAvailability } from './support/cinder.ts';
 import { needs } from './support/skips.ts';
 import { ATTACH_FAULT_POINTS, runningServer, storesOf, volume } from './support/fixtures.ts';
-import { openstack, openstackJson, startTestApi, type Cloud } from './support/clouds.ts';
+import { openstack, openstackJson, startTestApi, type Cloud, type RunningApi } from './support/clouds.ts';
+import { findFreePort } from '../stack/free-port.ts';
+import { liveBdm } from '../src/db/block-device-mappings.ts';
+import { diskBySerial } from '../src/host/domain-disks.ts';
+import { extendWorkflowId } from '../src/domain/steps.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
 import { OVER_QUOTA_TYPE } from '../src/blockstorage/cinder/errors.ts';
 import { bdmConnectionInfo } from '../src/db/block-device-mappings.ts';
@@ -29,6 +33,8 @@ const ms = (t0: number) => Math.round(performance.now() - t0);
 
 let stack: CinderStack;
 let vm: Instance;
+/** tether's API, where Cinder's [nova] section points: Cinder tells it about volumes it extended. */
+let novaApi: RunningApi;
 
 interface CinderVolumeView {
   status: string;
@@ -73,13 +79,52 @@ async function detach(server: string, volumeId: string) {
 }
 
 const newVolume = (name: string): Promise<Volume> => volume(asTestStack(stack), name);
+
+/**
+ * A clouds.yaml with compute at tether and block storage at Cinder. noauth Cinder wants
+ * `X-Auth-Token: <user>:<project>`: the admin_token plugin sends exactly that (tether's API ignores it);
+ * with Keystone this is a normal password cloud with the same two overrides. The block-storage override
+ * has no project id: openstacksdk's version discovery cannot strip one it does not know (no Keystone
+ * token), and Cinder (>= Yoga, 3.67) routes project-less URLs.
+ */
+async function cinderCloud(apiUrl: string): Promise<Cloud> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tether-cinder-clouds-'));
+  const file = path.join(dir, 'clouds.yaml');
+  await writeFile(
+    file,
+    [
+      'clouds:',
+      '  tether:',
+      '    auth_type: admin_token',
+      '    auth:',
+      `      endpoint: ${apiUrl}/v2.1`,
+      `      token: ${stack.cinder.user}:${stack.cinder.projectId}`,
+      `    compute_endpoint_override: ${apiUrl}/v2.1`,
+      `    block_storage_endpoint_override: ${stack.cinder.endpoint.replace(/\/[0-9a-f]{32}$/, '')}`,
+      "    block_storage_api_version: '3'",
+      '',
+    ].join('\n'),
+  );
+  return { env: { OS_CLIENT_CONFIG_FILE: file, OS_CLOUD: 'tether' }, dispose: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** The capacity libvirt reports for the volume's disk in the running domain (virDomainGetBlockInfo). */
+async function capacity(instanceUuid: string, volumeId: string): Promise<number | null> {
+  const disk = diskBySerial(await stack.libvirt.getXml(instanceUuid), volumeId);
+  return disk?.target ? (await stack.libvirt.blockInfo(instanceUuid, disk.target)).capacity : null;
+}
 const stores = (uuid: string) => storesOf(asTestStack(stack), uuid);
 
 describe('tether on a real Cinder', needs('cinder', availability.available ? null : availability.reason), () => {
   beforeAll(async () => {
     const t0 = performance.now();
-    // a small page size so that listing volumes has to follow Cinder's `next` links
-    stack = await startCinderStack({ detachUnplugWaitMs: 1_500, cinder: { fakeSecret: SECRET, extraDefaults: { osapi_max_limit: 5 } } });
+    // a small page size so that listing volumes has to follow Cinder's `next` links; [nova] at tether's API
+    const novaPort = await findFreePort();
+    stack = await startCinderStack({
+      detachUnplugWaitMs: 1_500,
+      cinder: { fakeSecret: SECRET, extraDefaults: { osapi_max_limit: 5 }, novaEndpoint: `http://127.0.0.1:${novaPort}/v2.1` },
+    });
+    novaApi = await startTestApi(asTestStack(stack), { port: novaPort });
     const t = stack.cinder.timings;
     say(
       `Cinder (${stack.cinder.mode} process${stack.cinder.mode === 'single' ? '' : 'es'}, MariaDB, driver ${stack.cinder.driver}) ready in ${Math.round(t.totalMs)} ms: ` +
@@ -90,6 +135,7 @@ describe('tether on a real Cinder', needs('cinder', availability.available ? nul
   }, 300_000);
 
   afterAll(async () => {
+    await novaApi?.close();
     await stack?.stop();
   }, 60_000);
 
@@ -183,28 +229,7 @@ describe('tether on a real Cinder', needs('cinder', availability.available ? nul
   describe('the Debian openstack CLI: compute at tether, block storage at Cinder', () => {
     it('volume create (Cinder), server add volume (tether → Cinder), volume show, server remove volume', async () => {
       const api = await startTestApi(asTestStack(stack));
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'tether-cinder-clouds-'));
-      const file = path.join(dir, 'clouds.yaml');
-      // noauth Cinder wants `X-Auth-Token: <user>:<project>`: the admin_token plugin sends exactly that
-      // (tether's API ignores it); with Keystone this is a normal password cloud with the same two overrides.
-      // The block-storage override has no project id: openstacksdk's version discovery cannot strip one it
-      // does not know (no Keystone token), and Cinder (>= Yoga, 3.67) routes project-less URLs.
-      await writeFile(
-        file,
-        [
-          'clouds:',
-          '  tether:',
-          '    auth_type: admin_token',
-          '    auth:',
-          `      endpoint: ${api.url}/v2.1`,
-          `      token: ${stack.cinder.user}:${stack.cinder.projectId}`,
-          `    compute_endpoint_override: ${api.url}/v2.1`,
-          `    block_storage_endpoint_override: ${stack.cinder.endpoint.replace(/\/[0-9a-f]{32}$/, '')}`,
-          "    block_storage_api_version: '3'",
-          '',
-        ].join('\n'),
-      );
-      const cloud: Cloud = { env: { OS_CLIENT_CONFIG_FILE: file, OS_CLOUD: 'tether' }, dispose: () => rm(dir, { recursive: true, force: true }) };
+      const cloud = await cinderCloud(api.url);
       try {
         const created = await openstackJson<{ id: string }>(cloud, ['volume', 'create', '--size', '1', 'osc-cinder']);
         const status = async () => (await stack.cinder.api<{ volume: CinderVolumeView }>('GET', `/volumes/${created.id}`)).body.volume.status;
@@ -225,6 +250,43 @@ describe('tether on a real Cinder', needs('cinder', availability.available ? nul
         await api.close();
       }
     }, 240_000);
+  });
+
+  describe("online extend: Cinder grows an in-use volume, then tells tether (its [nova] section: os-server-external-events)", () => {
+    it('openstack volume set --size at 3.42 against Cinder: the running domain sees the new size; Cinder, the BDM and libvirt agree', async () => {
+      const v = await newVolume('extend-online');
+      await attach(vm.uuid, v.id);
+      expect(await capacity(vm.uuid, v.id)).toBe(1024 ** 3);
+      const cloud = await cinderCloud(novaApi.url);
+      try {
+        const set = await openstack(cloud, ['--os-volume-api-version', '3.42', 'volume', 'set', '--size', '2', v.id]);
+        expect(set.code, set.stderr).toBe(0);
+      } finally {
+        await cloud.dispose();
+      }
+      const t0 = performance.now();
+      // Cinder: extending → in-use at 2 GiB, then its nova client posts volume-extended to tether
+      await expect.poll(async () => (await stack.cinder.api<{ volume: { status: string; size: number } }>('GET', `/volumes/${v.id}`)).body.volume, { timeout: 60_000, interval: 200 }).toMatchObject({
+        status: 'in-use',
+        size: 2,
+      });
+      await expect.poll(() => capacity(vm.uuid, v.id), { timeout: 60_000, interval: 200 }).toBe(2 * 1024 ** 3);
+      say(`online extend through Cinder and its volume-extended event: disk grown ${ms(t0)} ms after Cinder's answer`);
+      const run = await stack.client.workflow.getHandle(extendWorkflowId(vm.uuid, v.id)).describe();
+      expect(run.status.name).toBe('COMPLETED');
+      expect(await liveBdm(stack.db, vm.uuid, v.id)).toMatchObject({ volumeSize: 2, attachStatus: 'attached' });
+      await expectAgreement([v.id]);
+      await detach(vm.uuid, v.id);
+      await expectAgreement([v.id]);
+    }, 180_000);
+
+    it("tether's own os-extend is Cinder's job here: an in-use extend through tether is refused (501), nothing changes", async () => {
+      const v = await newVolume('extend-not-here');
+      await attach(vm.uuid, v.id);
+      await expect(stack.service.extendVolume({ volume: v.id, newSize: 2, inUse: true })).rejects.toMatchObject({ status: 501 });
+      expect(await capacity(vm.uuid, v.id)).toBe(1024 ** 3);
+      await detach(vm.uuid, v.id);
+    });
   });
 
   describe('multiattach', () => {

@@ -78,6 +78,12 @@ export interface CinderOptions {
   probe?: boolean;
   /** Put this value into every connection_info (data.auth_password) to prove it never reaches logs. */
   fakeSecret?: string;
+  /**
+   * Cinder's [nova] section: the compute API it tells about volumes it extended (os-server-external-events,
+   * volume-extended), e.g. tether's http://127.0.0.1:PORT/v2.1. Cinder's nova client then authenticates
+   * with keystoneauth's `none` plugin and this endpoint (the API runs without Keystone).
+   */
+  novaEndpoint?: string;
 }
 
 export interface CinderTimings {
@@ -302,6 +308,11 @@ class TetherFileDriver(FakeLoggingVolumeDriver):
             f.truncate(int(volume.size) * 1024 ** 3)
         return update
 
+    def extend_volume(self, volume, new_size):
+        # the raw file grows (a running QEMU holding it allows that); Cinder then tells Nova (volume-extended)
+        with open(self._path(volume), 'r+b') as f:
+            f.truncate(int(new_size) * 1024 ** 3)
+
     def delete_volume(self, volume):
         try:
             os.unlink(self._path(volume))
@@ -392,6 +403,7 @@ export async function startCinder(options: CinderOptions = {}): Promise<CinderHa
       database: { connection: sqlalchemyUrl(db, dbName), max_pool_size: 10, max_overflow: 20 },
       coordination: { backend_url: `file://${path.join(stateDir, 'coordination')}` },
       oslo_concurrency: { lock_path: path.join(stateDir, 'locks') },
+      ...(options.novaEndpoint ? { nova: { auth_type: 'none', endpoint: options.novaEndpoint, timeout: 30 } } : {}),
       fake: {
         volume_driver: VOLUME_DRIVERS[driver],
         target_helper: 'fake',

@@ -26,9 +26,10 @@ export function buildTestApi(stack: TestStack, config: Partial<{ controlTaskQueu
   });
 }
 
-export async function startTestApi(stack: TestStack): Promise<RunningApi> {
+/** The API over the stack on a free port, or on `port` (a Cinder configured before it needs to know where). */
+export async function startTestApi(stack: TestStack, options: { port?: number } = {}): Promise<RunningApi> {
   const app = await buildTestApi(stack);
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  const url = await app.listen({ host: '127.0.0.1', port: options.port ?? 0 });
   return { app, url, close: () => app.close() };
 }
 
