@@ -180,6 +180,13 @@ describe('extend of an available volume', () => {
     await expect(stack.service.extendVolume({ volume: v.id, newSize: 1, inUse: true })).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/must be greater than current size/) });
     expect(await stack.blockStorage.getVolume(v.id)).toMatchObject({ status: 'in-use', size: 1 });
     expect(await virtualSize(v.id)).toBe(1 * GiB);
+    // a detach while the volume is extending: Cinder's begin_detaching refusal, before anything starts
+    await stack.blockStorage.beginExtending(v.id, 2);
+    await expect(stack.service.detachVolume({ server: vm.uuid, volume: v.id })).rejects.toMatchObject({
+      status: 400,
+      message: "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be 'attached' to detach.",
+    });
+    await stack.blockStorage.rollExtending(v.id);
   });
 });
 

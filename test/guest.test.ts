@@ -208,6 +208,29 @@ describe('a real guest', { timeout: 240_000 }, () => {
     await b.waitForNoDisk(v.id);
   });
 
+  it('sees an online extend: the disk grows under the running guest (virtio and SCSI), its data intact', async () => {
+    const onVirtio = await volume(stack, 'g-extend-virtio');
+    const onScsi = await stack.service.createVolume({ name: 'g-extend-luks', size: 1, volumeType: 'luks' });
+    await attach(a, onVirtio.id, '/dev/vdd');
+    await attach(a, onScsi.id);
+    await a.waitForDisk(onVirtio.id);
+    await a.waitForDisk(onScsi.id);
+    const written = await a.write(onVirtio.id, 'before-extend');
+    for (const v of [onVirtio, onScsi]) {
+      const { started } = await stack.service.extendVolume({ volume: v.id, newSize: 2, inUse: true });
+      expect(await stack.service.awaitExtend(started!.handle)).toMatchObject({ size: 2, live: true, capacity: 2 * GiB });
+    }
+    // virtio-blk tells the guest itself; SCSI needs a rescan (the guest's /sys/block/X/device/rescan)
+    expect(await a.waitForDiskSize(onVirtio.id, 2 * GiB)).toMatchObject({ bus: 'virtio', bytes: 2 * GiB });
+    expect(await a.waitForDiskSize(onScsi.id, 2 * GiB)).toMatchObject({ bus: 'scsi', bytes: 2 * GiB });
+    expect(await a.read(onVirtio.id)).toBe(written);
+    await detach(a, onVirtio.id);
+    await detach(a, onScsi.id);
+    await a.waitForNoDisk(onVirtio.id);
+    await a.waitForNoDisk(onScsi.id);
+    await expectConsistent();
+  });
+
   it('shelve and unshelve, then shelve-offload and unshelve: the guest boots again and finds its disk and data', async () => {
     const v = await volume(stack, 'g-shelve');
     await attach(b, v.id);

@@ -77,6 +77,20 @@ if (recording) describe('record histories', () => {
       await stack.service.awaitForceDetach(fenced.handle);
       await stack.service.updateComputeService({ host: stack.host }, { forcedDown: false });
       await save('force-detach-fenced', fenced.handle);
+      // extend: tether's own os-extend of an in-use volume, its rollback, and a volume-extended event
+      const grown = await volume(stack, 'replay-extend');
+      await stack.service.awaitAttach((await stack.service.attachVolume({ server: vm.uuid, volume: grown.id })).handle);
+      const extended = await stack.service.extendVolume({ volume: grown.id, newSize: 2, inUse: true });
+      await stack.service.awaitExtend(extended.started!.handle);
+      await save('extend-succeeded', extended.started!.handle);
+      stack.faults.inject('resizeDisk', 'before', { times: 1 });
+      const extendFailed = await stack.service.extendVolume({ volume: grown.id, newSize: 3, inUse: true });
+      await stack.service.awaitExtend(extendFailed.started!.handle).catch(() => undefined);
+      stack.faults.clear();
+      await save('extend-rolled-back', extendFailed.started!.handle);
+      const event = await stack.service.serverExternalEvent({ name: 'volume-extended', serverUuid: vm.uuid, tag: grown.id });
+      await stack.service.awaitExtend(event.handle!);
+      await save('extend-event', event.handle!);
 
       await stack.service.shelveServer(vm.uuid);
       await stack.service.shelveOffloadServer(vm.uuid);

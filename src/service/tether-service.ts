@@ -611,6 +611,10 @@ export class TetherService {
     authorize(this.caller, 'attachments:delete');
     const refusal = volumeOperationRefusal(instance, 'detach_volume');
     if (refusal) throw new TetherError('InstanceInvalidState', refusal);
+    // Nova begins detaching at the block storage before it answers: Cinder refuses a volume being extended
+    if (volume.status === 'extending') {
+      throw new TetherError('VolumeNotAvailable', "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be 'attached' to detach.");
+    }
     const bdm = await liveBdm(this.deps.db, instance.uuid, volume.id);
     if (!bdm && !(await this.isRunning(attachWorkflowId(instance.uuid, volume.id)))) {
       throw new TetherError('VolumeNotAttached', `Instance ${instance.uuid} is not attached to volume ${volume.id}`);
