@@ -47,7 +47,7 @@ async function stores(): Promise<string> {
   return JSON.stringify(parts);
 }
 
-function as(user: TestUser, method: 'GET' | 'POST' | 'DELETE', path: string, payload?: unknown) {
+function as(user: TestUser, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, payload?: unknown) {
   return api.inject({ method, url: path, headers: { 'x-auth-token': tokens[user], 'openstack-api-version': path.startsWith('/v3') ? 'volume 3.60' : 'compute 2.89' }, ...(payload ? { payload } : {}) });
 }
 
@@ -172,6 +172,53 @@ describe('an admin', () => {
     expect((await stack.blockStorage.getVolume(r.json().volume.id)).projectId).toBe(BETA);
     expect((await as('alice', 'GET', `/v3/volumes/${r.json().volume.id}`)).statusCode).toBe(404);
     expect((await as('bob', 'DELETE', `/v3/volumes/${r.json().volume.id}`)).statusCode).toBe(202);
+  });
+});
+
+describe('volume update, metadata, extend, attachments and external events under the policy', () => {
+  it("another project's volume is a 404 to every change; a reader may read metadata but not change it (403); nothing changed", async () => {
+    const before = await stores();
+    for (const [method, path, body] of [
+      ['PUT', `/v3/volumes/${volB.id}`, { volume: { name: 'taken' } }],
+      ['POST', `/v3/volumes/${volB.id}/metadata`, { metadata: { k: 'v' } }],
+      ['DELETE', `/v3/volumes/${volB.id}/metadata/k`, undefined],
+      ['POST', `/v3/volumes/${volB.id}/action`, { 'os-extend': { new_size: 2 } }],
+      ['GET', `/v3/volumes/${volB.id}/metadata`, undefined],
+    ] as const) {
+      expect((await as('alice', method, path, body)).statusCode, `${method} ${path}`).toBe(404);
+    }
+    expect((await as('rita', 'GET', `/v3/volumes/${volA2.id}/metadata`)).statusCode).toBe(200);
+    const put = await as('rita', 'PUT', `/v3/volumes/${volA2.id}`, { volume: { name: 'renamed' } });
+    expect(put.json()).toEqual({ forbidden: { code: 403, message: "Policy doesn't allow volume:update to be performed." } });
+    expect((await as('rita', 'POST', `/v3/volumes/${volA2.id}/action`, { 'os-extend': { new_size: 2 } })).statusCode).toBe(403);
+    expect(await stores()).toBe(before);
+  });
+
+  it('GET /attachments lists only the own project; another project attachment is a 404', async () => {
+    const r = await as('ada', 'POST', `/v2.1/servers/${vmB.uuid}/os-volume_attachments`, attachBody(volB.id));
+    expect(r.statusCode, r.body).toBe(200);
+    await stack.client.workflow.getHandle(attachWorkflowId(vmB.uuid, volB.id)).result();
+    const bobs = (await as('bob', 'GET', '/v3/attachments')).json().attachments as Array<{ id: string; volume_id: string }>;
+    expect(bobs.map((a) => a.volume_id)).toEqual([volB.id]);
+    expect((await as('alice', 'GET', '/v3/attachments')).json().attachments.map((a: { volume_id: string }) => a.volume_id)).not.toContain(volB.id);
+    expect((await as('alice', 'GET', `/v3/attachments/${bobs[0]!.id}`)).statusCode).toBe(404);
+    expect((await as('ada', 'GET', '/v3/attachments?all_tenants=1')).json().attachments.map((a: { volume_id: string }) => a.volume_id)).toContain(volB.id);
+    expect((await as('ada', 'DELETE', `/v2.1/servers/${vmB.uuid}/os-volume_attachments/${volB.id}`)).statusCode).toBe(202);
+    await stack.client.workflow.getHandle(detachWorkflowId(vmB.uuid, volB.id)).result();
+  });
+
+  it("os-server-external-events is for the service role (or admins): a member's is a 403; the service user reaches any project's server", async () => {
+    const events = { events: [{ name: 'network-changed', server_uuid: vmB.uuid }] };
+    expect((await as('alice', 'POST', '/v2.1/os-server-external-events', events)).json()).toEqual({
+      forbidden: { code: 403, message: "Policy doesn't allow os_compute_api:os-server-external-events:create to be performed." },
+    });
+    const svc = await as('svc', 'POST', '/v2.1/os-server-external-events', events);
+    expect(svc.statusCode, svc.body).toBe(200);
+    expect(svc.json().events).toEqual([{ name: 'network-changed', server_uuid: vmB.uuid, status: 'completed', code: 200 }]);
+    expect((await as('ada', 'POST', '/v2.1/os-server-external-events', events)).statusCode).toBe(200);
+    // a swap (another volumeId) is the service role's too
+    const swap = await as('alice', 'PUT', `/v2.1/servers/${vmA.uuid}/os-volume_attachments/${volA.id}`, { volumeAttachment: { volumeId: volA2.id } });
+    expect(swap.statusCode).toBe(403);
   });
 });
 
