@@ -2,7 +2,7 @@
  * ExtendVolume: an attached volume grows, and the running domain's disk with it (Cinder's online
  * extend, 3.42, and Nova's `extend_volume`).
  *
- *   wait for an earlier attach or detach of the pair → validate
+ *   wait for an earlier attach or detach of the pair → validate → take the pair's generation
  *   → [tether's own /v3: begin extending (volume: extending) → grow the file where no QEMU holds it]
  *   → resize the disk under the running domain (virDomainBlockResize), confirmed by its capacity
  *   → [tether's own /v3: record the size, volume in-use] → record the size on the BDM
@@ -58,6 +58,11 @@ export async function extendVolume(input: ExtendVolumeInput): Promise<ExtendResu
     });
     covered = events;
     const v = await saga.step('validateExtend', EXTEND_STEPS.validateExtend, () => control.validateExtend(input));
+    // Once it owns the pair, an operation that comes later (a detach, a force detach) supersedes its host step.
+    const info = workflowInfo();
+    const { generation } = await saga.step('takeGeneration', EXTEND_STEPS.takeGeneration, () =>
+      control.takeGeneration({ operationId: `${info.workflowId}/${info.runId}`, pairs: [{ instanceUuid, volumeId }] }),
+    );
     let size = v.size;
 
     const { newSize } = input;
@@ -74,7 +79,7 @@ export async function extendVolume(input: ExtendVolumeInput): Promise<ExtendResu
       accepted = { instanceUuid, volumeId, newSize: size };
     }
 
-    let resized = await saga.step('resizeDisk', EXTEND_STEPS.resizeDisk, () => host.forward.resizeDisk({ instanceUuid, volumeId, sizeGb: size }));
+    let resized = await saga.step('resizeDisk', EXTEND_STEPS.resizeDisk, () => host.forward.resizeDisk({ instanceUuid, volumeId, sizeGb: size, generation }));
     // The disk has grown: from here on the extend only moves forward.
     if (newSize !== null) {
       await saga.step('finishExtending', EXTEND_STEPS.finishExtending, () => mustFinish.finishExtending({ volumeId, newSize }));
@@ -85,7 +90,7 @@ export async function extendVolume(input: ExtendVolumeInput): Promise<ExtendResu
       const again = await saga.step('validateExtend', EXTEND_STEPS.validateExtend, () => control.validateExtend({ instanceUuid, volumeId, newSize: null }));
       if (again.size > size) {
         size = again.size;
-        resized = await saga.step('resizeDisk', EXTEND_STEPS.resizeDisk, () => host.forward.resizeDisk({ instanceUuid, volumeId, sizeGb: size }));
+        resized = await saga.step('resizeDisk', EXTEND_STEPS.resizeDisk, () => host.forward.resizeDisk({ instanceUuid, volumeId, sizeGb: size, generation }));
       }
     }
     await saga.step('recordVolumeSize', EXTEND_STEPS.recordVolumeSize, () => mustFinish.recordVolumeSize({ bdmUuid: v.bdmUuid, size }));

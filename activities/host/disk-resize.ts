@@ -8,10 +8,12 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { diskBySerial } from '../../src/host/domain-disks.ts';
+import type { Database } from '../../src/db/database.ts';
 import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import type { FaultPoints } from '../fault-points.ts';
 import { businessFailure } from '../failures.ts';
 import { libvirtFailure } from './libvirt-failures.ts';
+import { createStepGuard } from './step-guard.ts';
 
 const run = promisify(execFile);
 const GiB = 1024 ** 3;
@@ -21,6 +23,8 @@ export interface ResizeDiskInput {
   volumeId: string;
   /** The volume's new size (GiB): the whole device, as the block storage counts it. */
   sizeGb: number;
+  /** The extend's generation on the pair: refused once a newer operation owns it (activities/host/step-guard.ts). */
+  generation?: number;
 }
 
 export interface ResizedDisk {
@@ -62,8 +66,9 @@ export async function requestedBytes(diskXml: string, bytes: number, volumeId: s
   return bytes - offset;
 }
 
-export function createDiskResizeActivities(deps: { libvirt: LibvirtConnection; faults: FaultPoints }) {
+export function createDiskResizeActivities(deps: { db: Database; libvirt: LibvirtConnection; host: string; faults: FaultPoints }) {
   const { libvirt, faults } = deps;
+  const guard = createStepGuard({ db: deps.db, host: deps.host });
   return {
     /**
      * Grows the volume's disk (found by serial) in the running domain to the volume's new size and
@@ -72,6 +77,7 @@ export function createDiskResizeActivities(deps: { libvirt: LibvirtConnection; f
      */
     async resizeDisk(input: ResizeDiskInput): Promise<ResizedDisk> {
       faults.check('resizeDisk', 'before');
+      await guard('resizeDisk', input);
       try {
         const info = await libvirt.lookupDomain(input.instanceUuid);
         if (!info?.active) return { live: false, target: null, capacity: null };

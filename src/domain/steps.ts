@@ -38,6 +38,7 @@ export const FORCE_DETACH_STEPS = {
 export const EXTEND_STEPS = {
   awaitEarlierOperation: 'Wait for an earlier attach or detach of the same volume and server',
   validateExtend: 'Validate the request (volume attached to the server, new size larger than the volume)',
+  takeGeneration: ATTACH_STEPS.takeGeneration,
   beginExtending: 'Begin extending at the block storage (volume: extending)',
   growVolume: "Grow the volume's file where no running QEMU holds it (qemu-img resize)",
   resizeDisk: 'Resize the disk under the running domain (virDomainBlockResize) and confirm its capacity',

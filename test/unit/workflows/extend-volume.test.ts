@@ -35,7 +35,7 @@ afterAll(async () => {
 });
 
 const EARLIER = ['isEarlierOperationRunning', 'isEarlierOperationRunning'];
-const FORWARD = [...EARLIER, 'validateExtend', 'beginExtending', 'growVolume', 'resizeDisk', 'finishExtending', 'recordVolumeSize'];
+const FORWARD = [...EARLIER, 'validateExtend', 'takeGeneration', 'beginExtending', 'growVolume', 'resizeDisk', 'finishExtending', 'recordVolumeSize'];
 
 async function extend(fakes: TetherFakes, newSize: number | null = 3) {
   const input = { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), newSize };
@@ -67,7 +67,8 @@ describe('extendVolume with fake activities', () => {
     const fakes = tetherFakes({ blockStorageSize: () => 5 });
     const { result } = await extend(fakes, null);
     expect(result).toMatchObject({ size: 5 });
-    expect(fakes.calls).toEqual([...EARLIER, 'validateExtend', 'resizeDisk', 'recordVolumeSize']);
+    expect(fakes.calls).toEqual([...EARLIER, 'validateExtend', 'takeGeneration', 'resizeDisk', 'recordVolumeSize']);
+    expect(fakes.inputOf('resizeDisk')).toMatchObject({ generation: 7 });
   });
 
   it('a multiattach volume: its other servers are told once it grew', async () => {
@@ -81,6 +82,7 @@ describe('extendVolume with fake activities', () => {
   // [failing activity, what runs after it]
   const rolledBack: [string, string[]][] = [
     ['validateExtend', []],
+    ['takeGeneration', []],
     ['beginExtending', ['rollExtending']],
     ['growVolume', ['rollExtending']],
     ['resizeDisk', ['rollExtending']],
