@@ -40,6 +40,7 @@ async function attachWith(agentKnowsPatch: boolean) {
   const control = {
     async isEarlierOperationRunning() { calls.push('isEarlierOperationRunning'); return false; },
     async validateAttach() { calls.push('validateAttach'); return { shelvedOffloaded: false }; },
+    async takeGeneration() { calls.push('takeGeneration'); return { generation: 1 }; },
     async reserveVolume() { calls.push('reserveVolume'); return { attachmentId: 'att-1' }; },
     async initializeConnection(input: { connector: unknown }) { calls.push('initializeConnection'); initializedWith.push(input.connector); return {}; },
     async completeAttachment() { calls.push('completeAttachment'); },

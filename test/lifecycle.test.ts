@@ -86,6 +86,7 @@ describe('inspection', () => {
     expect(h.steps.map((s) => `${s.step}:${s.status}`)).toEqual([
       'awaitEarlierOperation:completed',
       'validate:completed',
+      'takeGeneration:completed',
       'reserveDeviceName:completed',
       'reserveVolume:completed',
       'getHostConnector:completed',

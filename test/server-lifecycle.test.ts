@@ -43,7 +43,7 @@ describe('shelved-offloaded instances', () => {
     const result = await stack.service.awaitAttach(started.handle);
     expect(result).toMatchObject({ device: null, hostAttached: false });
     const steps = historySteps(await started.handle.fetchHistory()).map((s) => s.name);
-    expect(steps).toEqual(['isEarlierOperationRunning', 'validateAttach', 'createShelvedBdm', 'reserveVolume']);
+    expect(steps).toEqual(['isEarlierOperationRunning', 'validateAttach', 'takeGeneration', 'createShelvedBdm', 'reserveVolume']);
     expect((await stack.blockStorage.getVolume(later.id)).status).toBe('reserved');
     expect((await liveBdmsOfInstance(stack.db, vm.uuid)).find((b) => b.volumeId === later.id)?.deviceName).toBeNull();
 
