@@ -43,6 +43,8 @@ export const ERROR_STATUS = {
   HostFenced: 503,
   /** No compute service by that id or host (Nova's ServiceNotFound). */
   ServiceNotFound: 404,
+  /** No action of the server with that request id (Nova's "Action %s not found"). */
+  InstanceActionNotFound: 404,
 } as const;
 
 export type TetherErrorType = keyof typeof ERROR_STATUS;

@@ -58,5 +58,5 @@ export function allTenantsOf(request: FastifyRequest, raw: string | undefined): 
 
 /** The service acting for the request's caller (it resolves and authorizes within what that caller may see). */
 export function tetherFor(service: TetherService, request: FastifyRequest): TetherService {
-  return service.as(request.caller);
+  return service.as(request.caller, request.id);
 }

@@ -23,6 +23,7 @@ import { versionRoutes } from './routes/versions.ts';
 import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
 import { computeServiceRoutes } from './routes/compute-services.ts';
 import { serverExternalEventRoutes } from './routes/server-external-events.ts';
+import { instanceActionRoutes } from './routes/instance-actions.ts';
 import { metricsRoutes } from '../metrics/api-plugin.ts';
 import rateLimit from '@fastify/rate-limit';
 import { createHash } from 'node:crypto';
@@ -209,6 +210,7 @@ export async function buildApiServer(deps: ApiDeps) {
         await compute.register(volumeAttachmentRoutes, scope);
         await compute.register(computeServiceRoutes, { ...scope, availabilityZone: deps.config.availabilityZone ?? 'nova' });
         await compute.register(serverExternalEventRoutes, scope);
+        await compute.register(instanceActionRoutes, scope);
       },
       { prefix: projectScoped ? '/v2.1/:project_id' : '/v2.1' },
     );

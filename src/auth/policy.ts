@@ -56,6 +56,12 @@ export const POLICY = {
   'volume_attachments:list': { name: 'volume:attachment_get_all', role: 'reader' },
   'volume_attachments:show': { name: 'volume:attachment_get', role: 'reader' },
   'invariants:check': { name: 'tether:check', role: 'admin' },
+  'instance_actions:list': { name: 'os_compute_api:os-instance-actions:list', role: 'reader' },
+  'instance_actions:show': { name: 'os_compute_api:os-instance-actions:show', role: 'reader' },
+  /** Every event field (traceback; from 2.62 the host): admins, as in Nova. */
+  'instance_actions:events': { name: 'os_compute_api:os-instance-actions:events', role: 'admin' },
+  /** The events' details (2.84): the project's readers, as in Nova. */
+  'instance_actions:events:details': { name: 'os_compute_api:os-instance-actions:events:details', role: 'reader' },
 } as const satisfies Record<string, { name: string; role: RequiredRole }>;
 
 export type Action = keyof typeof POLICY;

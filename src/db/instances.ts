@@ -42,6 +42,12 @@ export async function getInstance(db: Queryable, uuid: string, options: { forUpd
   return rows[0] ? toInstance(rows[0]) : null;
 }
 
+/** The instance with this uuid, deleted or not (Nova's read_deleted='yes': its instance actions outlive it). */
+export async function getInstanceEvenDeleted(db: Queryable, uuid: string): Promise<Instance | null> {
+  const { rows } = await db.query<InstanceRow>('SELECT * FROM instances WHERE uuid = $1', [uuid]);
+  return rows[0] ? toInstance(rows[0]) : null;
+}
+
 export async function findInstancesByName(db: Queryable, name: string): Promise<Instance[]> {
   const { rows } = await db.query<InstanceRow>(
     'SELECT * FROM instances WHERE name = $1 AND deleted_at IS NULL ORDER BY created_at',

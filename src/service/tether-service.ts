@@ -13,7 +13,7 @@ import { valueFromRawPayload } from '../security/decode.ts';
 import { TetherError } from '../errors.ts';
 import type { TetherConfig } from '../config.ts';
 import type { Database } from '../db/database.ts';
-import { findInstancesByName, getInstance, insertInstance, listInstances } from '../db/instances.ts';
+import { findInstancesByName, getInstance, getInstanceEvenDeleted, insertInstance, listInstances } from '../db/instances.ts';
 import { liveBdm, liveBdmsOfInstance, setBdmDeleteOnTermination } from '../db/block-device-mappings.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
 import { attachRefusal } from '../domain/attach-rules.ts';
@@ -51,6 +51,17 @@ import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/se
 import { OPERATOR, type Caller } from '../auth/caller.ts';
 import { authorize, canSee, isAdmin } from '../auth/policy.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
+import { actionEvents, actionStart, listActions, nameOrId, newRequestId, type ActionStartOptions } from './instance-actions.ts';
+import type { ActionEvent, InstanceAction } from '../domain/instance-actions.ts';
+
+/** How a server action reads in a workflow's summary. */
+const SERVER_ACTION_WORDS: Record<ServerAction, string> = {
+  shelveServer: 'shelve',
+  shelveOffloadServer: 'shelve-offload',
+  unshelveServer: 'unshelve',
+  deleteServer: 'delete',
+  migrateServer: 'migrate',
+};
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -159,11 +170,22 @@ export class TetherService {
     private readonly deps: TetherServiceDeps,
     /** Who is asking; an operator (admin of every project) unless told. */
     readonly caller: Caller = OPERATOR,
+    /** The request id the API answered with (`x-openstack-request-id`): the id of the instance action a workflow started here records. */
+    readonly requestId?: string,
   ) {}
 
-  /** The same service, acting for `caller` (one per API request; the CLI's --project). */
-  as(caller: Caller): TetherService {
-    return new TetherService(this.deps, caller);
+  /** The same service, acting for `caller` (one per API request, with its request id; the CLI's --project). */
+  as(caller: Caller, requestId?: string): TetherService {
+    return new TetherService(this.deps, caller, requestId);
+  }
+
+  /**
+   * The start options every workflow start takes: the memo that makes the run an instance action
+   * (this request's id, or a new one outside the API, and who asked) and the static summary and
+   * details the Temporal UI shows.
+   */
+  private action(summary: string, ids: Record<string, string | null | undefined>): ActionStartOptions {
+    return actionStart(this.caller, this.requestId ?? newRequestId(), summary, ids);
   }
 
   // ---- lookups within the caller's projects (each reads its store once) ----
@@ -262,6 +284,7 @@ export class TetherService {
       taskQueue: this.deps.config.controlTaskQueue,
       workflowId: `create-server-${uuid}`,
       args: [input],
+      ...this.action(`create server ${spec.name} on host ${host}`, { server: uuid, host }),
       typedSearchAttributes: [
         { key: InstanceUuid, value: uuid },
         { key: ComputeHost, value: host },
@@ -277,6 +300,7 @@ export class TetherService {
       workflowId: `${action}-${instance.uuid}`,
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [input],
+      ...this.action(`${SERVER_ACTION_WORDS[action]} server ${nameOrId(instance)}`, { server: instance.uuid, host: instance.host }),
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: ComputeHost, value: instance.host ?? '' },
@@ -478,6 +502,7 @@ export class TetherService {
       // a run in flight (a volume-extended event for this pair) is not joined: its size is not this one
       workflowIdConflictPolicy: 'FAIL',
       args: [{ instanceUuid: instance.uuid, volumeId: volume.id, newSize: req.newSize }],
+      ...this.action(`extend volume ${nameOrId(volume)} on server ${nameOrId(instance)} to ${req.newSize} GiB`, { server: instance.uuid, volume: volume.id, host: instance.host }),
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: VolumeId, value: volume.id },
@@ -521,11 +546,13 @@ export class TetherService {
     if (!instance.host) return { code: 422 };
     if (event.name !== 'volume-extended') return { code: 200 };
     if (!isUuid(event.tag!)) return { code: 400 };
-    const handle = await signalVolumeExtended(this.deps.client, this.deps.config.controlTaskQueue, {
-      instanceUuid: instance.uuid,
-      volumeId: event.tag!.toLowerCase(),
-      host: instance.host,
-    });
+    const volumeId = event.tag!.toLowerCase();
+    const handle = await signalVolumeExtended(
+      this.deps.client,
+      this.deps.config.controlTaskQueue,
+      { instanceUuid: instance.uuid, volumeId, host: instance.host },
+      this.action(`extend volume ${volumeId} on server ${nameOrId(instance)} (volume-extended event)`, { server: instance.uuid, volume: volumeId, host: instance.host }),
+    );
     return { code: 200, handle };
   }
 
@@ -564,6 +591,7 @@ export class TetherService {
       // the same request while one is in flight joins it; after a failure, a new run (a retry)
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [input],
+      ...this.action(`attach volume ${nameOrId(volume)} to server ${nameOrId(instance)}`, { server: instance.uuid, volume: volume.id, host: instance.host, device: ask.device }),
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: VolumeId, value: volume.id },
@@ -633,6 +661,7 @@ export class TetherService {
       taskQueue: this.deps.config.controlTaskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [{ instanceUuid: instance.uuid, volumeId: volume.id }],
+      ...this.action(`detach volume ${nameOrId(volume)} from server ${nameOrId(instance)}`, { server: instance.uuid, volume: volume.id, host: instance.host }),
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: VolumeId, value: volume.id },
@@ -677,6 +706,7 @@ export class TetherService {
       taskQueue: this.deps.config.controlTaskQueue,
       workflowIdConflictPolicy: running === FORCE_DETACH_VOLUME_WORKFLOW ? 'USE_EXISTING' : 'TERMINATE_EXISTING',
       args: [{ instanceUuid: instance.uuid, volumeId: volume.id, hostWaitSeconds: o.hostWaitSeconds, reason: o.reason }],
+      ...this.action(`force detach volume ${nameOrId(volume)} from server ${nameOrId(instance)} (host ${instance.host})`, { server: instance.uuid, volume: volume.id, host: instance.host, reason: o.reason }),
       typedSearchAttributes: [
         { key: InstanceUuid, value: instance.uuid },
         { key: VolumeId, value: volume.id },
@@ -704,6 +734,35 @@ export class TetherService {
     } catch {
       return null;
     }
+  }
+
+  // ---- instance actions (Nova's os-instance-actions) ----
+
+  /**
+   * The server of an instance-actions request: from compute API 2.21 a deleted server's actions are
+   * still shown (Nova's read_deleted='yes'); another project's server is "not found".
+   */
+  private async actionsServer(serverId: string, includeDeleted: boolean): Promise<Instance> {
+    if (!includeDeleted) return this.resolveServer({ id: serverId });
+    const found = isUuid(serverId) ? await getInstanceEvenDeleted(this.deps.db, serverId.toLowerCase()) : null;
+    if (!found || !canSee(this.caller, found.projectId)) throw serverNotFound(serverId);
+    return found;
+  }
+
+  /** Every action on the server (each workflow run on it), newest first. */
+  async listInstanceActions(serverId: string, options: { includeDeleted: boolean }): Promise<{ instance: Instance; actions: InstanceAction[] }> {
+    const instance = await this.actionsServer(serverId, options.includeDeleted);
+    authorize(this.caller, 'instance_actions:list');
+    return { instance, actions: await listActions(this.deps.client, instance) };
+  }
+
+  /** One action by its request id, with its events (newest first); an unknown request id is InstanceActionNotFound. */
+  async showInstanceAction(serverId: string, requestId: string, options: { includeDeleted: boolean }): Promise<{ instance: Instance; action: InstanceAction; events: ActionEvent[] }> {
+    const instance = await this.actionsServer(serverId, options.includeDeleted);
+    authorize(this.caller, 'instance_actions:show');
+    const action = (await listActions(this.deps.client, instance)).find((a) => a.requestId === requestId);
+    if (!action) throw new TetherError('InstanceActionNotFound', `Action ${requestId} not found`);
+    return { instance, action, events: await actionEvents(this.deps.client, action) };
   }
 
   // ---- compute services (Nova's os-services) ----

@@ -13,6 +13,8 @@ export function signalVolumeExtended(
   client: Client,
   taskQueue: string,
   target: { instanceUuid: string; volumeId: string; host: string | null },
+  /** The memo (who asked, under which request id) and the summary the Temporal UI shows; a plain summary when absent. */
+  start: { memo?: Record<string, unknown>; staticSummary?: string; staticDetails?: string } = {},
 ): Promise<WorkflowHandle<ExtendVolumeWorkflow>> {
   return client.workflow.signalWithStart<ExtendVolumeWorkflow, []>(EXTEND_VOLUME_WORKFLOW, {
     workflowId: extendWorkflowId(target.instanceUuid, target.volumeId),
@@ -20,6 +22,8 @@ export function signalVolumeExtended(
     args: [{ instanceUuid: target.instanceUuid, volumeId: target.volumeId, newSize: null }],
     signal: volumeExtendedSignal,
     signalArgs: [],
+    staticSummary: `extend volume ${target.volumeId} on server ${target.instanceUuid} (volume-extended)`,
+    ...start,
     typedSearchAttributes: [
       { key: InstanceUuid, value: target.instanceUuid },
       { key: VolumeId, value: target.volumeId },
