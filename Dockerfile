@@ -39,6 +39,9 @@ COPY --from=dependencies /app/node_modules ./node_modules
 # The source (see .dockerignore), owned by root: the processes cannot change their own code.
 COPY . .
 COPY deploy/docker-entrypoint.sh /usr/local/bin/tether-entrypoint
+# The `tether` CLI compiled to JavaScript (dist/cli, owned by root like the source: bin/tether.js
+# loads it as long as no source changed; otherwise it runs the source through tsx).
+RUN node scripts/build-cli.js
 
 USER tether
 EXPOSE 8774

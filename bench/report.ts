@@ -9,6 +9,7 @@ import { axis, cdfPoints, color, lineChart, stackedBars, type Bar, type LineSeri
 import { ratio, roundTo, rounded, summarize } from './stats.ts';
 import type { FloorResult } from './floor.ts';
 import { ownCpu, sharedCpu, type NovaPartResult } from './nova.ts';
+import { cliLines, cliTable, type CliResult } from './cli.ts';
 
 export interface VariantComparison {
   name: string;
@@ -43,6 +44,8 @@ export interface BenchResults {
   };
   /** Nova and tether on the same Cinder and libvirt, alternating rounds (bench/nova.ts). */
   nova?: NovaPartResult;
+  /** The CLI's start-up beside `node -e 0` (bench/cli.ts). */
+  cli?: CliResult;
 }
 
 function cell(results: CellResult[], mode: string, c: number, i: number): CellResult | undefined {
@@ -271,6 +274,7 @@ export function markdown(r: BenchResults): string {
   out.push('```');
   out.push('');
   out.push(...novaSection(r));
+  if (r.cli) out.push('## The CLI\'s start-up (bench/cli.ts)', '', cliTable(r.cli), '');
   out.push('## Orchestration overhead per attach vs the work itself');
   out.push('');
   out.push(overheadTable(overheadRows(r)));
@@ -470,6 +474,7 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
 }
 
 export function printSummary(r: BenchResults, log: (s: string) => void): void {
+  if (r.cli) for (const line of cliLines(r.cli)) log(line);
   if (r.nova?.skipped) log(`Nova part skipped: ${r.nova.skipped}`);
   if (r.nova?.cells.length) {
     log('');

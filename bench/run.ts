@@ -5,8 +5,10 @@
  * SVG charts, the generated parts of README.md and docs/bench/README.md).
  *
  *   --quick              a few cycles per cell, and only the two workflow changes in the A/B
- *   --skip=a,b           skip parts: nova, matrix, floor, cinder, neighbours, variants, scale
- *   --only=a,b           run only these parts (the others skipped), e.g. --only=nova
+ *   --skip=a,b           skip parts: cli, nova, matrix, floor, cinder, neighbours, variants, scale
+ *   --only=a,b           run only these parts (the others skipped), e.g. --only=nova; --only=cli needs
+ *                        no stack and replaces only the `cli` part of docs/bench/latest.json
+ *   --cli-rounds=N       rounds of the CLI start-up part (bench/cli.ts)
  *   --cinder-mode=M      the real Cinder's mode: single (one process, default) or multi (three daemons over RabbitMQ)
  *   --variants=a,b       side-by-side comparisons (default: all): regular-activities (the code before the
  *                        local-activities change, as 'before'), separate-connector (before the host
@@ -34,6 +36,7 @@ import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
 import { runFloor } from './floor.ts';
 import { runNovaPart } from './nova.ts';
+import { runCliPart } from './cli.ts';
 import { pidsWithArgument, startSampler } from './procs.ts';
 import { generateWorkflowVariant, WORKFLOW_VARIANTS, type WorkflowVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
@@ -43,7 +46,7 @@ const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(`--${name}`);
 const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 const quick = flag('quick');
-const PARTS = ['nova', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
+const PARTS = ['cli', 'nova', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
 const only = opt('only')?.split(',').filter(Boolean);
 const skip = new Set(only ? PARTS.filter((p) => !only.includes(p)) : (opt('skip') ?? '').split(',').filter(Boolean));
 
@@ -62,6 +65,7 @@ const profile = quick
       variantRounds: 2,
       scale: [1, 100],
       probes: 2,
+      cliRounds: 5,
     }
   : {
       name: 'full',
@@ -77,8 +81,10 @@ const profile = quick
       variantRounds: 4,
       scale: [1, 100, 1000],
       probes: 3,
+      cliRounds: 15,
     };
 const scaleSizes = opt('scale')?.split(',').map(Number) ?? profile.scale;
+if (opt('cli-rounds')) profile.cliRounds = Number(opt('cli-rounds'));
 if (opt('rounds')) profile.variantRounds = Number(opt('rounds'));
 if (opt('variant-cycles')) {
   // e.g. 1:24,8:64 — cycles per variant cell, by concurrency
@@ -122,6 +128,12 @@ async function main(): Promise<void> {
     printSummary(results, log);
     return;
   }
+  if (PARTS.every((p) => p === 'cli' || skip.has(p))) {
+    await cliOnly();
+    return;
+  }
+  // The CLI first, before the stack's processes start: start-up is what an operator waits for.
+  const cli = skip.has('cli') ? undefined : await measureCli();
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   log(`tether benchmark (${profile.name}); starting the stack…`);
   for (const name of Object.keys(WORKFLOW_VARIANTS) as WorkflowVariant[]) {
@@ -149,6 +161,7 @@ async function main(): Promise<void> {
     });
   }
   const results = newResults(stack);
+  if (cli) results.cli = cli;
   try {
     await runAll(stack, results);
   } catch (err) {
@@ -162,13 +175,43 @@ async function main(): Promise<void> {
   }
 }
 
-function newResults(stack: BenchStack): BenchResults {
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: projectRoot }).toString().trim();
-  } catch {
-    /* not a checkout */
+async function measureCli() {
+  log(`CLI start-up: node -e 0 and tether's help, ${profile.cliRounds} interleaved rounds…`);
+  const r = await runCliPart({ rounds: profile.cliRounds, log });
+  r.commit = gitCommit();
+  return r;
+}
+
+/**
+ * `--only=cli`: no stack. The CLI part replaces the `cli` of docs/bench/latest.json (the other parts
+ * stay as their own run measured them; the CLI part carries its own date and commit).
+ */
+async function cliOnly(): Promise<void> {
+  const cli = await measureCli();
+  const resultsDir = path.join(projectRoot, 'bench-results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  fs.writeFileSync(path.join(resultsDir, `cli-${cli.date.replace(/[:.]/g, '-')}.json`), `${JSON.stringify(cli, null, 1)}\n`);
+  if (flag('no-docs')) return;
+  const file = path.join(projectRoot, 'docs', 'bench', 'latest.json');
+  if (!fs.existsSync(file)) {
+    log(`no ${path.relative(projectRoot, file)} to add the CLI part to: run the whole bench once`);
+    return;
   }
+  const results = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
+  results.cli = cli;
+  writeDocs(results, path.dirname(file));
+}
+
+function gitCommit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: projectRoot }).toString().trim();
+  } catch {
+    return 'unknown'; // not a checkout
+  }
+}
+
+function newResults(stack: BenchStack): BenchResults {
+  const commit = gitCommit();
   return {
     meta: {
       date: new Date().toISOString(),

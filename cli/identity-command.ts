@@ -5,7 +5,6 @@
  */
 import type { Command } from 'commander';
 import { createInterface } from 'node:readline';
-import { hashPassword } from '../src/auth/password-hash.ts';
 
 async function readPassword(): Promise<string> {
   if (process.stdin.isTTY) process.stderr.write('Password (not echoed): ');
@@ -30,6 +29,7 @@ export function registerIdentityCommands(program: Command): void {
         process.exitCode = 2;
         return;
       }
+      const { hashPassword } = await import('../src/auth/password-hash.ts');
       process.stdout.write(`${await hashPassword(password)}\n`);
     });
 }

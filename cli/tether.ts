@@ -8,16 +8,35 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../src/errors.ts';
 import type { StepProgress } from '../src/domain/steps.ts';
 import type { TetherService } from '../src/service/tether-service.ts';
+import type { LibvirtConnection } from '../src/libvirt/binding.ts';
+import type { CliContext } from './context.ts';
 import { registerIdentityCommands } from './identity-command.ts';
-import { CliContext } from './context.ts';
-import { LibvirtConnection } from '../src/libvirt/binding.ts';
-import { formatDisagreements, inspectInvariants } from '../src/checker/invariants.ts';
-import { recentNotifications } from '../src/notifications/outbox.ts';
 import { elapsed, table } from './format.ts';
 import { serviceState } from '../src/domain/compute-hosts.ts';
 
-const ctx = new CliContext();
+// Start-up: this file imports only commander and files without dependencies, so that `tether --help`
+// loads nothing heavy. The connections (Temporal's client, pg, libvirt, the service layer) are imported
+// when a command runs (test/cli-build.test.ts checks which modules --help loads).
 let json = false;
+let projectId: string | undefined;
+let context: Promise<CliContext> | undefined;
+/** The CLI's connections, imported and configured on first use (after commander parsed --project). */
+function cli(): Promise<CliContext> {
+  context ??= import('./context.ts').then(({ CliContext }) => {
+    const c = new CliContext();
+    c.projectId = projectId;
+    return c;
+  });
+  return context;
+}
+const ctx = {
+  tether: async () => (await cli()).tether(),
+  stores: async () => (await cli()).stores(),
+  config: async () => (await cli()).config,
+  close: async () => {
+    if (context) await (await context.catch(() => undefined))?.close();
+  },
+};
 
 function print(value: unknown, text: () => string): void {
   process.stdout.write((json ? JSON.stringify(value, null, 2) : text()) + '\n');
@@ -91,7 +110,7 @@ const program = new Command('tether')
   )
   .hook('preAction', (cmd) => {
     json = Boolean(cmd.opts().json);
-    ctx.projectId = cmd.opts().project as string | undefined;
+    projectId = cmd.opts().project as string | undefined;
   })
   .showHelpAfterError()
   // commander exits 1 on a usage error (unknown command or option, missing argument, bad choice); tether's refusals exit 2
@@ -445,6 +464,7 @@ program
     try {
       (await ctx.tether()).authorizeCheck();
       const { db } = await ctx.stores();
+      const { recentNotifications } = await import('../src/notifications/outbox.ts');
       const rows = await recentNotifications(db, { limit: opts.limit });
       print(rows, () =>
         table(
@@ -470,14 +490,19 @@ program
     try {
       (await ctx.tether()).authorizeCheck();
       const { db, client, blockStorage } = await ctx.stores();
-      libvirt = await LibvirtConnection.open(ctx.config.libvirtUri);
+      const config = await ctx.config();
+      const [{ LibvirtConnection }, { formatDisagreements, inspectInvariants }] = await Promise.all([
+        import('../src/libvirt/binding.ts'),
+        import('../src/checker/invariants.ts'),
+      ]);
+      libvirt = await LibvirtConnection.open(config.libvirtUri);
       const report = await inspectInvariants({
         db,
         blockStorage,
         libvirt,
         client,
-        controlTaskQueue: ctx.config.controlTaskQueue,
-        ...(opts.allHosts ? {} : { host: opts.host ?? ctx.config.computeHost }),
+        controlTaskQueue: config.controlTaskQueue,
+        ...(opts.allHosts ? {} : { host: opts.host ?? config.computeHost }),
       });
       print(report, () =>
         [

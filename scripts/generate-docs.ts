@@ -22,6 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { changesTable, cyclesSection, neighboursSection, overheadFindings, overheadSection, resourcesSection, runLine, scaleSection, summaryTable, timeSection } from '../bench/docs.ts';
 import { markdown, renderCharts, type BenchResults } from '../bench/report.ts';
+import { cliTable } from '../bench/cli.ts';
 import { markdownReport, type RunSummary } from '../chaos/report.ts';
 import type { TestRunRecord } from '../test/support/summary-reporter.ts';
 import { killTable, type KillResults } from '../chaos/nova-kills-report.ts';
@@ -84,6 +85,7 @@ export const REGIONS: Record<string, Render> = {
   'bench-scale': bench(scaleSection),
   'bench-neighbours': bench(neighboursSection),
   'bench-resources': bench(resourcesSection),
+  'bench-cli': bench((r) => (r.cli ? cliTable(r.cli) : '_Not measured in this run: `npm run bench -- --only=cli` adds it._')),
   'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
   'chaos-full': chaos('full', 'npm run chaos'),

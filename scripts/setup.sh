@@ -39,5 +39,8 @@ else
   echo "setup: npm: node_modules up to date"
 fi
 
+# --- The tether CLI compiled to JavaScript (dist/cli; bin/tether.js rebuilds it when stale) ----
+node scripts/build-cli.js | sed 's/^build:/setup: cli:/'
+
 # --- Temporal: the CLI (dev server) and the server with its schema tool (cluster mode) ----
 bash scripts/build-temporal.sh all
