@@ -14,6 +14,7 @@ import { Worker } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
 import { loadConfig } from '../src/config.ts';
 import { workflowsPath } from '../workers/control-plane.ts';
+import { workflowInterceptorModules } from '../src/temporal/workflow-interceptor-modules.ts';
 import { startTestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
 
@@ -28,7 +29,8 @@ if (!recording) describe('recorded histories replay on the current workflow code
   });
   it.each(files)('%s', async (file) => {
     const history: unknown = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
-    await Worker.runReplayHistory({ workflowsPath }, history, file);
+    // with the interceptor modules the workers bundle: what they add to commands (activity summaries) must replay too
+    await Worker.runReplayHistory({ workflowsPath, interceptors: { workflowModules: workflowInterceptorModules() } }, history, file);
   });
 });
 

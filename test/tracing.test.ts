@@ -122,7 +122,7 @@ describe('tracing off (no OTLP endpoint)', () => {
       expect(tracingActivityInterceptors()).toEqual([]);
       expect(tracingWorkflowInterceptorModules()).toEqual([]);
       expect(tracingSinks()).toEqual({});
-      expect(workflowInterceptorModules()).toHaveLength(1); // the metrics module only
+      expect(workflowInterceptorModules()).toHaveLength(2); // the metrics and the activity-summaries modules only
       const libvirt = {} as LibvirtConnection;
       const storage = { kind: 'local' } as BlockStorage;
       expect(tracedLibvirt(libvirt)).toBe(libvirt);

@@ -1,0 +1,88 @@
+/**
+ * Workflow interceptor module: every activity a workflow schedules (regular or local) gets a
+ * one-line summary, so the Temporal UI's timeline reads as the saga's steps ("Attach the disk to the
+ * libvirt domain") rather than bare activity names. The summary is user metadata on the schedule
+ * command: it is not part of what replay compares, so recorded histories replay unchanged
+ * (test/replay.test.ts bundles this module as the workers do). Bundled by
+ * src/temporal/workflow-interceptor-modules.ts.
+ */
+import type { ActivityInput, LocalActivityInput, Next, WorkflowInterceptorsFactory, WorkflowOutboundCallsInterceptor } from '@temporalio/workflow';
+import type { DatabaseActivities } from '../activities/database.ts';
+import type { VolumeServiceActivities } from '../activities/volume-service.ts';
+import type { OperationActivities } from '../activities/operations.ts';
+import type { DomainActivities, HostActivities } from '../activities/host.ts';
+
+type ActivityName = keyof (DatabaseActivities & VolumeServiceActivities & OperationActivities & HostActivities & DomainActivities);
+
+/** One line per activity, in the words of the saga's steps (src/domain/steps.ts). */
+export const ACTIVITY_SUMMARIES: Record<ActivityName, string> = {
+  // ordering
+  isEarlierOperationRunning: 'Look for an earlier attach or detach of the same volume and server',
+  awaitEarlierOperation: 'Wait for the earlier attach or detach of the same volume and server',
+  awaitInstanceOperations: "Wait for the server's attaches and detaches in flight",
+  terminatePairOperations: 'Stop the attach of the same volume and server still running',
+  notifyAttachedInstances: 'Tell the other servers of the multiattach volume that it grew',
+  // database
+  validateAttach: 'Validate the attach (server state, device, volume, availability zone)',
+  validateDetach: 'Validate the detach (server state, volume attached, not the root device)',
+  validateExtend: 'Validate the extend (volume attached, new size larger)',
+  validateForceDetach: 'Validate the force detach (volume attached, host state)',
+  takeGeneration: 'Take the operation generation of the volume and server',
+  createShelvedBdm: 'Create the block device mapping of a shelved-offloaded server',
+  setBdmAttachStatus: "Set the block device mapping's attach status",
+  markBdmAttached: 'Mark the block device mapping attached',
+  destroyBdm: 'Destroy the block device mapping',
+  recordVolumeSize: 'Record the new size on the block device mapping',
+  volumeBdmsOf: "Read the server's volume block device mappings",
+  fenceHost: 'Fence the host (its agent cleans up before it serves again)',
+  beginInstanceTask: "Take the server's task state",
+  finishInstanceTask: "Give the server's task state back with its new state",
+  setInstanceHost: "Record the server's compute host",
+  markInstanceDeleted: 'Mark the server deleted',
+  markInstanceActive: 'Mark the server active',
+  markInstanceError: 'Mark the server in error',
+  // block storage
+  reserveVolume: 'Reserve the volume (create the block-storage attachment)',
+  initializeConnection: 'Initialize the connection (export the volume to the host)',
+  completeAttachment: 'Complete the block-storage attachment',
+  reReserveAttachment: "Keep the volume reserved without the host's connection",
+  beginDetaching: 'Begin detaching at the block storage',
+  beginForceDetaching: 'Begin force detaching at the block storage',
+  rollDetaching: 'Roll the volume back to in-use',
+  deleteAttachment: 'Delete the block-storage attachment (terminate the connection)',
+  deleteVolume: 'Delete the volume (delete_on_termination)',
+  beginExtending: 'Begin extending at the block storage',
+  growVolume: "Grow the volume's file",
+  finishExtending: 'Record the new size at the block storage',
+  rollExtending: 'Roll the volume back to in-use with the size it had',
+  // compute host
+  reserveDeviceName: 'Create the block device mapping with a reserved device name',
+  assignDeviceName: 'Give the block device mapping a device name on the host',
+  getHostConnector: 'Get the host connector',
+  attachDisk: 'Attach the disk to the libvirt domain',
+  detachDisk: 'Detach the disk from the libvirt domain and confirm it left',
+  resizeDisk: 'Resize the disk under the running domain',
+  spawnDomain: 'Define and start the libvirt domain',
+  stopDomain: 'Stop the libvirt domain',
+  exportDomain: "Read the libvirt domain's definition",
+  importDomain: 'Define the libvirt domain on this host',
+  destroyDomain: 'Destroy and undefine the libvirt domain',
+};
+
+function summaryOf(activityType: string): string | undefined {
+  return (ACTIVITY_SUMMARIES as Record<string, string>)[activityType];
+}
+
+class ActivitySummaries implements WorkflowOutboundCallsInterceptor {
+  scheduleActivity(input: ActivityInput, next: Next<WorkflowOutboundCallsInterceptor, 'scheduleActivity'>) {
+    const summary = input.options.summary ?? summaryOf(input.activityType);
+    return next(summary === undefined ? input : { ...input, options: { ...input.options, summary } });
+  }
+
+  scheduleLocalActivity(input: LocalActivityInput, next: Next<WorkflowOutboundCallsInterceptor, 'scheduleLocalActivity'>) {
+    const summary = input.options.summary ?? summaryOf(input.activityType);
+    return next(summary === undefined ? input : { ...input, options: { ...input.options, summary } });
+  }
+}
+
+export const interceptors: WorkflowInterceptorsFactory = () => ({ outbound: [new ActivitySummaries()] });
