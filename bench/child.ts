@@ -52,7 +52,7 @@ export type ChildConfig =
   | { role: 'control'; temporalAddress: string; namespace: string; databaseUrl: string; volumeDir: string; taskQueue: string; variant: ControlVariant }
   | { role: 'agent'; temporalAddress: string; namespace: string; databaseUrl: string; host: string; libvirtUri: string; variant: AgentVariant }
   /** The floor's workers (bench/floor.ts): no-op workflows of tether's shape and their no-op steps. */
-  | { role: 'floor'; temporalAddress: string; namespace: string; databaseUrl: string; workflowQueue: string; hostQueue: string };
+  | { role: 'floor'; temporalAddress: string; namespace: string; databaseUrl: string; workflowQueue: string; hostQueue: string; hostQueues?: string[] };
 
 export type ParentMessage = { type: 'config'; config: ChildConfig } | { type: 'stats'; id: number } | { type: 'idle-cpu'; id: number; ms: number } | { type: 'stop' };
 
@@ -85,11 +85,16 @@ async function main(): Promise<void> {
     };
     const floorWorkflows = fileURLToPath(new URL('./workflows/floor.ts', import.meta.url));
     const control = await Worker.create({ connection, namespace: config.namespace, taskQueue: config.workflowQueue, workflowsPath: floorWorkflows, activities });
-    const host = await Worker.create({ connection, namespace: config.namespace, taskQueue: config.hostQueue, activities, maxConcurrentActivityTaskExecutions: 1 });
-    const done = Promise.all([control.run(), host.run()]);
+    // one worker per host queue, one step at a time each, as the compute agent serves an instance's queue
+    const hosts = await Promise.all(
+      [config.hostQueue, ...(config.hostQueues ?? [])].map((taskQueue) =>
+        Worker.create({ connection, namespace: config.namespace, taskQueue, activities, maxConcurrentActivityTaskExecutions: 1, maxConcurrentActivityTaskPolls: 1 }),
+      ),
+    );
+    const done = Promise.all([control.run(), ...hosts.map((h) => h.run())]);
     stop = async () => {
       control.shutdown();
-      host.shutdown();
+      for (const h of hosts) h.shutdown();
       await done;
     };
   } else if (config.role === 'control') {

@@ -19,13 +19,24 @@ export interface FloorResult {
   detachShaped: Summary;
   /** The attach's eight steps as local activities in one workflow task: the floor of any design on Temporal. */
   allLocal?: Summary;
+  /**
+   * The floor's throughput: attach-shaped then detach-shaped no-op sagas, cycles as the matrix drives
+   * tether's (`concurrency` clients, cycle n on host queue n mod `instances`, each queue one step at a time).
+   */
+  throughput?: { concurrency: number; instances: number; cycles: number; wallMs: number; cyclesPerSecond: number; cycle: Summary };
 }
 
-export async function runFloor(stack: Pick<BenchStack, 'id' | 'temporal' | 'databaseUrl' | 'logDir'>, client: Client, runs: number): Promise<FloorResult> {
+export async function runFloor(
+  stack: Pick<BenchStack, 'id' | 'temporal' | 'databaseUrl' | 'logDir'>,
+  client: Client,
+  runs: number,
+  load?: { concurrency: number; instances: number; cycles: number },
+): Promise<FloorResult> {
   const workflowQueue = `bench-floor-${stack.id}`;
   const hostQueue = `bench-floor-host-${stack.id}`;
+  const hostQueues = Array.from({ length: load?.instances ?? 0 }, (_, i) => `${hostQueue}-${i}`);
   const child = await startChild(
-    { role: 'floor', temporalAddress: stack.temporal.address, namespace: 'default', databaseUrl: stack.databaseUrl, workflowQueue, hostQueue },
+    { role: 'floor', temporalAddress: stack.temporal.address, namespace: 'default', databaseUrl: stack.databaseUrl, workflowQueue, hostQueue, hostQueues },
     path.join(stack.logDir, 'floor.log'),
   );
   try {
@@ -38,13 +49,44 @@ export async function runFloor(stack: Pick<BenchStack, 'id' | 'temporal' | 'data
       }
       return rounded(summarize(samples));
     };
-    return {
+    const cycle = async (queue: string) => {
+      await client.workflow.execute('attachShapedNoop', { taskQueue: workflowQueue, workflowId: `floor-attach-${randomUUID()}`, args: [queue] });
+      await client.workflow.execute('detachShapedNoop', { taskQueue: workflowQueue, workflowId: `floor-detach-${randomUUID()}`, args: [queue] });
+    };
+    const drive = async (total: number): Promise<{ wallMs: number; samples: number[] }> => {
+      let next = 0;
+      const samples: number[] = [];
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: load!.concurrency }, async () => {
+          while (next < total) {
+            const n = next++;
+            const t1 = performance.now();
+            await cycle(hostQueues[n % hostQueues.length]!);
+            samples.push(performance.now() - t1);
+          }
+        }),
+      );
+      return { wallMs: performance.now() - t0, samples };
+    };
+    const result: FloorResult = {
       runs,
       empty: await measure('emptyNoop', []),
       attachShaped: await measure('attachShapedNoop', [hostQueue]),
       detachShaped: await measure('detachShapedNoop', [hostQueue]),
       allLocal: await measure('allLocalNoop', []),
     };
+    if (load) {
+      await drive(load.concurrency); // warm-up: every client once
+      const { wallMs, samples } = await drive(load.cycles);
+      result.throughput = {
+        ...load,
+        wallMs: Math.round(wallMs),
+        cyclesPerSecond: Math.round((load.cycles / (wallMs / 1000)) * 100) / 100,
+        cycle: rounded(summarize(samples)),
+      };
+    }
+    return result;
   } finally {
     await child.stop();
   }

@@ -32,6 +32,12 @@ export interface CellResult {
   cycle: Summary;
   attach: Summary;
   reservation: Summary;
+  /**
+   * Through Temporal: the part of the reservation (the API's answer) spent in the client's
+   * update-with-start call (workflow start, its first task, the reserve steps, the update's answer);
+   * the rest of the reservation is tether's service layer before it (resolving, validating).
+   */
+  updateWithStart?: Summary;
   detach: Summary;
   /** direct path: median ms per step */
   stepsP50?: Record<string, number>;

@@ -10,6 +10,7 @@ import { ratio, roundTo, rounded, summarize } from './stats.ts';
 import type { FloorResult } from './floor.ts';
 import { ownCpu, sharedCpu, type NovaPartResult } from './nova.ts';
 import { cliLines, cliTable, type CliResult } from './cli.ts';
+import { targetsTable } from './targets.ts';
 
 export interface VariantComparison {
   name: string;
@@ -116,9 +117,9 @@ function novaSection(r: BenchResults): string[] {
 
 export function splitTable(r: BenchResults): string {
   const lines: string[] = [];
-  lines.push('| instances | concurrency | mode | reservation p50 (API answer) | attach p50 | detach p50 | errors |');
-  lines.push('|---:|---:|---|---:|---:|---:|---:|');
-  for (const m of r.matrix) lines.push(`| ${m.instances} | ${m.concurrency} | ${m.mode} | ${m.reservation.p50} | ${m.attach.p50} | ${m.detach.p50} | ${m.errors} |`);
+  lines.push('| instances | concurrency | mode | reservation p50 (API answer) | of which update-with-start p50 | attach p50 | detach p50 | errors |');
+  lines.push('|---:|---:|---|---:|---:|---:|---:|---:|');
+  for (const m of r.matrix) lines.push(`| ${m.instances} | ${m.concurrency} | ${m.mode} | ${m.reservation.p50} | ${m.updateWithStart?.p50 ?? '—'} | ${m.attach.p50} | ${m.detach.p50} | ${m.errors} |`);
   return lines.join('\n');
 }
 
@@ -273,6 +274,7 @@ export function markdown(r: BenchResults): string {
   out.push(JSON.stringify(r.meta, null, 1));
   out.push('```');
   out.push('');
+  out.push('## Targets (issue 19)', '', targetsTable(r), '');
   out.push(...novaSection(r));
   if (r.cli) out.push('## The CLI\'s start-up (bench/cli.ts)', '', cliTable(r.cli), '');
   out.push('## Orchestration overhead per attach vs the work itself');
@@ -516,4 +518,7 @@ export function printSummary(r: BenchResults, log: (s: string) => void): void {
   log(resourcesTable(r.rest.resources, 'at rest'));
   log('');
   log(variantsTable(r));
+  log('');
+  log('Targets:');
+  log(targetsTable(r));
 }

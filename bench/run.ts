@@ -37,6 +37,8 @@ import { runScale } from './scale.ts';
 import { runFloor } from './floor.ts';
 import { runNovaPart } from './nova.ts';
 import { runCliPart } from './cli.ts';
+import { rounded, summarize } from './stats.ts';
+import type { Client } from '@temporalio/client';
 import { pidsWithArgument, startSampler } from './procs.ts';
 import { generateWorkflowVariant, WORKFLOW_VARIANTS, type WorkflowVariant } from './variants/generate.ts';
 import { markdown, printSummary, writeCharts, type BenchResults, type VariantComparison } from './report.ts';
@@ -175,6 +177,31 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * Times the client's executeUpdateWithStart calls (the attach's reservation through Temporal): what
+ * of the API's answer is update-with-start and what is tether's service layer around it.
+ */
+function timeUpdateWithStart(client: Client): { take(): number[] } {
+  const wf = client.workflow as unknown as { executeUpdateWithStart: (...args: unknown[]) => Promise<unknown> };
+  const original = wf.executeUpdateWithStart.bind(wf);
+  let samples: number[] = [];
+  wf.executeUpdateWithStart = async (...args: unknown[]) => {
+    const t0 = performance.now();
+    try {
+      return await original(...args);
+    } finally {
+      samples.push(performance.now() - t0);
+    }
+  };
+  return {
+    take() {
+      const s = samples;
+      samples = [];
+      return s;
+    },
+  };
+}
+
 async function measureCli() {
   log(`CLI start-up: node -e 0 and tether's help, ${profile.cliRounds} interleaved rounds…`);
   const r = await runCliPart({ rounds: profile.cliRounds, log });
@@ -250,6 +277,7 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
   results.rest.resources = rest.stop();
   log(`at rest: ${results.rest.resources.map((g) => `${g.name} ${g.rssMb} MB`).join(', ')}`);
 
+  const updateWithStart = timeUpdateWithStart(stack.client);
   const directLibvirt = await LibvirtConnection.open(LIBVIRT_URI); // pool of 4, as the compute agent's
   const direct = createDirectRunner({ db: stack.db, blockStorage: stack.blockStorage, libvirt: directLibvirt, host: stack.host, service: stack.service });
   const temporal: CycleFn = (i, v) => temporalCycle(stack.service, i, v);
@@ -264,7 +292,10 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
         const instances = await stack.ensureInstances(count);
         for (const c of profile.concurrency) {
           for (const [mode, fn] of modes) {
+            updateWithStart.take();
             const r = await runCell({ mode, concurrency: c, instances, volumes, cycles: profile.cycles[c]! }, fn, stack.procGroups());
+            const uws = updateWithStart.take();
+            if (mode === 'temporal' && uws.length) r.updateWithStart = rounded(summarize(uws));
             results.matrix.push(r);
             log(
               `[${elapsed()}] ${mode.padEnd(8)} instances ${String(count).padStart(2)} concurrency ${String(c).padStart(2)}: ` +
@@ -281,8 +312,12 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
     }
 
     if (!skip.has('floor')) {
-      results.floor = await runFloor(stack, stack.client, profile.floorRuns);
+      // its throughput at the matrix's 8 instances × 8 clients, as many cycles as tether's cell
+      const floorLoad = { concurrency: 8, instances: 8, cycles: profile.cycles[8] ?? 48 };
+      results.floor = await runFloor(stack, stack.client, profile.floorRuns, floorLoad);
       log(`[${elapsed()}] floor (steps that do nothing): attach-shaped p50 ${results.floor.attachShaped.p50} ms, detach-shaped p50 ${results.floor.detachShaped.p50} ms, empty workflow p50 ${results.floor.empty.p50} ms`);
+      const ft = results.floor.throughput;
+      if (ft) log(`[${elapsed()}] floor throughput at ${ft.instances} host queues × ${ft.concurrency} clients: ${ft.cyclesPerSecond} cycles/s (cycle p50 ${ft.cycle.p50} ms)`);
     }
 
     if (!skip.has('cinder')) {

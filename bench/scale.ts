@@ -35,6 +35,13 @@ export interface ScalePoint {
   /** row inserted → first activity on the new instance's queue completed (median of `probes`) */
   timeToServeMs: number;
   timeToServeSamples: number[];
+  /**
+   * A burst at the largest size: one probe workflow per hosted instance, all started at once, each
+   * running one host activity (getHostConnector) on its own instance's queue of this agent; ms from the
+   * first start until the last one finished. The host-queue half of "1000 attaches to 1000 different
+   * instances": the instances here have no domain, so no disk is attached.
+   */
+  drain?: { workflows: number; ms: number; errors: number };
 }
 
 export interface ScaleResult {
@@ -71,10 +78,11 @@ export async function runScale(stack: BenchStack, sizes: number[], options: { id
   const probeRun = probeWorker.run();
   const points: ScalePoint[] = [];
   let have = 0;
+  const hosted: string[] = [];
   try {
     for (const size of sizes) {
       const t0 = performance.now();
-      if (size > have) await insertInstances(stack, host, size - have, have);
+      if (size > have) hosted.push(...(await insertInstances(stack, host, size - have, have)));
       have = Math.max(have, size);
       await waitFor(`${size} queues served by the scale agent`, async () => ((await agent.stats()).queues ?? 0) >= have + 1, 300_000, 100);
       const allServingMs = Math.round(performance.now() - t0);
@@ -91,6 +99,7 @@ export async function runScale(stack: BenchStack, sizes: number[], options: { id
       for (let p = 0; p < options.probes; p++) {
         const t1 = performance.now();
         const [uuid] = await insertInstances(stack, host, 1, have);
+        hosted.push(uuid!);
         have++;
         await stack.client.workflow.execute('probeInstanceQueue', { taskQueue: probeQueue, workflowId: `probe-${uuid}`, args: [uuid] });
         samples.push(Math.round(performance.now() - t1));
@@ -108,10 +117,24 @@ export async function runScale(stack: BenchStack, sizes: number[], options: { id
         timeToServeMs: median(samples),
         timeToServeSamples: samples,
       };
+      if (size === Math.max(...sizes)) {
+        const burst = hosted.slice(0, size);
+        let errors = 0;
+        const t2 = performance.now();
+        await Promise.all(
+          burst.map((uuid) =>
+            stack.client.workflow.execute('probeInstanceQueue', { taskQueue: probeQueue, workflowId: `drain-${uuid}`, args: [uuid] }).catch(() => {
+              errors++;
+            }),
+          ),
+        );
+        point.drain = { workflows: burst.length, ms: Math.round(performance.now() - t2), errors };
+      }
       points.push(point);
       options.log(
         `  ${size} instances: agent RSS ${point.agentRssMb} MB, idle CPU ${point.agentIdleCpuPct}%, dev server RSS ${point.devServerRssMb} MB / CPU ${point.devServerIdleCpuPct}%, ` +
-          `polls ${JSON.stringify(point.pollRpcsIn10s)} (open ${JSON.stringify(point.pendingPolls)}), all queues served after ${allServingMs} ms, time to serve p50 ${point.timeToServeMs} ms`,
+          `polls ${JSON.stringify(point.pollRpcsIn10s)} (open ${JSON.stringify(point.pendingPolls)}), all queues served after ${allServingMs} ms, time to serve p50 ${point.timeToServeMs} ms` +
+          (point.drain ? `; ${point.drain.workflows} host steps on ${point.drain.workflows} instance queues at once drained in ${point.drain.ms} ms (${point.drain.errors} errors)` : ''),
       );
     }
   } finally {

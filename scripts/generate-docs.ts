@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { changesTable, cyclesSection, neighboursSection, overheadFindings, overheadSection, resourcesSection, runLine, scaleSection, summaryTable, timeSection } from '../bench/docs.ts';
 import { markdown, renderCharts, type BenchResults } from '../bench/report.ts';
 import { cliTable } from '../bench/cli.ts';
+import { targetsTable } from '../bench/targets.ts';
 import { markdownReport, type RunSummary } from '../chaos/report.ts';
 import type { TestRunRecord } from '../test/support/summary-reporter.ts';
 import { killTable, type KillResults } from '../chaos/nova-kills-report.ts';
@@ -85,6 +86,7 @@ export const REGIONS: Record<string, Render> = {
   'bench-scale': bench(scaleSection),
   'bench-neighbours': bench(neighboursSection),
   'bench-resources': bench(resourcesSection),
+  'bench-targets': bench((r) => `${runLine(r)}${r.cli ? ` The CLI's rows: its own run of ${r.cli.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}.` : ''}\n\n${targetsTable(r)}`),
   'bench-cli': bench((r) => (r.cli ? cliTable(r.cli) : '_Not measured in this run: `npm run bench -- --only=cli` adds it._')),
   'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
