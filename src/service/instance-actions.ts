@@ -87,6 +87,9 @@ export async function listActions(client: Client, instance: Instance): Promise<I
   return actions.sort((a, b) => b.startTime.localeCompare(a.startTime) || b.requestId.localeCompare(a.requestId));
 }
 
+/** How long show waits for a worker to answer the progress query before it reads the history itself. */
+const QUERY_DEADLINE_MS = 10_000;
+
 /** The workflow types whose runs answer the `progress` query with their saga's steps. */
 const SAGA_TYPES = new Set(['attachVolume', 'detachVolume', 'forceDetachVolume', 'extendVolume']);
 
@@ -96,7 +99,8 @@ export async function actionEvents(client: Client, action: InstanceAction): Prom
   let events: ActionEvent[] | null = null;
   if (SAGA_TYPES.has(action.workflowType)) {
     try {
-      const progress = await handle.query<OperationProgress>(PROGRESS_QUERY);
+      // a query of a closed run is answered by a worker replaying it: not for ever when none serves the queue
+      const progress = await client.withDeadline(Date.now() + QUERY_DEADLINE_MS, () => handle.query<OperationProgress>(PROGRESS_QUERY));
       events = eventsOfSteps(progress.steps, action.host);
     } catch {
       events = null; // no worker answered (or an old run without the query): read the history
