@@ -25,6 +25,7 @@ let vm: Instance;
 /** The request ids the attach and the ignored detach were answered with. */
 let attachRequest: string;
 let detachRequest: string;
+let attachedVolumeId: string;
 
 const compute = (version: string) => ({ 'openstack-api-version': `compute ${version}` });
 const get = (url: string, version = '2.84') => api.app.inject({ url, headers: compute(version) });
@@ -37,13 +38,14 @@ async function settled(workflowId: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({ detachUnplugWaitMs: 1_000 });
+  stack = await startTestStack({ detachUnplugWaitMs: 500 });
   api = await startTestApi(stack);
   cloud = await writeCloud(api.url);
   vm = await runningServer(stack, 'vm-actions');
 
   // an attach asked over HTTP, then a detach of a virtio disk the guest (a diskless domain) never releases
   const v = await volume(stack, 'actions-vol');
+  attachedVolumeId = v.id;
   const attach = await api.app.inject({ method: 'POST', url: `/v2.1/servers/${vm.uuid}/os-volume_attachments`, headers: compute('2.79'), payload: { volumeAttachment: { volumeId: v.id, device: '/dev/vdb' } } });
   expect(attach.statusCode).toBe(200);
   attachRequest = attach.headers['x-openstack-request-id'] as string;
@@ -146,8 +148,9 @@ describe('pagination and filters (2.58, 2.66)', () => {
     expect((first.json().instanceActions as Action[]).map((a) => a.request_id)).toEqual(all.slice(0, 2).map((a) => a.request_id));
     const next = (first.json().links as Array<{ rel: string; href: string }>)[0]!;
     expect(next.rel).toBe('next');
-    expect(next.href).toBe(`${api.url}/v2.1/servers/${vm.uuid}/os-instance-actions?limit=2&marker=${all[1]!.request_id}`);
-    const second = await get(next.href.slice(api.url.length));
+    // absolute, on the host the request named (inject's is localhost:80)
+    expect(next.href).toBe(`http://localhost:80/v2.1/servers/${vm.uuid}/os-instance-actions?limit=2&marker=${all[1]!.request_id}`);
+    const second = await get(next.href.slice('http://localhost:80'.length));
     expect((second.json().instanceActions as Action[]).map((a) => a.request_id)).toEqual(all.slice(2, 4).map((a) => a.request_id));
     expect(second.json().links).toBeUndefined();
   });
@@ -217,6 +220,24 @@ describe('tenancy (tokens)', () => {
     expect((await as('bob', actionsUrl(own.uuid))).statusCode).toBe(404);
     expect((await as('bob', `${actionsUrl(own.uuid)}/${ownRequest}`)).statusCode).toBe(404);
     expect((await as('bob', actionsUrl(vm.uuid))).statusCode).toBe(404);
+  });
+});
+
+describe('the Temporal UI', () => {
+  it('a workflow reads by its summary and details; each activity by the one line of its step', async () => {
+    const handle = stack.client.workflow.getHandle(attachWorkflowId(vm.uuid, attachedVolumeId));
+    const d = await handle.describe();
+    expect(await d.staticSummary()).toBe('attach volume actions-vol to server vm-actions');
+    const details = await d.staticDetails();
+    expect(details).toContain(`request: ${attachRequest}`);
+    expect(details).toContain(`server: ${vm.uuid}`);
+    const history = await handle.fetchHistory();
+    const summaries = (history.events ?? []).flatMap((e) => {
+      const data = e.activityTaskScheduledEventAttributes ? e.userMetadata?.summary?.data : undefined;
+      return data ? [JSON.parse(Buffer.from(data).toString('utf8')) as string] : [];
+    });
+    expect(summaries).toContain('Attach the disk to the libvirt domain');
+    expect(summaries).toContain('Create the block device mapping with a reserved device name');
   });
 });
 
