@@ -5,6 +5,7 @@
  *   connector (touches the database and reads the domain);
  * - `host/disks.ts`: hot-plug and unplug of a volume's disk, its libvirt secrets, QEMU's orphan disks;
  * - `host/disk-resize.ts`: growing a volume's disk under the running domain (extend);
+ * - `host/power.ts`: a server's power: start, stop, reboot (os-start, os-stop, reboot);
  * - `host/domains.ts`: the life of domains (the `host-<name>` queue).
  *
  * Volume steps run on the instance's own task queue `instance-<uuid>` with one activity at a time,
@@ -14,14 +15,15 @@
 import { createDeviceNameActivities } from './host/device-names.ts';
 import { createDiskActivities } from './host/disks.ts';
 import { createDiskResizeActivities } from './host/disk-resize.ts';
+import { createPowerActivities, type PowerDeps } from './host/power.ts';
 
 export { createDomainActivities, type DomainActivities } from './host/domains.ts';
 export type { ReserveDeviceInput, ReservedDevice } from './host/device-names.ts';
 export type { DetachDiskOptions, VolumeEncryptionSource } from './host/disks.ts';
 
-/** The activities of the instance queues: device names, disks and their sizes. */
-export function createHostActivities(deps: Parameters<typeof createDiskActivities>[0]) {
-  return { ...createDeviceNameActivities(deps), ...createDiskActivities(deps), ...createDiskResizeActivities(deps) };
+/** The activities of the instance queues: device names, disks and their sizes, the server's power. */
+export function createHostActivities(deps: Parameters<typeof createDiskActivities>[0] & Pick<PowerDeps, 'cleanShutdownSeconds'>) {
+  return { ...createDeviceNameActivities(deps), ...createDiskActivities(deps), ...createDiskResizeActivities(deps), ...createPowerActivities(deps) };
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;

@@ -27,6 +27,10 @@ export const ERROR_STATUS = {
   InstanceInvalidState: 409,
   DevicePathInUse: 409,
   InstanceLocked: 409,
+  /** Nova's InstanceNotReady: the action needs the instance to have a host. */
+  InstanceNotReady: 409,
+  /** Nova's FlavorNotFound (a 400 in POST /servers, a 404 in GET /flavors/{id}). */
+  FlavorNotFound: 404,
   OperationInProgress: 409,
   /** A newer operation on the same volume and server took over (a late step of an older one). */
   OperationSuperseded: 409,

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { buildApiServer, type ApiServer } from '../src/api/server.ts';
 import { COMPUTE_VERSIONS, VOLUME_VERSIONS, negotiate } from '../src/api/microversion.ts';
-import { serverStatus } from '../src/api/views/server.ts';
+import { serverStatus, serverView } from '../src/api/views/server.ts';
+import type { BlockDeviceMapping } from '../src/domain/types.ts';
 import type { TetherService } from '../src/service/tether-service.ts';
 import type { Queryable } from '../src/db/database.ts';
 import type { Instance, VmState } from '../src/domain/types.ts';
@@ -58,7 +59,7 @@ describe('negotiate', () => {
 
   it('defaults to the minimum and takes "latest" as the maximum', () => {
     expect(negotiate(COMPUTE_VERSIONS, h({}))).toBe(1);
-    expect(negotiate(COMPUTE_VERSIONS, h({ 'openstack-api-version': 'compute latest' }))).toBe(89);
+    expect(negotiate(COMPUTE_VERSIONS, h({ 'openstack-api-version': 'compute latest' }))).toBe(104);
     expect(negotiate(VOLUME_VERSIONS, h({}))).toBe(0);
     expect(negotiate(VOLUME_VERSIONS, h({ 'openstack-api-version': 'volume latest' }))).toBe(70);
   });
@@ -73,9 +74,9 @@ describe('negotiate', () => {
   });
 
   it.each([
-    ['compute 2.90', 406, 'Version 2.90 is not supported by the API. Minimum is 2.1 and maximum is 2.89.'],
-    ['compute 2.0', 406, 'Version 2.0 is not supported by the API. Minimum is 2.1 and maximum is 2.89.'],
-    ['compute 3.1', 406, 'Version 3.1 is not supported by the API. Minimum is 2.1 and maximum is 2.89.'],
+    ['compute 2.105', 406, 'Version 2.105 is not supported by the API. Minimum is 2.1 and maximum is 2.104.'],
+    ['compute 2.0', 406, 'Version 2.0 is not supported by the API. Minimum is 2.1 and maximum is 2.104.'],
+    ['compute 3.1', 406, 'Version 3.1 is not supported by the API. Minimum is 2.1 and maximum is 2.104.'],
     ['compute 2.x', 400, 'API Version String 2.x is of invalid format. Must be of format MajorNum.MinorNum.'],
     ['compute 2.01', 400, 'API Version String 2.01 is of invalid format. Must be of format MajorNum.MinorNum.'],
   ])('refuses %j with %i', (header, statusCode, message) => {
@@ -95,9 +96,9 @@ describe('microversions over HTTP', () => {
   });
 
   it('answers 406 outside the range, as a computeFault', async () => {
-    const r = await api.inject({ url: '/v2.1/servers', headers: { 'openstack-api-version': 'compute 2.90' } });
+    const r = await api.inject({ url: '/v2.1/servers', headers: { 'openstack-api-version': 'compute 2.105' } });
     expect(r.statusCode).toBe(406);
-    expect(r.json()).toEqual({ computeFault: { code: 406, message: 'Version 2.90 is not supported by the API. Minimum is 2.1 and maximum is 2.89.' } });
+    expect(r.json()).toEqual({ computeFault: { code: 406, message: 'Version 2.105 is not supported by the API. Minimum is 2.1 and maximum is 2.104.' } });
   });
 
   it('negotiates the volume API separately (3.0 to 3.70)', async () => {
@@ -119,7 +120,7 @@ describe('version documents', () => {
       version: expect.objectContaining({
         id: 'v2.1',
         status: 'CURRENT',
-        version: '2.89',
+        version: '2.104',
         min_version: '2.1',
         links: expect.arrayContaining([{ rel: 'self', href: 'http://cloud.example:8774/v2.1/' }]),
       }),
@@ -128,7 +129,7 @@ describe('version documents', () => {
 
   it('GET / lists v2.1', async () => {
     const r = await api.inject({ url: '/', headers: { host: 'cloud.example' } });
-    expect(r.json().versions).toEqual([expect.objectContaining({ id: 'v2.1', version: '2.89', min_version: '2.1' })]);
+    expect(r.json().versions).toEqual([expect.objectContaining({ id: 'v2.1', version: '2.104', min_version: '2.1' })]);
   });
 
   it.each(['/v3', '/v3/'])('GET %s describes v3.0 (3.0 to 3.70)', async (url) => {
@@ -188,7 +189,7 @@ describe('errors', () => {
   });
 
   it('answers an unknown path with a 404 itemNotFound', async () => {
-    const r = await api.inject({ url: '/v2.1/flavors' });
+    const r = await api.inject({ url: '/v2.1/os-keypairs' });
     expect(r.statusCode).toBe(404);
     expect(r.json()).toEqual({ itemNotFound: { code: 404, message: 'The resource could not be found.' } });
   });
@@ -210,6 +211,7 @@ describe('server status', () => {
     ['rescued', 'RESCUE'],
   ])('vm_state %s is %s', (vmState, status) => {
     expect(serverStatus(vmState)).toBe(status);
+    if (vmState === 'active') expect([serverStatus(vmState, 'rebooting'), serverStatus(vmState, 'rebooting_hard'), serverStatus(vmState, 'powering-off')]).toEqual(['REBOOT', 'HARD_REBOOT', 'ACTIVE']);
   });
 });
 
@@ -253,5 +255,95 @@ describe('the OpenAPI document', () => {
       expect.arrayContaining(['path:server_id', 'header:openstack-api-version', 'header:x-openstack-nova-api-version']),
     );
     expect(Object.keys(post.responses)).toEqual(expect.arrayContaining(['200', '400', '404', '406', '409']));
+  });
+});
+
+describe('what each microversion up to 2.104 changes in what tether serves', () => {
+  const bdm = (volumeId: string, attachmentId: string | null): BlockDeviceMapping => ({
+    uuid: `bdm-${volumeId}`,
+    instanceUuid: instance.uuid,
+    volumeId,
+    sourceType: 'volume',
+    destinationType: 'volume',
+    deviceName: '/dev/sdb',
+    diskBus: 'scsi',
+    deviceType: 'disk',
+    bootIndex: null,
+    tag: null,
+    deleteOnTermination: false,
+    attachmentId,
+    attachStatus: attachmentId ? 'attached' : 'attaching',
+    operationId: null,
+    createdAt: instance.createdAt,
+  });
+  const reserved = '22222222-2222-4222-8222-222222222222';
+  const inFlight = '33333333-3333-4333-8333-333333333333';
+  const attached = [bdm(reserved, '44444444-4444-4444-8444-444444444444'), bdm(inFlight, null)];
+  const attachService = {
+    as: () => attachService,
+    listAttachments: async () => ({ instance, bdms: attached }),
+    attachVolume: async () => ({
+      reservation: { bdmUuid: 'b', device: '/dev/sdc', attachmentId: 'a', instanceUuid: instance.uuid, volumeId: reserved, tag: null, deleteOnTermination: false },
+    }),
+  } as unknown as TetherService;
+  let attachApi: ApiServer;
+  beforeAll(async () => {
+    attachApi = await buildApiServer({ service: attachService, db: {} as Queryable, client: {} as Client, config: { controlTaskQueue: 'control', computeHost: 'h1' } });
+  });
+  afterAll(async () => {
+    await attachApi?.close();
+  });
+  const at = (version: string) => ({ 'openstack-api-version': `compute ${version}` });
+
+  it('server show: hostname (2.90), pinned_availability_zone (2.96), scheduler_hints (2.100); the flavor of the instance', () => {
+    const vm = { ...instance, flavorId: 'tether.small', pinnedAvailabilityZone: 'nova', schedulerHints: { same_host: 'x' } };
+    const at89 = serverView(vm, [], 'http://h', 89);
+    for (const key of ['OS-EXT-SRV-ATTR:hostname', 'pinned_availability_zone', 'scheduler_hints']) expect(at89).not.toHaveProperty(key);
+    expect(serverView(vm, [], 'http://h', 90)['OS-EXT-SRV-ATTR:hostname']).toBe('vm');
+    expect(serverView(vm, [], 'http://h', 96).pinned_availability_zone).toBe('nova');
+    expect(serverView(vm, [], 'http://h', 100)).toMatchObject({ scheduler_hints: { same_host: 'x' }, image: '', flavor: { original_name: 'tether.small', ram: 128 } });
+    expect(serverView(vm, [], 'http://h', 46).flavor).toEqual({ id: 'tether.small', links: [expect.objectContaining({ rel: 'bookmark' })] });
+  });
+
+  it('from 2.89 an attach in flight is not listed (nor shown) before it has its attachment id (Nova bug 2160224)', async () => {
+    const list = async (version: string) => (await attachApi.inject({ url: `/v2.1/servers/${instance.uuid}/os-volume_attachments`, headers: at(version) })).json().volumeAttachments;
+    expect((await list('2.88')).map((a: { volumeId: string }) => a.volumeId)).toEqual([reserved, inFlight]);
+    const at89 = await list('2.89');
+    expect(at89).toEqual([expect.objectContaining({ volumeId: reserved, attachment_id: '44444444-4444-4444-8444-444444444444', bdm_uuid: `bdm-${reserved}` })]);
+    const show = await attachApi.inject({ url: `/v2.1/servers/${instance.uuid}/os-volume_attachments/${inFlight}`, headers: at('2.104') });
+    expect(show.statusCode).toBe(404);
+  });
+
+  it('POST os-volume_attachments: 200 with the attachment before 2.101, 202 and no body from it', async () => {
+    const post = (version: string) =>
+      attachApi.inject({ method: 'POST', url: `/v2.1/servers/${instance.uuid}/os-volume_attachments`, headers: at(version), payload: { volumeAttachment: { volumeId: reserved } } });
+    const before = await post('2.100');
+    expect(before.statusCode).toBe(200);
+    expect(before.json().volumeAttachment).toMatchObject({ id: reserved, device: '/dev/sdc' });
+    const after = await post('2.101');
+    expect(after.statusCode).toBe(202);
+    expect(after.body).toBe('');
+  });
+
+  it('flavors: swap "" before 2.75, description 2.55, extra_specs 2.61, no rxtx_factor nor disabled from 2.102, name filter 2.102', async () => {
+    const get = async (url: string, version: string) => attachApi.inject({ url, headers: at(version) });
+    const old = (await get('/v2.1/flavors/tether.tiny', '2.1')).json().flavor;
+    expect(old).toMatchObject({ swap: '', rxtx_factor: 1, 'OS-FLV-DISABLED:disabled': false, 'os-flavor-access:is_public': true });
+    expect(old).not.toHaveProperty('description');
+    const newest = (await get('/v2.1/flavors/tether.tiny', '2.104')).json().flavor;
+    expect(newest).toMatchObject({ swap: 0, description: expect.any(String), extra_specs: {} });
+    expect(Object.keys(newest)).not.toContain('rxtx_factor');
+    expect((await get('/v2.1/flavors?name=tether.small', '2.102')).json().flavors.map((f: { id: string }) => f.id)).toEqual(['tether.small']);
+    expect((await get('/v2.1/flavors?name=tether.small', '2.101')).statusCode).toBe(400);
+    expect((await get('/v2.1/flavors/tether.tiny?x=1', '2.102')).statusCode).toBe(400);
+    expect((await get('/v2.1/flavors/tether.tiny?x=1', '2.101')).statusCode).toBe(200);
+  });
+
+  it('server actions: unshelve takes a host from 2.91, migrate from 2.56', async () => {
+    const act = (version: string, body: unknown) =>
+      attachApi.inject({ method: 'POST', url: `/v2.1/servers/${instance.uuid}/action`, headers: at(version), payload: body as Record<string, unknown> });
+    expect((await act('2.90', { unshelve: { host: 'h2' } })).json().badRequest.message).toMatch(/'host' was unexpected/);
+    expect((await act('2.55', { migrate: { host: 'h2', x: 1 } })).statusCode).not.toBe(400);
+    expect((await act('2.56', { migrate: { host: 'h2', x: 1 } })).statusCode).toBe(400);
   });
 });

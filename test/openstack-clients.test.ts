@@ -116,10 +116,10 @@ describe('openstack server volume list', () => {
     expect(rows[0]).toEqual(Object.fromEntries(columns.map((c) => [c, all[c]])));
   });
 
-  it('at 2.90 shows the 406 of the API', async () => {
-    const r = await openstack(cloud, ['--os-compute-api-version', '2.90', 'server', 'volume', 'list', 'osc-list']);
+  it('at 2.105 shows the 406 of the API', async () => {
+    const r = await openstack(cloud, ['--os-compute-api-version', '2.105', 'server', 'volume', 'list', 'osc-list']);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/Version 2\.90 is not supported by the API\. Minimum is 2\.1 and maximum is 2\.89\. \(HTTP 406\)/);
+    expect(r.stderr).toMatch(/Version 2\.105 is not supported by the API\. Minimum is 2\.1 and maximum is 2\.104\. \(HTTP 406\)/);
   });
 });
 
@@ -207,7 +207,7 @@ print(json.dumps({
     'unknownVolume': outcome(lambda: conn.compute.create_volume_attachment(server, volumeId=unknown)),
     'badDevice': outcome(lambda: conn.compute.create_volume_attachment(server, volumeId=volume, device='/dev/../sda')),
     'tagAt248': raw('/servers/%s/os-volume_attachments' % server, {'volumeAttachment': {'volumeId': volume, 'tag': 'x'}}, '2.48'),
-    'at290': raw('/servers/%s/os-volume_attachments' % server, {'volumeAttachment': {'volumeId': volume}}, '2.90'),
+    'at2105': raw('/servers/%s/os-volume_attachments' % server, {'volumeAttachment': {'volumeId': volume}}, '2.105'),
 }))
 `;
 
@@ -248,9 +248,9 @@ describe('openstacksdk cloud layer', () => {
         body: { badRequest: { code: 400, message: 'Invalid input for field/attribute volumeAttachment. Additional properties are not allowed at microversion 2.48: tag (2.49).' } },
         version: 'compute 2.48',
       },
-      at290: {
+      at2105: {
         status: 406,
-        body: { computeFault: { code: 406, message: 'Version 2.90 is not supported by the API. Minimum is 2.1 and maximum is 2.89.' } },
+        body: { computeFault: { code: 406, message: 'Version 2.105 is not supported by the API. Minimum is 2.1 and maximum is 2.104.' } },
         version: null,
       },
     });

@@ -50,6 +50,11 @@ export interface ComputeAgentOptions {
   volumeEncryption?: VolumeEncryptionSource;
   /** What every domain this host defines gets (TETHER_DOMAIN_*): the OS-less domain when absent. */
   domainTemplate?: DomainTemplate;
+  /**
+   * How long a guest gets to power off when a stop or a soft reboot asks it (TETHER_SHUTDOWN_TIMEOUT,
+   * Nova's shutdown_timeout): 60 s for a booted guest, 0 for the OS-less domain (nothing answers ACPI).
+   */
+  cleanShutdownSeconds?: number;
 }
 
 interface RunningWorker {
@@ -78,6 +83,7 @@ export class ComputeAgent {
       faults: o.faults ?? new FaultInjector(),
       ...(o.detach ? { detach: o.detach } : {}),
       ...(o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(o.volumeEncryption) } : {}),
+      cleanShutdownSeconds: o.cleanShutdownSeconds ?? (o.domainTemplate?.boot ? 60 : 0),
     });
   }
 
@@ -262,6 +268,7 @@ async function main(): Promise<void> {
       faults: FaultInjector.fromEnv(),
       volumeEncryption: ctx.blockStorage(),
       domainTemplate: loadDomainTemplate(),
+      ...(process.env.TETHER_SHUTDOWN_TIMEOUT ? { cleanShutdownSeconds: Number(process.env.TETHER_SHUTDOWN_TIMEOUT) } : {}),
     });
     let stopped!: () => void;
     const done = new Promise<void>((resolve) => (stopped = resolve));

@@ -67,6 +67,9 @@ export const ACTIVITY_SUMMARIES: Record<ActivityName, string> = {
   exportDomain: "Read the libvirt domain's definition",
   importDomain: 'Define the libvirt domain on this host',
   destroyDomain: 'Destroy and undefine the libvirt domain',
+  powerOnDomain: 'Start the libvirt domain',
+  powerOffDomain: 'Ask the guest to power off, then power the domain off',
+  rebootDomain: 'Reboot the libvirt domain (soft: a clean shutdown and a start; hard: power off and start)',
 };
 
 function summaryOf(activityType: string): string | undefined {

@@ -5,3 +5,5 @@ export { extendVolume } from './extend-volume.ts';
 export { createServer } from './create-server.ts';
 export { shelveServer, shelveOffloadServer, unshelveServer, deleteServer, migrateServer } from './server-lifecycle.ts';
 export { forceDetachVolume } from './force-detach-volume.ts';
+export { startServer, stopServer, rebootServer } from './server-power.ts';
+export { bootServer } from './boot-server.ts';

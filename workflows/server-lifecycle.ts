@@ -17,7 +17,7 @@ import type {
 import { control, controlMustFinish, domainActivities, hostActivities, ordering } from './activity-options.ts';
 
 /** Runs `body` inside the instance task; on failure the instance returns to `onFailure` state. */
-async function withInstanceTask<T>(
+export async function withInstanceTask<T>(
   input: ServerActionInput,
   task: string,
   allowed: VmState[] | 'any',

@@ -5,6 +5,8 @@
  */
 import type { Database } from '../../src/db/database.ts';
 import { bdmConnectionInfo, liveBdm } from '../../src/db/block-device-mappings.ts';
+import { getInstance } from '../../src/db/instances.ts';
+import { flavorOf } from '../../src/domain/flavors.ts';
 import { authSecretUuid, encryptionSecretUuid, ensureAuthSecret } from '../../src/host/disk-secrets.ts';
 import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { buildDomainXml, domainSpecFor, type DomainTemplate } from '../../src/libvirt/domain-xml.ts';
@@ -41,11 +43,16 @@ export function createDomainActivities(deps: {
   }
 
   return {
-    /** Define and start the instance's domain (domain uuid = instance uuid); idempotent. */
+    /** Define and start the instance's domain (domain uuid = instance uuid) with its flavor's size; idempotent. */
     async spawnDomain(input: { instanceUuid: string; domainName: string }): Promise<{ state: string }> {
       try {
         let info = await libvirt.lookupDomain(input.instanceUuid);
-        if (!info) info = await libvirt.defineDomain(buildDomainXml(domainSpecFor(deps.template ?? {}, { uuid: input.instanceUuid, name: input.domainName })));
+        if (!info) {
+          const instance = deps.db ? await getInstance(deps.db, input.instanceUuid) : null;
+          const flavor = instance ? flavorOf(instance.flavorId) : null;
+          const size = flavor ? { memoryMiB: flavor.ram, vcpus: flavor.vcpus } : undefined;
+          info = await libvirt.defineDomain(buildDomainXml(domainSpecFor(deps.template ?? {}, { uuid: input.instanceUuid, name: input.domainName }, size)));
+        }
         if (!info.active) await libvirt.startDomain(input.instanceUuid);
         const after = await libvirt.lookupDomain(input.instanceUuid);
         return { state: after?.state ?? 'unknown' };

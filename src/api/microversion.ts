@@ -18,7 +18,7 @@ export interface MicroversionRange {
   legacyHeader?: string;
 }
 
-export const COMPUTE_VERSIONS: MicroversionRange = { service: 'compute', major: 2, min: 1, max: 89, legacyHeader: 'x-openstack-nova-api-version' };
+export const COMPUTE_VERSIONS: MicroversionRange = { service: 'compute', major: 2, min: 1, max: 104, legacyHeader: 'x-openstack-nova-api-version' };
 /** Like Cinder 2023.1 "Antelope". */
 export const VOLUME_VERSIONS: MicroversionRange = { service: 'volume', major: 3, min: 0, max: 70 };
 

@@ -19,6 +19,9 @@ import { volumeActionRoutes } from './routes/volume-actions.ts';
 import { volumeMetadataRoutes } from './routes/volume-metadata.ts';
 import { healthRoutes } from './routes/health.ts';
 import { serverRoutes } from './routes/servers.ts';
+import { serverActionRoutes } from './routes/server-actions.ts';
+import { flavorRoutes } from './routes/flavors.ts';
+import { serverCreateRoutes } from './routes/server-create.ts';
 import { versionRoutes } from './routes/versions.ts';
 import { volumeAttachmentRoutes } from './routes/volume-attachments.ts';
 import { computeServiceRoutes } from './routes/compute-services.ts';
@@ -174,7 +177,7 @@ export async function buildApiServer(deps: ApiDeps) {
       info: {
         title: 'tether',
         version: '0.1.0',
-        description: 'Nova-compatible compute API (v2.1, microversions 2.1-2.89) and Cinder-compatible block storage API (v3, 3.0-3.70).',
+        description: 'Nova-compatible compute API (v2.1, microversions 2.1-2.104) and Cinder-compatible block storage API (v3, 3.0-3.70).',
       },
       tags: [
         { name: 'versions', description: 'Version discovery' },
@@ -207,6 +210,9 @@ export async function buildApiServer(deps: ApiDeps) {
         requireCaller(compute, auth);
         useMicroversions(compute, COMPUTE_VERSIONS);
         await compute.register(serverRoutes, scope);
+        await compute.register(serverActionRoutes, scope);
+        await compute.register(flavorRoutes, scope);
+        await compute.register(serverCreateRoutes, scope);
         await compute.register(volumeAttachmentRoutes, scope);
         await compute.register(computeServiceRoutes, { ...scope, availabilityZone: deps.config.availabilityZone ?? 'nova' });
         await compute.register(serverExternalEventRoutes, scope);

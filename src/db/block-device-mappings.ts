@@ -80,15 +80,17 @@ export interface NewVolumeBdm {
   tag: string | null;
   deleteOnTermination: boolean;
   operationId: string;
+  /** Nova's boot_index: 0 for the volume a server boots from (created with the server), null otherwise. */
+  bootIndex?: number | null;
 }
 
 export async function insertVolumeBdm(db: Queryable, b: NewVolumeBdm): Promise<BlockDeviceMapping> {
   const { rows } = await db.query<BdmRow>(
     `INSERT INTO block_device_mappings (uuid, instance_uuid, volume_id, source_type, destination_type, device_name,
-        disk_bus, device_type, tag, delete_on_termination, operation_id)
-     VALUES ($1, $2, $3, 'volume', 'volume', $4, $5, $6, $7, $8, $9)
+        disk_bus, device_type, tag, delete_on_termination, operation_id, boot_index)
+     VALUES ($1, $2, $3, 'volume', 'volume', $4, $5, $6, $7, $8, $9, $10)
      RETURNING ${COLUMNS}`,
-    [b.uuid, b.instanceUuid, b.volumeId, b.deviceName, b.diskBus, b.deviceType, b.tag, b.deleteOnTermination, b.operationId],
+    [b.uuid, b.instanceUuid, b.volumeId, b.deviceName, b.diskBus, b.deviceType, b.tag, b.deleteOnTermination, b.operationId, b.bootIndex ?? null],
   );
   return toBdm(rows[0]!);
 }

@@ -15,6 +15,9 @@ interface InstanceRow {
   default_disk_bus: DiskBus;
   locked: boolean;
   created_at: Date;
+  flavor_id?: string;
+  pinned_availability_zone?: string | null;
+  scheduler_hints?: Record<string, unknown>;
 }
 
 function toInstance(r: InstanceRow): Instance {
@@ -31,6 +34,9 @@ function toInstance(r: InstanceRow): Instance {
     defaultDiskBus: r.default_disk_bus,
     locked: r.locked,
     createdAt: r.created_at.toISOString(),
+    flavorId: r.flavor_id ?? 'tether.tiny',
+    pinnedAvailabilityZone: r.pinned_availability_zone ?? null,
+    schedulerHints: r.scheduler_hints ?? {},
   };
 }
 
@@ -75,16 +81,20 @@ export interface NewInstance {
   libvirtDomain: string;
   rootDeviceName: string;
   defaultDiskBus: DiskBus;
+  /** src/domain/flavors.ts; tether.tiny when absent. */
+  flavorId?: string;
+  pinnedAvailabilityZone?: string | null;
+  schedulerHints?: Record<string, unknown>;
 }
 
 /** Insert as building/spawning; idempotent on uuid (a retried insert returns the existing row). */
 export async function insertInstance(db: Queryable, i: NewInstance): Promise<Instance> {
   await db.query(
     `INSERT INTO instances (uuid, name, project_id, host, vm_state, task_state, availability_zone, libvirt_domain,
-                            root_device_name, default_disk_bus)
-     VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8)
+                            root_device_name, default_disk_bus, flavor_id, pinned_availability_zone, scheduler_hints)
+     VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (uuid) DO NOTHING`,
-    [i.uuid, i.name, i.projectId, i.host, i.availabilityZone, i.libvirtDomain, i.rootDeviceName, i.defaultDiskBus],
+    [i.uuid, i.name, i.projectId, i.host, i.availabilityZone, i.libvirtDomain, i.rootDeviceName, i.defaultDiskBus, i.flavorId ?? 'tether.tiny', i.pinnedAvailabilityZone ?? null, JSON.stringify(i.schedulerHints ?? {})],
   );
   const row = await getInstance(db, i.uuid);
   if (!row) throw new Error(`instance ${i.uuid} vanished after insert`);
@@ -136,4 +146,29 @@ export async function markInstanceDeleted(db: Queryable, uuid: string): Promise<
     `UPDATE instances SET vm_state = 'deleted', task_state = NULL, deleted_at = now(), updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL`,
     [uuid],
   );
+}
+
+/**
+ * The API's check-and-set of a server action (Nova's API saves task_state before it casts): under the
+ * row lock, `refusal` decides on the instance as it is now; when it allows, the task is taken.
+ * Returns the instance as it was (with the task) or the refusal.
+ */
+export async function takeInstanceTask<R>(
+  db: Queryable,
+  uuid: string,
+  task: string,
+  refusal: (instance: Instance) => R | null,
+): Promise<{ instance: Instance } | { refused: R } | null> {
+  const { rows } = await db.query<InstanceRow>('SELECT * FROM instances WHERE uuid = $1 AND deleted_at IS NULL FOR UPDATE', [uuid]);
+  if (!rows[0]) return null;
+  const instance = toInstance(rows[0]);
+  const refused = refusal(instance);
+  if (refused !== null) return { refused };
+  await db.query('UPDATE instances SET task_state = $2, updated_at = now() WHERE uuid = $1', [uuid, task]);
+  return { instance: { ...instance, taskState: task } };
+}
+
+/** Gives a task back when its workflow could not be started (only if that task still holds the instance). */
+export async function releaseInstanceTask(db: Queryable, uuid: string, task: string): Promise<void> {
+  await db.query('UPDATE instances SET task_state = NULL, updated_at = now() WHERE uuid = $1 AND task_state = $2 AND deleted_at IS NULL', [uuid, task]);
 }

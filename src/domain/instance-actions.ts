@@ -22,6 +22,7 @@ export const ACTION_OF_WORKFLOW: Readonly<Record<string, string>> = {
   extendVolume: 'extend_volume',
   swapVolume: 'swap_volume',
   createServer: 'create',
+  bootServer: 'create',
   deleteServer: 'delete',
   shelveServer: 'shelve',
   shelveOffloadServer: 'shelveOffload',
@@ -51,6 +52,8 @@ const NOVA_EVENT_OF_STEP: Readonly<Record<string, string>> = {
   stopDomain: 'compute_stop_instance',
   startDomain: 'compute_start_instance',
   rebootDomain: 'compute_reboot_instance',
+  powerOffDomain: 'compute_stop_instance',
+  powerOnDomain: 'compute_start_instance',
 };
 
 export function snakeCase(name: string): string {

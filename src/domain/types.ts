@@ -27,6 +27,12 @@ export interface Instance {
   defaultDiskBus: DiskBus;
   locked: boolean;
   createdAt: string;
+  /** src/domain/flavors.ts (tether.tiny for servers older than flavors). */
+  flavorId?: string;
+  /** Nova's pinned_availability_zone (2.96): the zone asked for at create, else null. */
+  pinnedAvailabilityZone?: string | null;
+  /** Nova's scheduler_hints of the create request (2.100); tether has no scheduler. */
+  schedulerHints?: Record<string, unknown>;
 }
 
 export type DiskBus = 'virtio' | 'scsi' | 'ide' | 'sata' | 'usb';

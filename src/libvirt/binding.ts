@@ -141,6 +141,8 @@ function loadApi() {
     virDomainIsPersistent: f('virDomainIsPersistent', 'int', [P]),
     virDomainCreate: f('virDomainCreate', 'int', [P]),
     virDomainDestroy: f('virDomainDestroy', 'int', [P]),
+    virDomainShutdown: f('virDomainShutdown', 'int', [P]),
+    virDomainReboot: f('virDomainReboot', 'int', [P, 'uint']),
     virDomainUndefineFlags: f('virDomainUndefineFlags', 'int', [P, 'uint']),
     virDomainGetXMLDesc: f('virDomainGetXMLDesc', heapString, [P, 'uint']),
     virDomainAttachDeviceFlags: f('virDomainAttachDeviceFlags', 'int', [P, 'str', 'uint']),
@@ -373,6 +375,29 @@ export class LibvirtConnection {
             && (await s.int(libvirt().virDomainIsActive, dom)) === 0) return;
         throw err;
       }
+    }), false);
+  }
+
+  /**
+   * Asks the guest to power off (ACPI power button, virDomainShutdown) and returns at once; a guest
+   * without an OS or ACPI support never does. No-op if the domain is not running.
+   */
+  async shutdownDomain(uuid: string): Promise<void> {
+    await this.run((s) => s.onDomain(uuid, async (dom) => {
+      try {
+        await s.int(libvirt().virDomainShutdown, dom);
+      } catch (err) {
+        if (err instanceof LibvirtError && err.code === VIR_ERR_OPERATION_INVALID
+            && (await s.int(libvirt().virDomainIsActive, dom)) === 0) return;
+        throw err;
+      }
+    }), false);
+  }
+
+  /** Asks the guest to reboot (virDomainReboot, the hypervisor's default method: ACPI); returns at once. */
+  async rebootDomain(uuid: string): Promise<void> {
+    await this.run((s) => s.onDomain(uuid, async (dom) => {
+      await s.int(libvirt().virDomainReboot, dom, 0);
     }), false);
   }
 

@@ -48,11 +48,16 @@ export interface DomainTemplate {
 export const DEFAULT_MEMORY_MIB = 64;
 export const DEFAULT_KERNEL_BOOT_MEMORY_MIB = 128;
 
-/** The spec of an instance's domain on a host with this template. */
-export function domainSpecFor(template: DomainTemplate, instance: { uuid: string; name: string }): DomainSpec {
+/**
+ * The spec of an instance's domain on a host with this template; `size` (the server's flavor) gives
+ * the vCPUs, and the memory when it is more than the template's.
+ */
+export function domainSpecFor(template: DomainTemplate, instance: { uuid: string; name: string }, size?: { memoryMiB: number; vcpus: number }): DomainSpec {
+  const templateMemory = template.memoryMiB ?? (template.boot ? DEFAULT_KERNEL_BOOT_MEMORY_MIB : DEFAULT_MEMORY_MIB);
   return {
     ...instance,
-    memoryMiB: template.memoryMiB ?? (template.boot ? DEFAULT_KERNEL_BOOT_MEMORY_MIB : DEFAULT_MEMORY_MIB),
+    memoryMiB: Math.max(templateMemory, size?.memoryMiB ?? 0),
+    ...(size ? { vcpus: size.vcpus } : {}),
     ...(template.boot ? { boot: template.boot } : {}),
     ...(template.consoleDir ? { serialSocket: path.join(template.consoleDir, `${instance.uuid}.sock`) } : {}),
   };

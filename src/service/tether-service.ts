@@ -13,8 +13,11 @@ import { valueFromRawPayload } from '../security/decode.ts';
 import { TetherError } from '../errors.ts';
 import type { TetherConfig } from '../config.ts';
 import type { Database } from '../db/database.ts';
-import { findInstancesByName, getInstance, getInstanceEvenDeleted, insertInstance, listInstances } from '../db/instances.ts';
-import { liveBdm, liveBdmsOfInstance, setBdmDeleteOnTermination } from '../db/block-device-mappings.ts';
+import { findInstancesByName, getInstance, getInstanceEvenDeleted, insertInstance, listInstances, releaseInstanceTask, takeInstanceTask } from '../db/instances.ts';
+import { withTransaction } from '../db/database.ts';
+import { ACTION_RULES, rebootRule, serverActionRefusal, type ServerApiAction } from '../domain/server-action-rules.ts';
+import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, setBdmDeleteOnTermination } from '../db/block-device-mappings.ts';
+import { findFlavor } from '../domain/flavors.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
 import { attachRefusal } from '../domain/attach-rules.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
@@ -32,7 +35,7 @@ import {
 } from '../domain/contracts/attach-volume.ts';
 import { DETACH_VOLUME_WORKFLOW, type DetachVolumeWorkflow } from '../domain/contracts/detach-volume.ts';
 import { FORCE_DETACH_VOLUME_WORKFLOW, type ForceDetachResult, type ForceDetachVolumeWorkflow } from '../domain/contracts/force-detach-volume.ts';
-import type { ComputeHostRecord } from '../domain/compute-hosts.ts';
+import { serviceState, type ComputeHostRecord } from '../domain/compute-hosts.ts';
 import { getComputeHost, getComputeHostByServiceUuid, listComputeHosts, updateComputeHost } from '../db/compute-hosts.ts';
 import type { OperationProgress } from '../domain/contracts/operation.ts';
 import type { CreateServerInput, ServerAction, ServerActions } from '../domain/contracts/server-actions.ts';
@@ -49,7 +52,7 @@ import { EXTEND_VOLUME_WORKFLOW, extendAcceptedUpdate, type ExtendAcceptance, ty
 import { signalVolumeExtended } from '../temporal/volume-extended.ts';
 import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/search-attributes.ts';
 import { OPERATOR, type Caller } from '../auth/caller.ts';
-import { authorize, canSee, isAdmin } from '../auth/policy.ts';
+import { authorize, canSee, isAdmin, type Action } from '../auth/policy.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
 import { actionEvents, actionStart, listActions, nameOrId, newRequestId, type ActionStartOptions } from './instance-actions.ts';
 import type { ActionEvent, InstanceAction } from '../domain/instance-actions.ts';
@@ -61,6 +64,9 @@ const SERVER_ACTION_WORDS: Record<ServerAction, string> = {
   unshelveServer: 'unshelve',
   deleteServer: 'delete',
   migrateServer: 'migrate',
+  startServer: 'start',
+  stopServer: 'stop',
+  rebootServer: 'reboot',
 };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -293,6 +299,97 @@ export class TetherService {
     return { instance, handle };
   }
 
+  /**
+   * Nova's POST /servers for what tether offers: a flavor of src/domain/flavors.ts, no image, and
+   * either no volume (the diskless server, CreateServer) or volumes of block_device_mapping_v2 (one
+   * boot volume on the root device name, BootServer). The volumes are looked up within the caller's
+   * projects and must be available (or in-use and multiattach) before anything is registered; the
+   * instance and its BDMs are registered in one transaction, then the workflow is started.
+   */
+  async bootServer(spec: BootServerRequest): Promise<{ instance: Instance; handle: WorkflowHandle }> {
+    authorize(this.caller, 'servers:create');
+    if (spec.host !== undefined) authorize(this.caller, 'servers:create:forced_host');
+    const flavor = findFlavor(spec.flavorRef);
+    if (!flavor) throw new TetherError('InvalidInput', 'Invalid flavorRef provided.');
+    if (spec.availabilityZone !== undefined && spec.availabilityZone !== this.deps.config.availabilityZone) {
+      throw new TetherError('InvalidInput', `The requested availability zone is not available`);
+    }
+    const boots = spec.volumes.filter((v) => v.bootIndex === 0);
+    if (spec.volumes.length > 0 && boots.length !== 1) {
+      throw new TetherError('InvalidInput', 'Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.');
+    }
+    const seen = new Set<string>();
+    const volumes: Volume[] = [];
+    for (const v of spec.volumes) {
+      const volume = await this.resolveVolume({ id: v.volumeId }).catch((err: unknown) => {
+        throw err instanceof TetherError && err.type === 'VolumeNotFound' ? new TetherError('InvalidInput', `Block Device Mapping is Invalid: failed to get volume ${v.volumeId}.`) : err;
+      });
+      if (seen.has(volume.id)) throw new TetherError('InvalidInput', `Block Device Mapping is Invalid: Volume ${volume.id} is given twice.`);
+      seen.add(volume.id);
+      if (!(volume.status === 'available' || (volume.status === 'in-use' && volume.multiattach))) {
+        throw new TetherError('InvalidInput', `Invalid volume: volume '${volume.id}' status must be 'available'. Currently in '${volume.status}'`);
+      }
+      volumes.push(volume);
+    }
+    const uuid = randomUUID();
+    const host = spec.host ?? this.deps.config.computeHost;
+    const bus = this.deps.config.defaultDiskBus;
+    const rootDeviceName = bus === 'virtio' ? '/dev/vda' : '/dev/sda';
+    const workflow = spec.volumes.length > 0 ? 'bootServer' : 'createServer';
+    const workflowId = `create-server-${uuid}`;
+    const instance = await withTransaction(this.deps.db, async (tx) => {
+      const created = await insertInstance(tx, {
+        uuid,
+        name: spec.name,
+        projectId: this.projectFor(spec.projectId),
+        host,
+        availabilityZone: this.deps.config.availabilityZone,
+        libvirtDomain: `tether-${uuid.slice(0, 8)}`,
+        rootDeviceName,
+        defaultDiskBus: bus,
+        flavorId: flavor.id,
+        pinnedAvailabilityZone: spec.availabilityZone ?? null,
+        schedulerHints: spec.schedulerHints ?? {},
+      });
+      for (const v of spec.volumes) {
+        await insertVolumeBdm(tx, {
+          uuid: randomUUID(),
+          instanceUuid: uuid,
+          volumeId: v.volumeId.toLowerCase(),
+          deviceName: v.bootIndex === 0 ? rootDeviceName : null,
+          diskBus: null,
+          deviceType: 'disk',
+          tag: v.tag ?? null,
+          deleteOnTermination: v.deleteOnTermination,
+          operationId: workflowId,
+          bootIndex: v.bootIndex,
+        });
+      }
+      return created;
+    });
+    const input: CreateServerInput = { instanceUuid: uuid, domainName: instance.libvirtDomain!, host };
+    const handle = await this.deps.client.workflow.start(workflow, {
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowId,
+      args: [input],
+      ...this.action(`create server ${spec.name}${volumes.length > 0 ? ` from volume ${nameOrId(volumes.find((v) => spec.volumes.find((s) => s.volumeId === v.id)?.bootIndex === 0) ?? volumes[0]!)}` : ''}`, { server: uuid, host }),
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: uuid },
+        { key: ComputeHost, value: host },
+      ],
+    });
+    return { instance, handle };
+  }
+
+  /** Waits for a server's build; throws the TetherError of a failure. */
+  async awaitBuild(handle: WorkflowHandle): Promise<void> {
+    try {
+      await handle.result();
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
   /** Runs one server action workflow (shelve, shelve-offload, unshelve, delete, migrate) on a resolved server and waits for it. */
   private async serverAction<A extends ServerAction>(action: A, instance: Instance, input: ServerActions[A]['input']): Promise<ServerActions[A]['result']> {
     const handle = await this.deps.client.workflow.start(action, {
@@ -361,6 +458,94 @@ export class TetherService {
     if (!targetHost) throw new TetherError('InvalidInput', 'A target host is required.');
     await this.serverAction('migrateServer', instance, { instanceUuid: instance.uuid, host: instance.host, targetHost, vmState: instance.vmState });
     return this.reread(instance);
+  }
+
+  // ---- server actions through the API (202: the task is taken, the workflow runs on) ----
+
+  /**
+   * Nova's server actions as the API does them: the server is read once, the policy applied, Nova's
+   * state checks made and the task_state taken in one row-locked transaction (a 409 worded as Nova
+   * words it otherwise), then the workflow is started and not waited for. Show and list report the
+   * task_state from here on and the vm_state the workflow leads to once it is done.
+   */
+  async beginServerAction(server: Ref, request: ServerActionRequest): Promise<StartedServerAction> {
+    const found = await this.resolveServer(server);
+    const { action } = request;
+    authorize(this.caller, SERVER_ACTION_POLICY[action]);
+    if (action === 'migrate' && request.host !== undefined) authorize(this.caller, 'servers:migrate:host');
+    if (action === 'unshelve' && request.host !== undefined) authorize(this.caller, 'servers:unshelve:host');
+    const rule = action === 'reboot' ? rebootRule(request.type) : ACTION_RULES[action];
+    let targetHost: string | null = null;
+    if (action === 'migrate') targetHost = await this.migrationTarget(found, request.host);
+    if (action === 'unshelve' && request.host !== undefined) {
+      if (!(await getComputeHost(this.deps.db, request.host))) throw new TetherError('InvalidInput', `Compute host ${request.host} could not be found.`);
+    }
+    const taken = await withTransaction(this.deps.db, (tx) => takeInstanceTask(tx, found.uuid, rule.task, (i) => serverActionRefusal(i, action, rule)));
+    if (!taken) throw serverNotFound(found.uuid);
+    if ('refused' in taken) throw new TetherError(taken.refused.type, taken.refused.message);
+    const instance = taken.instance;
+    const base = { instanceUuid: instance.uuid, host: instance.host };
+    const workflow = SERVER_ACTION_WORKFLOW[action];
+    let input: ServerActions[ServerAction]['input'];
+    switch (action) {
+      case 'start':
+      case 'stop':
+      case 'shelve':
+        input = { ...base, vmState: found.vmState };
+        break;
+      case 'reboot':
+        input = { ...base, vmState: found.vmState, type: request.type };
+        break;
+      case 'unshelve':
+        input = { ...base, host: request.host ?? instance.host ?? this.deps.config.computeHost };
+        break;
+      case 'migrate':
+        input = { ...base, targetHost: targetHost!, vmState: found.vmState };
+        break;
+      default:
+        input = base;
+    }
+    const workflowId = `${workflow}-${instance.uuid}`;
+    try {
+      const handle = await this.deps.client.workflow.start(workflow, {
+        taskQueue: this.deps.config.controlTaskQueue,
+        workflowId,
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        args: [input],
+        ...this.action(`${action === 'reboot' ? `${request.type.toLowerCase()} reboot` : SERVER_ACTION_WORDS[workflow]} server ${nameOrId(instance)}`, { server: instance.uuid, host: instance.host }),
+        typedSearchAttributes: [
+          { key: InstanceUuid, value: instance.uuid },
+          { key: ComputeHost, value: instance.host ?? '' },
+        ],
+      });
+      return { instance, workflowId, handle };
+    } catch (err) {
+      await releaseInstanceTask(this.deps.db, instance.uuid, rule.task);
+      throw err;
+    }
+  }
+
+  /** Waits for a server action begun by beginServerAction; throws the TetherError of a failure. */
+  async awaitServerAction(started: StartedServerAction): Promise<Instance> {
+    try {
+      await started.handle.result();
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+    return this.reread(started.instance);
+  }
+
+  /** Nova's cold migrate: the host asked for (2.56), else another enabled compute host that is up. */
+  private async migrationTarget(instance: Instance, host: string | undefined): Promise<string> {
+    if (host !== undefined) {
+      const target = await getComputeHost(this.deps.db, host);
+      if (!target) throw new TetherError('InvalidInput', `Compute host ${host} could not be found.`);
+      if (host === instance.host) throw new TetherError('InvalidInput', 'The target host can\'t be the same one.');
+      return host;
+    }
+    const others = (await listComputeHosts(this.deps.db, {})).filter((h) => h.host !== instance.host && !h.disabled && h.fence === null && serviceState(h) === 'up');
+    if (others.length === 0) throw new TetherError('InvalidInput', 'No valid host was found. There are not enough hosts available.');
+    return others[0]!.host;
   }
 
   // ---- volumes ----
@@ -961,6 +1146,57 @@ export class TetherService {
     authorize(this.caller, 'invariants:check');
   }
 }
+
+/** POST /servers as the service takes it. */
+export interface BootServerRequest {
+  name: string;
+  flavorRef: string;
+  /** The zone asked for (Nova's availability_zone): it must be tether's. */
+  availabilityZone?: string;
+  /** Nova's os:scheduler_hints, kept and shown (2.100); tether has no scheduler to follow them. */
+  schedulerHints?: Record<string, unknown>;
+  /** Admins: the compute host (Nova's "zone:host" or 2.74 host). */
+  host?: string;
+  projectId?: string;
+  /** block_device_mapping_v2 entries of source and destination type volume. */
+  volumes: { volumeId: string; bootIndex: number | null; deleteOnTermination: boolean; tag?: string | null }[];
+}
+
+/** A server action of the API (POST /servers/{id}/action, DELETE /servers/{id}). */
+export type ServerActionRequest =
+  | { action: 'start' | 'stop' | 'shelve' | 'shelveOffload' | 'delete' }
+  | { action: 'reboot'; type: 'SOFT' | 'HARD' }
+  | { action: 'unshelve'; host?: string }
+  | { action: 'migrate'; host?: string };
+
+export interface StartedServerAction {
+  /** The server with the task it took. */
+  instance: Instance;
+  workflowId: string;
+  handle: WorkflowHandle;
+}
+
+const SERVER_ACTION_WORKFLOW: Record<ServerApiAction, ServerAction> = {
+  start: 'startServer',
+  stop: 'stopServer',
+  reboot: 'rebootServer',
+  shelve: 'shelveServer',
+  shelveOffload: 'shelveOffloadServer',
+  unshelve: 'unshelveServer',
+  migrate: 'migrateServer',
+  delete: 'deleteServer',
+};
+
+const SERVER_ACTION_POLICY = {
+  start: 'servers:start',
+  stop: 'servers:stop',
+  reboot: 'servers:reboot',
+  shelve: 'servers:shelve',
+  shelveOffload: 'servers:shelve_offload',
+  unshelve: 'servers:unshelve',
+  migrate: 'servers:migrate',
+  delete: 'servers:delete',
+} as const satisfies Record<ServerApiAction, Action>;
 
 export interface OperationHistory {
   kind: 'attach' | 'detach';

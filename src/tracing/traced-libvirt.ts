@@ -18,6 +18,8 @@ const LIBVIRT_CALLS: TracedCalls = {
   defineDomain: () => ({}),
   startDomain: domain,
   destroyDomain: domain,
+  shutdownDomain: domain,
+  rebootDomain: domain,
   undefineDomain: domain,
   lookupDomain: domain,
   listDomains: () => ({}),

@@ -13,7 +13,7 @@ export const versionRoutes: FastifyPluginAsyncTypebox<{ blockStorage?: boolean }
 
   app.get(
     '/v2.1',
-    { schema: { summary: 'Compute API v2.1 (microversions 2.1 to 2.89)', tags: ['versions'], response: { 200: Type.Object({ version: VersionDocument }) } } },
+    { schema: { summary: 'Compute API v2.1 (microversions 2.1 to 2.104)', tags: ['versions'], response: { 200: Type.Object({ version: VersionDocument }) } } },
     async (request) => ({ version: computeVersion(baseUrl(request)) }),
   );
 

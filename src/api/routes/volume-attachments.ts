@@ -29,6 +29,8 @@ function refuseNewerFields(body: Static<typeof CreateVolumeAttachment>['volumeAt
 
 /** 2.85: PUT may change delete_on_termination (below it, PUT is a swap and takes volumeId only). */
 const UPDATE_ATTACHMENT = 85;
+/** Compute API 2.101: POST os-volume_attachments answers 202 with no body (Nova's asynchronous attach). */
+const ASYNC_ATTACH = 101;
 
 function notAttached(serverId: string, volumeId: string): TetherError {
   return new TetherError('VolumeNotAttached', `Instance ${serverId} is not attached to volume ${volumeId}`);
@@ -62,7 +64,8 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
       for (const [name, value] of [['limit', limit], ['offset', offset]] as const) {
         if (value !== undefined && !Number.isSafeInteger(value)) throw new ApiError(400, `Invalid input for field/attribute ${name}: must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}.`);
       }
-      const all = await attachmentsOf(tetherFor(service, request), request.params.server_id);
+      // from 2.89 an attachment is listed once it has its block-storage attachment id (Nova bug 2160224)
+      const all = (await attachmentsOf(tetherFor(service, request), request.params.server_id)).filter((a) => request.microversion < 89 || a.attachmentId !== null);
       const page = all.slice(offset, limit === undefined ? undefined : offset + limit);
       return { volumeAttachments: page.map((a) => attachmentView(a, request.microversion)) };
     },
@@ -90,14 +93,14 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
     base,
     {
       schema: {
-        summary: 'Attach a volume: answers 200 once the device name and the volume are reserved',
+        summary: 'Attach a volume: answers once the device name and the volume are reserved, 200 with the attachment (202 and no body from 2.101)',
         tags,
         params: serverParams,
         body: CreateVolumeAttachment,
-        response: { 200: Type.Object({ volumeAttachment: VolumeAttachment }), ...FAULTS },
+        response: { 200: Type.Object({ volumeAttachment: VolumeAttachment }), 202: NoBody, ...FAULTS },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const body = request.body.volumeAttachment;
       refuseNewerFields(body, request.microversion);
       const { reservation } = await tetherFor(service, request).attachVolume({
@@ -109,6 +112,7 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
         // attach to a shelved server needs 2.20 (Nova answers 409 below it)
         refuseShelved: request.microversion < 20,
       });
+      if (request.microversion >= ASYNC_ATTACH) return reply.code(202).send();
       return { volumeAttachment: attachmentView(reservation, request.microversion, { forCreate: true }) };
     },
   );

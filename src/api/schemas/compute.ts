@@ -54,6 +54,9 @@ export const Server = Type.Object({
   description: Type.Optional(Nullable(Type.String({ description: 'from 2.19' }))),
   tags: Type.Optional(Type.Array(Type.String(), { description: 'from 2.26' })),
   locked_reason: Type.Optional(Nullable(Type.String({ description: 'from 2.73' }))),
+  'OS-EXT-SRV-ATTR:hostname': Type.Optional(Type.String({ description: 'from 2.90' })),
+  pinned_availability_zone: Type.Optional(Nullable(Type.String({ description: 'from 2.96' }))),
+  scheduler_hints: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'from 2.100' })),
 });
 
 export const ServerListQuery = Type.Object(

@@ -4,6 +4,8 @@ import type { Static } from '@fastify/type-provider-typebox';
 import type { BlockDeviceMapping, Instance, VmState } from '../../domain/types.ts';
 import type { Server, ServerRef } from '../schemas/compute.ts';
 import { novaTime, resourceLinks } from './links.ts';
+import { flavorOf } from '../../domain/flavors.ts';
+import { embeddedFlavor } from './flavor.ts';
 
 const STATUS: Record<VmState, string> = {
   active: 'ACTIVE',
@@ -36,14 +38,31 @@ const POWER_STATE: Record<VmState, number> = {
   rescued: 1,
 };
 
-/** tether's domains are all alike (see src/libvirt/domain-xml.ts defaults). */
-const FLAVOR = { vcpus: 1, ram: 64, disk: 0, ephemeral: 0, swap: 0, original_name: 'tether.tiny', extra_specs: {} };
 
 /** tether runs without Keystone: every server belongs to this user. */
 export const USER_ID = 'tether';
 
-export function serverStatus(vmState: VmState): string {
-  return STATUS[vmState];
+/** Nova's sanitized hostname of a server name (utils.sanitize_hostname): lower case, [a-z0-9.-], at most 63 characters. */
+export function hostnameOf(name: string): string {
+  const h = name
+    .toLowerCase()
+    .replace(/[ _]/g, '-')
+    .replace(/[^\w.-]+/g, '')
+    .replace(/_/g, '')
+    .slice(0, 63)
+    .replace(/^[.-]+|[.-]+$/g, '');
+  return h || 'server';
+}
+
+/** The task_states that change a status (Nova's common._STATE_MAP); any other task keeps the vm_state's. */
+const TASK_STATUS: Partial<Record<VmState, Record<string, string>>> = {
+  active: { rebooting: 'REBOOT', rebooting_hard: 'HARD_REBOOT', migrating: 'MIGRATING', resize_prep: 'RESIZE' },
+  stopped: { resize_prep: 'RESIZE' },
+  paused: { migrating: 'MIGRATING' },
+};
+
+export function serverStatus(vmState: VmState, taskState: string | null = null): string {
+  return (taskState !== null ? TASK_STATUS[vmState]?.[taskState] : undefined) ?? STATUS[vmState];
 }
 
 export function serverRef(instance: Instance, base: string): Static<typeof ServerRef> {
@@ -52,15 +71,16 @@ export function serverRef(instance: Instance, base: string): Static<typeof Serve
 
 export function serverView(instance: Instance, bdms: BlockDeviceMapping[], base: string, microversion: number): Static<typeof Server> {
   const created = novaTime(instance.createdAt);
+  const flavor = flavorOf(instance.flavorId);
   const server: Static<typeof Server> = {
     ...serverRef(instance, base),
-    status: serverStatus(instance.vmState),
+    status: serverStatus(instance.vmState, instance.taskState),
     tenant_id: instance.projectId,
     user_id: USER_ID,
     metadata: {},
     hostId: instance.host ? createHash('sha224').update(instance.projectId + instance.host).digest('hex') : '',
     image: '',
-    flavor: microversion >= 47 ? FLAVOR : { id: 'tether.tiny', links: [{ rel: 'bookmark', href: `${base}/${instance.projectId}/flavors/tether.tiny` }] },
+    flavor: microversion >= 47 ? embeddedFlavor(flavor, microversion) : { id: flavor.id, links: [{ rel: 'bookmark', href: `${base}/${instance.projectId}/flavors/${flavor.id}` }] },
     created,
     updated: created,
     addresses: {},
@@ -86,5 +106,8 @@ export function serverView(instance: Instance, bdms: BlockDeviceMapping[], base:
   if (microversion >= 19) server.description = null;
   if (microversion >= 26) server.tags = [];
   if (microversion >= 73) server.locked_reason = null;
+  if (microversion >= 90) server['OS-EXT-SRV-ATTR:hostname'] = hostnameOf(instance.name);
+  if (microversion >= 96) server.pinned_availability_zone = instance.pinnedAvailabilityZone ?? null;
+  if (microversion >= 100) server.scheduler_hints = instance.schedulerHints ?? {};
   return server;
 }

@@ -97,6 +97,9 @@ export function tetherFakes(world: FakeWorld = {}) {
       await world.beforeResize?.();
       return { live: true, target: 'sdb', capacity: input.sizeGb * 1024 ** 3 };
     },
+    powerOnDomain: async () => ({ state: 'running', active: true }),
+    powerOffDomain: async () => ({ state: 'shutoff', active: false, clean: true }),
+    rebootDomain: async (input: { type: string }) => ({ state: 'running', active: true, hard: input.type === 'HARD' }),
     // hosts' domains (host-<name>)
     spawnDomain: async () => ({ state: 'running' }),
     stopDomain: async () => undefined,
