@@ -288,22 +288,29 @@ export function createDatabaseActivities(deps: { db: Database; blockStorage: Blo
 
     /** Starts a task on the instance (task_state) if its vm_state allows it; final refusal otherwise. */
     async beginInstanceTask(input: { instanceUuid: string; task: string; allowedVmStates: VmState[] | 'any' }): Promise<void> {
+      faults.check('beginInstanceTask', 'before');
       const refusal = await withTransaction(db, (tx) => beginInstanceTask(tx, input.instanceUuid, input.task, input.allowedVmStates));
       if (refusal) throw businessFailure(refusal.endsWith('could not be found.') ? 'InstanceNotFound' : 'InstanceInvalidState', refusal);
     },
 
     /** Ends the task: the new vm_state (and host, when it changes), task_state cleared. */
     async finishInstanceTask(input: { instanceUuid: string; vmState: VmState; host?: string | null }): Promise<void> {
+      faults.check('finishInstanceTask', 'before');
       await setInstanceState(db, input.instanceUuid, { vmState: input.vmState, taskState: null, ...(input.host !== undefined ? { host: input.host } : {}) });
+      faults.check('finishInstanceTask', 'after');
     },
 
     /** Unshelve of an offloaded instance: it gets a host (whose compute agent then serves its queue). */
     async setInstanceHost(input: { instanceUuid: string; host: string }): Promise<void> {
+      faults.check('setInstanceHost', 'before');
       await setInstanceHost(db, input.instanceUuid, input.host);
+      faults.check('setInstanceHost', 'after');
     },
 
     async markInstanceDeleted(input: { instanceUuid: string }): Promise<void> {
+      faults.check('markInstanceDeleted', 'before');
       await markInstanceDeleted(db, input.instanceUuid);
+      faults.check('markInstanceDeleted', 'after');
     },
 
     async markInstanceActive(input: { instanceUuid: string }): Promise<void> {

@@ -105,7 +105,9 @@ export function createVolumeServiceActivities(deps: { db: Database; blockStorage
 
     /** Detach rolled back: detaching -> in-use. */
     async rollDetaching(input: { volumeId: string }): Promise<void> {
+      faults.check('rollDetaching', 'before');
       await blockStorage.rollDetaching(input.volumeId).catch(rethrowAsFailure);
+      faults.check('rollDetaching', 'after');
     },
 
     /**
@@ -114,6 +116,7 @@ export function createVolumeServiceActivities(deps: { db: Database; blockStorage
      * connection_info and waits for unshelve.
      */
     async reReserveAttachment(input: { bdmUuid: string; volumeId: string; instanceUuid: string; attachmentId: string | null }): Promise<{ attachmentId: string }> {
+      faults.check('reReserveAttachment', 'before');
       const current = await blockStorage.findAttachment(input.volumeId, input.instanceUuid);
       if (current && current.status !== 'reserved') await blockStorage.deleteAttachment(current.attachmentId).catch(rethrowAsFailure);
       const { attachmentId } = await blockStorage.createAttachment(input.volumeId, input.instanceUuid).catch(rethrowAsFailure);

@@ -407,8 +407,10 @@ export async function fuzzApi(h: Harness, run: number, o: { requests: number }):
   }
   problems.push(...(await tidy(h, [{ server, volume: inUse }])));
 
+  const fiveXx = [...byStatus].filter(([status]) => status >= 500).reduce((n, [, k]) => n + k, 0);
   const notes = [
     `${requests.length} requests over ${routes.length} routes in ${(elapsed / 1000).toFixed(1)} s (slowest ${slowest} ms)`,
+    `5xx answers: ${fiveXx}; no answer: ${byStatus.get(0) ?? 0}; stores changed: ${changed.length === 0 ? 'none' : changed.join(', ')}`,
     `statuses: ${[...byStatus].sort((a, b) => a[0] - b[0]).map(([s, n]) => `${s}×${n}`).join(' ')}`,
     `kinds: ${[...byKind].map(([k, n]) => `${k}×${n}`).join(' ')}`,
   ];

@@ -211,7 +211,7 @@ export interface CheckOutcome {
 }
 
 /** The invariant checker on the stack's host, asked again while findings are still in flight (up to `timeoutMs`). */
-export async function check(h: Harness, timeoutMs = 30_000): Promise<CheckOutcome> {
+export async function check(h: Harness, timeoutMs = 30_000, host = h.stack.host): Promise<CheckOutcome> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const report = await retrying(() =>
@@ -221,7 +221,7 @@ export async function check(h: Harness, timeoutMs = 30_000): Promise<CheckOutcom
         libvirt: h.stack.libvirt,
         client: h.stack.client,
         controlTaskQueue: h.stack.controlTaskQueue,
-        host: h.stack.host,
+        host,
       }),
     );
     if (report.inFlight.length === 0 || Date.now() > deadline) {

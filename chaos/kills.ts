@@ -14,7 +14,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ATTACH_STEPS, DETACH_STEPS } from '../src/domain/steps.ts';
-import type { Instance } from '../src/domain/types.ts';
+import type { Instance, Volume } from '../src/domain/types.ts';
 import {
   apiAttach,
   apiDetach,
@@ -83,8 +83,22 @@ function triggerFor(h: Harness, c: KillCase): Trigger {
   return { kind: 'progress', until: 'completed', jitterMs: h.rnd.int(0, 50) };
 }
 
-export async function runKillCase(h: Harness, c: KillCase, run: number, server: Instance): Promise<CaseResult> {
-  const scenario = killCaseName(c);
+/**
+ * What a case with a real guest adds (chaos/guest-kills.ts): a device path (the bus), data written
+ * before the fault, and the guest's view checked after it converged.
+ */
+export interface CaseHooks {
+  device?: string;
+  /** After the volume was made (and, for a detach, attached): e.g. write a pattern through the guest. */
+  prepare?: (server: Instance, volume: Volume) => Promise<void>;
+  /** After convergence, before the tidy-up: problems with the guest's data (empty: none). */
+  verify?: (server: Instance, volume: Volume, state: string) => Promise<string[]>;
+  /** Scenario name prefix (e.g. `guest `). */
+  prefix?: string;
+}
+
+export async function runKillCase(h: Harness, c: KillCase, run: number, server: Instance, hooks: CaseHooks = {}): Promise<CaseResult> {
+  const scenario = `${hooks.prefix ?? ''}${killCaseName(c)}`;
   const notes: string[] = [];
   const why = h.stack.cannotKill(c.target);
   if (why) return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [why] });
@@ -92,7 +106,8 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
   const volume = await newVolume(h, `chaos-${c.op}-${c.step}-${c.phase}-${c.target}`.slice(0, 60));
   const attachId = attachWorkflowId(server.uuid, volume.id);
   const detachId = detachWorkflowId(server.uuid, volume.id);
-  if (c.op === 'detach') await attachAndWait(h, server, volume);
+  if (c.op === 'detach') await attachAndWait(h, server, volume, hooks.device);
+  await hooks.prepare?.(server, volume);
   const watchedId = c.op === 'attach' ? attachId : detachId;
 
   const trigger = triggerFor(h, c);
@@ -101,7 +116,7 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
 
   // Start the operation the way a client does, through the API; do not wait for the answer.
   let answer: HttpAnswer | HttpFailure | undefined;
-  const request = (c.op === 'attach' ? apiAttach(h, server, volume) : apiDetach(h, server, volume)).then((a) => (answer = a));
+  const request = (c.op === 'attach' ? apiAttach(h, server, volume, hooks.device) : apiDetach(h, server, volume)).then((a) => (answer = a));
 
   // Wait for the point.
   let triggered = false;
@@ -171,6 +186,14 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
   if (end === 'FAILED' && (await tetherState(h, watchedId)) === 'failed') problems.push('the rollback did not finish (TetherState=failed)');
   if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
   const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
+
+  if (hooks.verify) {
+    try {
+      problems.push(...(await hooks.verify(server, volume, state)));
+    } catch (err) {
+      problems.push(`the guest's data could not be verified: ${(err as Error).message}`);
+    }
+  }
 
   // tether must still work: whatever is attached is detached again.
   problems.push(...(await tidy(h, [{ server, volume }])));

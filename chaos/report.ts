@@ -38,7 +38,8 @@ export interface RunSummary {
   command: string;
   /** CPUs and the 1-minute load average when the run started and ended (times to converge grow with load). */
   machine: { cpus: number; loadStart: number; loadEnd: number };
-  mode: 'short' | 'full';
+  /** short, full, or a family (compensation, lifecycle, fuzz, concurrent, long). */
+  mode: string;
   seed: number;
   runs: number;
   startedAt: string;
@@ -121,7 +122,7 @@ export async function writeJson(file: string, summary: RunSummary): Promise<void
  * docs/chaos.md's account of one run, from its JSON (`npm run docs`): the command, tree, machine and
  * closing line; the kill cases by killed target; every other scenario; the failures and skipped cases.
  */
-export function markdownReport(s: RunSummary): string {
+export function markdownReport(s: RunSummary, o: { notes?: boolean; bySteps?: boolean } = {}): string {
   const out: string[] = [];
   const n = countByStatus(s.results);
   const load = s.machine ? `, ${s.machine.cpus} cores, load average ${s.machine.loadStart} at the start and ${s.machine.loadEnd} at the end` : '';
@@ -130,7 +131,8 @@ export function markdownReport(s: RunSummary): string {
       `${Math.round(s.durationMs / 1000)} s${load}: **\`${n.passed} passed, ${n.failed} failed, ${n.skipped} skipped\`**` +
       `${s.crashes.length ? `; worker processes that exited by themselves: ${s.crashes.join('; ')}` : '; no worker process exited by itself'}.`,
   );
-  const kills = s.results.filter((r) => r.scenario.startsWith('kill '));
+  const isKill = (r: CaseResult) => /^(guest \w+ )?kill /.test(r.scenario);
+  const kills = s.results.filter(isKill);
   if (kills.length) {
     const byTarget = new Map<string, CaseResult[]>();
     for (const r of kills) {
@@ -149,12 +151,35 @@ export function markdownReport(s: RunSummary): string {
       out.push(`| ${target} | ${rs.length} | ${c.passed} | ${c.failed} | ${c.skipped} | ${[...outcomes].map(([o, k]) => `${o} ${k}`).join(', ')} | ${converge} | ${rs.reduce((a, r) => a + r.leaked, 0)} |`);
     }
   }
-  const others = s.results.filter((r) => !r.scenario.startsWith('kill '));
+  if (kills.length && o.bySteps) {
+    // by operation and step (the phase and the target dropped): where in the saga it was killed
+    const byStep = new Map<string, CaseResult[]>();
+    for (const r of kills) {
+      const words = r.scenario.replace(/^guest \w+ /, '').split(' ');
+      const key = words.slice(1, -2).join(' ');
+      byStep.set(key, [...(byStep.get(key) ?? []), r]);
+    }
+    out.push('');
+    out.push('| killed during | cases | passed | failed | skipped | outcomes | converge median / max |');
+    out.push('|---|---:|---:|---:|---:|---|---|');
+    for (const [key, rs] of byStep) {
+      const c = countByStatus(rs);
+      const outcomes = new Map<string, number>();
+      for (const r of rs) outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
+      const times = rs.map((r) => r.convergeMs).filter((t): t is number => t !== null).sort((a, b) => a - b);
+      const converge = times.length ? `${fmtMs(times[Math.floor((times.length - 1) / 2)]!)} / ${fmtMs(times.at(-1)!)}` : '-';
+      out.push(`| ${key} | ${rs.length} | ${c.passed} | ${c.failed} | ${c.skipped} | ${[...outcomes].map(([oc, k]) => `${oc} ${k}`).join(', ')} | ${converge} |`);
+    }
+  }
+  const others = s.results.filter((r) => !isKill(r));
   if (others.length) {
     out.push('');
-    out.push('| scenario | run | result | outcome | converged in | leaked |');
-    out.push('|---|---:|---|---|---:|---:|');
-    for (const r of others) out.push(`| ${r.scenario.replace(/\|/g, '\\|')} | ${r.run} | ${statusOf(r)} | ${r.outcome.replace(/\|/g, '\\|')} | ${r.convergeMs === null ? '-' : fmtMs(r.convergeMs)} | ${r.leaked} |`);
+    const cell = (t: string) => t.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+    out.push(`| scenario | run | result | outcome | converged in | leaked |${o.notes ? ' notes |' : ''}`);
+    out.push(`|---|---:|---|---|---:|---:|${o.notes ? '---|' : ''}`);
+    for (const r of others) {
+      out.push(`| ${cell(r.scenario)} | ${r.run} | ${statusOf(r)} | ${cell(r.outcome)} | ${r.convergeMs === null ? '-' : fmtMs(r.convergeMs)} | ${r.leaked} |${o.notes ? ` ${cell(r.notes.join('; '))} |` : ''}`);
+    }
   }
   const failed = s.results.filter((r) => statusOf(r) === 'failed');
   if (failed.length) {

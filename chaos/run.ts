@@ -20,6 +20,19 @@
  *   --out FILE      write the JSON results there instead (nothing under docs/; the failed run's logs beside it)
  *   --keep          keep the stack's folder (logs, PostgreSQL data, Temporal's SQLite) afterwards
  *
+ * Families (one at a time; each writes docs/chaos/results/<family>.json unless --name / --out):
+ *   --compensation  kills inside every compensation of attach and detach (chaos/compensation-kills.ts)
+ *   --lifecycle     kills during shelve, shelve-offload, unshelve, delete, migrate, extend (chaos/lifecycle-kills.ts)
+ *   --fuzz          the API fuzzer alone, --requests N requests (default 10000; chaos/fuzz.ts)
+ *   --concurrent    --attaches N (default 500) attaches over --instances M (default 50) servers at once (chaos/storm.ts)
+ *   --long          --cases N (default 1000) kill cases drawn at random from the forward, compensation
+ *                   and lifecycle matrices, each with fresh timing
+ *   --guest         every server a real Linux guest: kills at every step of attach, detach and migrate,
+ *                   each case ending with the guest's data read back (chaos/guest-kills.ts); with
+ *                   --all-targets also Temporal and PostgreSQL at each step
+ *   --partitions    each worker's link to Temporal / PostgreSQL through a proxy the runner cuts (drop,
+ *                   hold, slow) during an attach or a detach (chaos/partitions.ts)
+ *
  * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
  * converge), the failures, and the closing line `N passed, N failed, N skipped`. The JSON goes to
  * docs/chaos/results/<name>.json (committed) and chaos-results/latest.json. Exit code 0 when none failed.
@@ -36,7 +49,11 @@ import { fullMatrix, killCaseName, runKillCase, type KillCase } from './kills.ts
 import { FAULT_SCENARIOS } from './faults.ts';
 import { RACE_SCENARIOS } from './races.ts';
 import { fuzzApi, fuzzCli } from './fuzz.ts';
-import { runStorm, stormName } from './storm.ts';
+import { concurrentName, runConcurrentAttaches, runStorm, stormName } from './storm.ts';
+import { compensationCaseName, compensationMatrix, runCompensationKill } from './compensation-kills.ts';
+import { lifecycleCaseName, lifecycleMatrix, runLifecycleKill } from './lifecycle-kills.ts';
+import { closeGuestConsoles, guestAgentEnv, guestCases } from './guest-kills.ts';
+import { partitionCaseName, partitionMatrix, runPartition } from './partitions.ts';
 import { Random } from './random.ts';
 import { formatFailures, formatTable, statusOf, countByStatus, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
@@ -54,9 +71,18 @@ interface Options {
   name: string | undefined;
   out: string | undefined;
   keep: boolean;
+  family: Family | undefined;
+  requests: number;
+  instances: number;
+  attaches: number;
+  cases: number;
+  allTargets: boolean;
 }
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
+export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions'] as const;
+type Family = (typeof FAMILIES)[number];
+
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -76,6 +102,16 @@ function parseArgs(argv: string[]): Options {
     name: undefined,
     out: undefined,
     keep: false,
+    family: undefined,
+    requests: 10_000,
+    instances: 50,
+    attaches: 500,
+    cases: 1000,
+    allTargets: false,
+  };
+  const family = (f: Family) => {
+    if (o.family !== undefined && o.family !== f) usage(`--${o.family} and --${f} exclude each other`);
+    o.family = f;
   };
   const int = (name: string, v: string | undefined, min: number): number => {
     const n = Number(v);
@@ -116,6 +152,18 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case '--keep': o.keep = true; break;
+      case '--compensation': family('compensation'); break;
+      case '--lifecycle': family('lifecycle'); break;
+      case '--fuzz': family('fuzz'); break;
+      case '--concurrent': family('concurrent'); break;
+      case '--long': family('long'); break;
+      case '--guest': family('guest'); break;
+      case '--partitions': family('partitions'); break;
+      case '--all-targets': o.allTargets = true; break;
+      case '--requests': o.requests = int('--requests', value(), 1); break;
+      case '--instances': o.instances = int('--instances', value(), 1); break;
+      case '--attaches': o.attaches = int('--attaches', value(), 1); break;
+      case '--cases': o.cases = int('--cases', value(), 1); break;
       case '-h':
       case '--help':
         process.stdout.write(`${USAGE}\n`);
@@ -124,13 +172,14 @@ function parseArgs(argv: string[]): Options {
     }
   }
   if (o.name !== undefined && o.out !== undefined) usage('--name and --out exclude each other');
+  if (o.short && o.family) usage(`--short and --${o.family} exclude each other`);
   return o;
 }
 
 /** The committed results file of this run, or --out. */
 function resultsFile(o: Options): string {
   if (o.out) return o.out;
-  const name = o.name ?? (o.short ? 'short' : o.only || o.sample !== undefined ? 'targeted' : 'full');
+  const name = o.name ?? (o.short ? 'short' : o.family ?? (o.only || o.sample !== undefined ? 'targeted' : 'full'));
   return path.join(projectRoot, 'docs', 'chaos', 'results', `${name}.json`);
 }
 
@@ -146,6 +195,8 @@ const SHORT_KILLS: KillCase[] = [
 
 interface PlannedCase {
   name: string;
+  /** The case's random stream, when several cases share a name (the long mode). */
+  stream?: string;
   run: (h: Harness, run: number) => Promise<CaseResult>;
 }
 
@@ -172,8 +223,21 @@ async function main(): Promise<void> {
 
   // the code the stack runs is the tree as it was at the start (edits made during the run do not count)
   const tree = gitTree();
-  log(`chaos ${o.short ? 'short' : 'full'} run ${id}: seed ${o.seed}, ${o.runs} run(s) of each scenario, tree ${tree}`);
-  const stack = new ChaosStack({ id, log, keep: o.keep });
+  const mode = o.short ? 'short' : o.family ?? 'full';
+  log(`chaos ${mode} run ${id}: seed ${o.seed}, ${o.runs} run(s) of each scenario, tree ${tree}`);
+  // migrate cases need a second compute agent (on the same libvirtd)
+  const secondAgent = o.family === 'lifecycle' || o.family === 'long' || o.family === 'guest' || (!o.short && o.family === undefined);
+  let agentEnv: Record<string, string> | undefined;
+  if (o.family === 'guest') {
+    try {
+      agentEnv = await guestAgentEnv();
+    } catch (err) {
+      // the guest family cannot run without the guest: that is a failure, never a silent skip
+      process.stderr.write(`error: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  }
+  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', ...(agentEnv ? { agentEnv } : {}) });
   let stopping = false;
   const stopAndExit = async (code: number) => {
     if (stopping) process.exit(code);
@@ -198,7 +262,7 @@ async function main(): Promise<void> {
     }
 
     // Servers the scenarios share: running 64 MiB TCG domains on the stack's compute host.
-    const count = o.short ? 3 : 6;
+    const count = o.short ? 3 : o.family === 'fuzz' || o.family === 'lifecycle' || o.family === 'concurrent' ? 1 : o.family ? 3 : 6;
     const servers: Instance[] = await Promise.all(
       Array.from({ length: count }, async (_, i) => {
         const { instance, handle } = await stack.service.createServer({ name: `chaos-vm${i}` });
@@ -211,24 +275,42 @@ async function main(): Promise<void> {
 
     // ---- the plan ----
     const plan: PlannedCase[] = [];
-    plan.push({ name: 'fuzz API (every route of /openapi.json)', run: (hh, r) => fuzzApi(hh, r, { requests: o.short ? 150 : 800 }) });
-    plan.push({ name: 'fuzz CLI (generated argument lists)', run: (hh, r) => fuzzCli(hh, r, { lists: o.short ? 3 : 12 }) });
-    for (const f of FAULT_SCENARIOS) {
-      if (o.short && f.slow) continue;
-      plan.push({ name: f.name, run: (hh, r) => f.run(hh, r, servers[r % (servers.length - 1)]!) });
-    }
-    for (const race of RACE_SCENARIOS) plan.push({ name: race.name, run: (hh, r) => race.run(hh, r, { short: o.short }) });
-    let kills = o.short ? SHORT_KILLS : fullMatrix();
-    if (o.sample !== undefined && !o.short) kills = rnd.sample(kills, o.sample);
-    kills.forEach((c, i) => plan.push({ name: killCaseName(c), run: (hh, r) => runKillCase(hh, c, r, servers[i % servers.length]!) }));
-    // Independent kills at random moments, not at pause points, under a workload on every server.
-    const stormSeconds = o.stormSeconds ?? (o.short ? 20 : 60);
-    plan.push({ name: stormName(stormSeconds), run: (hh, r) => runStorm(hh, r, { seconds: stormSeconds, clients: o.short ? 3 : 4, volumes: o.short ? 4 : 8 }) });
-    // The virtio case leaves a disk its guest will not release: it runs last, on its own server.
-    const virtio = plan.findIndex((p) => p.name.includes('virtio'));
-    if (virtio >= 0) {
-      const [v] = plan.splice(virtio, 1);
-      plan.push({ name: v!.name, run: (hh, r) => FAULT_SCENARIOS.find((f) => f.name === v!.name)!.run(hh, r, servers[servers.length - 1]!) });
+    const compensationCases = () => compensationMatrix().map((c, i) => ({ name: compensationCaseName(c), run: (hh: Harness, r: number) => runCompensationKill(hh, c, r, servers[i % servers.length]!) }));
+    const lifecycleCases = () => lifecycleMatrix().map((c) => ({ name: lifecycleCaseName(c), run: (hh: Harness, r: number) => runLifecycleKill(hh, c, r) }));
+    const sampled = (cases: PlannedCase[]) => (o.sample !== undefined ? rnd.sample(cases, o.sample) : cases);
+    if (o.family === 'compensation') plan.push(...sampled(compensationCases()));
+    else if (o.family === 'lifecycle') plan.push(...sampled(lifecycleCases()));
+    else if (o.family === 'fuzz') plan.push({ name: 'fuzz API (every route of /openapi.json)', run: (hh, r) => fuzzApi(hh, r, { requests: o.requests }) });
+    else if (o.family === 'concurrent') plan.push({ name: concurrentName(o), run: (hh, r) => runConcurrentAttaches(hh, r, { instances: o.instances, attaches: o.attaches }) });
+    else if (o.family === 'partitions') plan.push(...sampled(partitionMatrix().map((c, i) => ({ name: partitionCaseName(c), run: (hh: Harness, r: number) => runPartition(hh, c, r, servers[i % servers.length]!) }))));
+    else if (o.family === 'guest') plan.push(...sampled(guestCases(servers, { allTargets: o.allTargets })));
+    else if (o.family === 'long') {
+      // Drawn with replacement from every matrix; each draw its own random stream (timing, release order).
+      const forward = fullMatrix().map((c, i) => ({ name: killCaseName(c), run: (hh: Harness, r: number) => runKillCase(hh, c, r, servers[i % servers.length]!) }));
+      const pool = [...forward, ...compensationCases(), ...lifecycleCases()];
+      for (let i = 0; i < o.cases; i++) plan.push({ ...rnd.pick(pool), stream: `long#${i}` });
+    } else {
+      plan.push({ name: 'fuzz API (every route of /openapi.json)', run: (hh, r) => fuzzApi(hh, r, { requests: o.short ? 150 : 800 }) });
+      plan.push({ name: 'fuzz CLI (generated argument lists)', run: (hh, r) => fuzzCli(hh, r, { lists: o.short ? 3 : 12 }) });
+      for (const f of FAULT_SCENARIOS) {
+        if (o.short && f.slow) continue;
+        plan.push({ name: f.name, run: (hh, r) => f.run(hh, r, servers[r % (servers.length - 1)]!) });
+      }
+      for (const race of RACE_SCENARIOS) plan.push({ name: race.name, run: (hh, r) => race.run(hh, r, { short: o.short }) });
+      let kills = o.short ? SHORT_KILLS : fullMatrix();
+      if (o.sample !== undefined && !o.short) kills = rnd.sample(kills, o.sample);
+      kills.forEach((c, i) => plan.push({ name: killCaseName(c), run: (hh, r) => runKillCase(hh, c, r, servers[i % servers.length]!) }));
+      // The full matrix also kills inside compensations and during the other sagas.
+      if (!o.short) plan.push(...sampled(compensationCases()), ...sampled(lifecycleCases()));
+      // Independent kills at random moments, not at pause points, under a workload on every server.
+      const stormSeconds = o.stormSeconds ?? (o.short ? 20 : 60);
+      plan.push({ name: stormName(stormSeconds), run: (hh, r) => runStorm(hh, r, { seconds: stormSeconds, clients: o.short ? 3 : 4, volumes: o.short ? 4 : 8 }) });
+      // The virtio case leaves a disk its guest will not release: it runs last, on its own server.
+      const virtio = plan.findIndex((p) => p.name.includes('virtio'));
+      if (virtio >= 0) {
+        const [v] = plan.splice(virtio, 1);
+        plan.push({ name: v!.name, run: (hh, r) => FAULT_SCENARIOS.find((f) => f.name === v!.name)!.run(hh, r, servers[servers.length - 1]!) });
+      }
     }
     const selected = o.only ? plan.filter((p) => o.only!.test(p.name)) : plan;
     log(`  ${selected.length} scenario(s) × ${o.runs} run(s)${o.only ? ` (--only ${o.only.source})` : ''}`);
@@ -245,7 +327,7 @@ async function main(): Promise<void> {
           await fsp.mkdir(stack.pauseDir, { recursive: true, mode: 0o755 });
           const crashesBefore = stack.crashes().length;
           // Each case draws from its own stream (seed, name, run): `--only` reproduces the same timing.
-          res = await c.run({ ...h, rnd: Random.forCase(o.seed, c.name, r) }, r);
+          res = await c.run({ ...h, rnd: Random.forCase(o.seed, c.stream ?? c.name, r) }, r);
           await stack.settled();
           const crashed = stack.crashes().slice(crashesBefore);
           if (crashed.length > 0) {
@@ -296,7 +378,7 @@ async function main(): Promise<void> {
   const summary: RunSummary = {
     command: `npm run chaos${argv.length ? ` -- ${argv.map(quote).join(' ')}` : ''}`,
     machine: { cpus: os.cpus().length, loadStart, loadEnd: Math.round(os.loadavg()[0]! * 10) / 10 },
-    mode: o.short ? 'short' : 'full',
+    mode,
     seed: o.seed,
     runs: o.runs,
     startedAt: new Date(started).toISOString(),
@@ -312,6 +394,7 @@ async function main(): Promise<void> {
     const kept = path.join(o.out ? path.dirname(o.out) : path.join(projectRoot, 'chaos-results'), `logs-${id}`);
     await fsp.cp(stack.logDir, kept, { recursive: true }).then(() => log(`logs kept in ${kept}`), () => undefined);
   }
+  closeGuestConsoles();
   await stack.stop();
   const file = resultsFile(o);
   await writeJson(file, summary);

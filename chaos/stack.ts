@@ -28,10 +28,11 @@ import { findFreePort } from '../stack/free-port.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../stack/embedded-postgres.ts';
 import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
 import { ensureLibvirtd, isLibvirtAvailable } from '../stack/libvirtd.ts';
+import { TcpProxy } from './tcp-proxy.ts';
 
 export const TARGETS = ['control-plane', 'compute-agent', 'api', 'temporal', 'postgres', 'libvirtd'] as const;
 export type Target = (typeof TARGETS)[number];
-export type WorkerName = 'control-plane' | 'compute-agent' | 'api';
+export type WorkerName = 'control-plane' | 'compute-agent' | 'api' | 'compute-agent-b';
 
 export interface ChaosStackOptions {
   id: string;
@@ -44,12 +45,28 @@ export interface ChaosStackOptions {
    * environment that selects it in the workers, and the runner's own client of it.
    */
   blockStorage?: { env: Record<string, string>; client: BlockStorage & VolumeAdmin };
+  /** A second compute agent, host `chaos-<id>-b` on the same libvirtd (migrate cases): worker `compute-agent-b`. */
+  secondAgent?: boolean;
+  /** Extra environment of the compute agents (the real guest's domain template: TETHER_DOMAIN_*). */
+  agentEnv?: Record<string, string>;
+  /**
+   * Each of control-plane, compute-agent and api reaches Temporal and PostgreSQL through a TCP proxy
+   * of its own on the loopback (chaos/tcp-proxy.ts), which the runner can make drop, hold or slow
+   * (chaos/partitions.ts). The runner's own clients connect directly.
+   */
+  proxies?: boolean;
 }
+
+export const PROXIED_WORKERS = ['control-plane', 'compute-agent', 'api'] as const;
+export const PROXIED_DEPENDENCIES = ['temporal', 'postgres'] as const;
+export type ProxiedWorker = (typeof PROXIED_WORKERS)[number];
+export type ProxiedDependency = (typeof PROXIED_DEPENDENCIES)[number];
 
 const WORKERS: Record<WorkerName, { script: string; ready: string }> = {
   'control-plane': { script: 'control-plane.ts', ready: '"msg":"control-plane worker polling"' },
   'compute-agent': { script: 'compute-agent.ts', ready: '"msg":"compute agent ready"' },
   api: { script: 'api-server.ts', ready: '"msg":"API listening"' },
+  'compute-agent-b': { script: 'compute-agent.ts', ready: '"msg":"compute agent ready"' },
 };
 
 const READY_TIMEOUT_MS = 180_000;
@@ -217,6 +234,8 @@ export class ChaosStack {
   readonly volumeDir: string;
   readonly controlTaskQueue: string;
   readonly host: string;
+  /** The second compute agent's host (only served with `secondAgent`). */
+  readonly hostB: string;
   readonly libvirtUri: string;
   readonly config = loadConfig();
   databaseUrl = '';
@@ -248,22 +267,40 @@ export class ChaosStack {
     this.volumeDir = path.join(this.baseDir, 'volumes');
     this.controlTaskQueue = `chaos-${o.id}`;
     this.host = `chaos-${o.id}`;
+    this.hostB = `chaos-${o.id}-b`;
     this.libvirtUri = process.env.LIBVIRT_URI ?? 'qemu:///system';
-    const env = () => this.workerEnv();
+    const env = (name: ProxiedWorker) => () => this.workerEnv(name);
+    const agentEnv = () => ({ ...this.workerEnv('compute-agent'), ...o.agentEnv });
     this.workers = {
-      'control-plane': new WorkerProcess('control-plane', env, path.join(this.logDir, 'control-plane.log'), o.log),
-      'compute-agent': new WorkerProcess('compute-agent', env, path.join(this.logDir, 'compute-agent.log'), o.log),
-      api: new WorkerProcess('api', env, path.join(this.logDir, 'api-server.log'), o.log),
+      'control-plane': new WorkerProcess('control-plane', env('control-plane'), path.join(this.logDir, 'control-plane.log'), o.log),
+      'compute-agent': new WorkerProcess('compute-agent', agentEnv, path.join(this.logDir, 'compute-agent.log'), o.log),
+      api: new WorkerProcess('api', env('api'), path.join(this.logDir, 'api-server.log'), o.log),
+      'compute-agent-b': new WorkerProcess('compute-agent-b', () => ({ ...this.workerEnv(), ...o.agentEnv, TETHER_COMPUTE_HOST: this.hostB }), path.join(this.logDir, 'compute-agent-b.log'), o.log),
     };
   }
 
-  /** The environment of the tether processes (and of the CLI) for this stack. */
-  workerEnv(): NodeJS.ProcessEnv {
+  /** The proxies between each worker and its dependencies (with `proxies`), by `<worker> <dependency>`. */
+  readonly proxies = new Map<string, TcpProxy>();
+
+  proxy(worker: ProxiedWorker, dependency: ProxiedDependency): TcpProxy | undefined {
+    return this.proxies.get(`${worker} ${dependency}`);
+  }
+
+  /** The environment of the tether processes (and of the CLI) for this stack; a worker's own proxies when it has them. */
+  workerEnv(worker?: ProxiedWorker): NodeJS.ProcessEnv {
+    const viaTemporal = worker ? this.proxy(worker, 'temporal') : undefined;
+    const viaPostgres = worker ? this.proxy(worker, 'postgres') : undefined;
+    let databaseUrl = this.databaseUrl;
+    if (viaPostgres) {
+      const url = new URL(this.databaseUrl);
+      url.port = String(viaPostgres.port);
+      databaseUrl = url.toString();
+    }
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TETHER_') && !k.startsWith('TEMPORAL_') && k !== 'DATABASE_URL'));
     return {
       ...inherited,
-      DATABASE_URL: this.databaseUrl,
-      TEMPORAL_ADDRESS: this.temporalAddress,
+      DATABASE_URL: databaseUrl,
+      TEMPORAL_ADDRESS: viaTemporal ? `127.0.0.1:${viaTemporal.port}` : this.temporalAddress,
       TEMPORAL_NAMESPACE: 'default',
       TETHER_CONTROL_TASK_QUEUE: this.controlTaskQueue,
       TETHER_COMPUTE_HOST: this.host,
@@ -331,8 +368,18 @@ export class ChaosStack {
       config: { controlTaskQueue: this.controlTaskQueue, computeHost: this.host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
     });
 
+    if (this.o.proxies) {
+      for (const w of PROXIED_WORKERS) {
+        for (const d of PROXIED_DEPENDENCIES) {
+          if (d === 'postgres' && !this.ownsPostgres) continue;
+          const p = new TcpProxy(`${w} ${d}`, d === 'temporal' ? this.temporalPort : this.pgPort);
+          await p.start();
+          this.proxies.set(`${w} ${d}`, p);
+        }
+      }
+    }
     const t1 = Date.now();
-    await Promise.all(Object.values(this.workers).map((w) => w.start()));
+    await Promise.all(Object.values(this.workers).filter((w) => w.name !== 'compute-agent-b' || this.o.secondAgent).map((w) => w.start()));
     await this.waitHealthy(120_000);
     this.o.log(`  ✓ control-plane worker, compute agent ${this.host} and API ${this.apiUrl} ready (${((Date.now() - t1) / 1000).toFixed(1)} s)`);
   }
@@ -381,18 +428,20 @@ export class ChaosStack {
   }
 
   /** Why `target` cannot be killed in this stack (undefined: it can). */
-  cannotKill(target: Target): string | undefined {
+  cannotKill(target: Target | 'compute-agent-b'): string | undefined {
+    if (target === 'compute-agent-b' && !this.o.secondAgent) return 'no second compute agent in this stack';
     if (target === 'postgres' && !this.ownsPostgres) return 'PostgreSQL comes from DATABASE_URL and is not ours to kill';
     if (target === 'libvirtd') return this.libvirtdUnavailable;
     return undefined;
   }
 
   /** SIGKILL of one part; returns once the process is gone. */
-  async kill(target: Target): Promise<void> {
+  async kill(target: Target | 'compute-agent-b'): Promise<void> {
     switch (target) {
       case 'control-plane':
       case 'compute-agent':
       case 'api':
+      case 'compute-agent-b':
         await this.workers[target].kill('SIGKILL');
         return;
       case 'temporal': {
@@ -424,11 +473,12 @@ export class ChaosStack {
   }
 
   /** Starts a killed part again and waits until it answers. */
-  async restart(target: Target): Promise<void> {
+  async restart(target: Target | 'compute-agent-b'): Promise<void> {
     switch (target) {
       case 'control-plane':
       case 'compute-agent':
       case 'api':
+      case 'compute-agent-b':
         await this.workers[target].start();
         return;
       case 'temporal':
@@ -502,7 +552,7 @@ export class ChaosStack {
     };
     if (this.db && this.libvirt) {
       await step('removing the domains', async () => {
-        for (const i of await listInstances(this.db, { host: this.host })) {
+        for (const i of [...(await listInstances(this.db, { host: this.host })), ...(await listInstances(this.db, { host: this.hostB }))]) {
           await this.libvirt.destroyDomain(i.uuid).catch(() => undefined);
           await this.libvirt.undefineDomain(i.uuid).catch(() => undefined);
         }
@@ -512,6 +562,7 @@ export class ChaosStack {
     await step('libvirt connection', async () => this.libvirt?.close());
     await step('Temporal client', async () => this.clientConnection?.close());
     await step('database pool', async () => this.db?.end());
+    for (const p of this.proxies.values()) await step(`proxy ${p.name}`, () => p.stop());
     await step('Temporal dev server', async () => this.temporal?.stop());
     await step('PostgreSQL', async () => this.postgres?.stop());
     if (!this.ownsPostgres && process.env.DATABASE_URL) {

@@ -43,9 +43,11 @@ import {
   type HttpAnswer,
   type HttpFailure,
 } from './harness.ts';
+import { diskElements } from '../src/host/domain-disks.ts';
+import { liveBdmsOfInstance } from '../src/db/block-device-mappings.ts';
 import type { Random } from './random.ts';
 import type { CaseResult } from './report.ts';
-import { TARGETS, type Target, type WorkerName } from './stack.ts';
+import { TARGETS, type Target } from './stack.ts';
 
 export interface StormOptions {
   /** How long kills go on, and the workload with them. */
@@ -62,7 +64,8 @@ export function stormName(seconds: number): string {
   return `storm random kills for ${seconds} s under a steady workload`;
 }
 
-const STOPPABLE: readonly WorkerName[] = ['control-plane', 'compute-agent', 'api'];
+const STOPPABLE = ['control-plane', 'compute-agent', 'api'] as const;
+type Stoppable = (typeof STOPPABLE)[number];
 /** Longer than every activity's start-to-close (30 s) and heartbeat (30 s) timeout. */
 const STOP_MS: readonly [number, number] = [31_000, 40_000];
 /** Per request: a client that gets no answer gives up (the operation may still go on). */
@@ -183,7 +186,7 @@ export async function runStorm(h: Harness, run: number, o: StormOptions): Promis
     }
   }
 
-  async function stopAndContinue(w: WorkerName, holdMs: number): Promise<void> {
+  async function stopAndContinue(w: Stoppable, holdMs: number): Promise<void> {
     const pid = h.stack.workers[w].pid;
     try {
       if (pid === undefined) return;
@@ -347,5 +350,118 @@ export async function runStorm(h: Harness, run: number, o: StormOptions): Promis
     convergeMs: stillRunning.length ? null : convergedAt - lastFaultAt,
     notes,
     ...(problems.length ? { failure: problems.join('; ') } : {}),
+  });
+}
+
+// ---- many attaches at once ---------------------------------------------------------------------
+
+export interface ConcurrentOptions {
+  /** Servers (running OS-less domains created for the case). */
+  instances: number;
+  /** Attaches, spread evenly over the servers, all POSTed at once. */
+  attaches: number;
+}
+
+export function concurrentName(o: ConcurrentOptions): string {
+  return `concurrent ${o.attaches} attaches over ${o.instances} instances at once`;
+}
+
+/**
+ * `attaches` volumes POSTed to `instances` servers all at once (no kill): every POST must answer 200
+ * with a device, no server may get a device name twice (in the answers, the BDMs, the persistent and
+ * the live XML), every pair must end attached everywhere, the checker clean; then all of them are
+ * detached at once, which must also converge. Reported: answers by status, devices per server, the
+ * time until every workflow closed.
+ */
+export async function runConcurrentAttaches(h: Harness, run: number, o: ConcurrentOptions): Promise<CaseResult> {
+  const scenario = concurrentName(o);
+  const notes: string[] = [];
+  const problems: string[] = [];
+  const tBoot = Date.now();
+  const servers: Instance[] = [];
+  // Servers in batches (each a TCG domain being defined and started).
+  for (let i = 0; i < o.instances; i += 10) {
+    servers.push(...(await Promise.all(Array.from({ length: Math.min(10, o.instances - i) }, async (_, k) => {
+      const { instance, handle } = await h.stack.service.createServer({ name: `chaos-many-${run}-${i + k}` });
+      await handle.result();
+      return h.stack.service.resolveServer(instance.uuid);
+    }))));
+  }
+  const volumes: Volume[] = [];
+  for (let i = 0; i < o.attaches; i += 50) {
+    volumes.push(...(await Promise.all(Array.from({ length: Math.min(50, o.attaches - i) }, (_, k) => newVolume(h, `chaos-many-${run}-${i + k}`)))));
+  }
+  notes.push(`${servers.length} servers and ${volumes.length} volumes made in ${((Date.now() - tBoot) / 1000).toFixed(1)} s`);
+  const pairs: Pair[] = volumes.map((volume, i) => ({ server: servers[i % servers.length]!, volume }));
+
+  const answers = new Tally();
+  const t0 = Date.now();
+  const results = await Promise.all(pairs.map(({ server, volume }) =>
+    http(h, 'POST', `/v2.1/servers/${server.uuid}/os-volume_attachments`, {
+      headers: COMPUTE_MICROVERSION,
+      body: { volumeAttachment: { volumeId: volume.id } },
+      timeoutMs: 600_000,
+    }).then((a) => (answers.add(a.status === 0 ? 'none' : String(a.status)), a)),
+  ));
+  const answeredMs = Date.now() - t0;
+  const ends = await waitClosed(h, pairs.map((p) => attachWorkflowId(p.server.uuid, p.volume.id)), Math.max(h.deadlineMs, 900_000));
+  const closedMs = Date.now() - t0;
+  const endTally = new Tally();
+  for (const e of Object.values(ends)) endTally.add(e);
+  notes.push(`POST answers: ${answers.format()} (all in ${(answeredMs / 1000).toFixed(1)} s); attach workflows: ${endTally.format()} (all closed in ${(closedMs / 1000).toFixed(1)} s)`);
+  results.forEach((a, i) => {
+    if (a.status !== 200) problems.push(`POST ${pairs[i]!.volume.id} to ${pairs[i]!.server.name}: ${a.status === 0 ? (a as HttpFailure).error : `${a.status} ${(a as HttpAnswer).text.slice(0, 160)}`}`);
+  });
+
+  // Devices: distinct per server in the answers, the BDMs and both XMLs; every pair attached everywhere.
+  let duplicates = 0;
+  let attached = 0;
+  for (const server of servers) {
+    const mine = pairs.filter((p) => p.server.uuid === server.uuid);
+    const answered = results.filter((_, i) => pairs[i]!.server.uuid === server.uuid).map((a) => ((a as HttpAnswer).json as { volumeAttachment?: { device?: string } } | null)?.volumeAttachment?.device).filter(Boolean);
+    const bdmDevices = (await liveBdmsOfInstance(h.stack.db, server.uuid)).map((b) => b.deviceName);
+    const live = diskElements(await h.stack.libvirt.getXml(server.uuid)).map((d) => d.target);
+    const config = diskElements(await h.stack.libvirt.getXml(server.uuid, { inactive: true })).map((d) => d.target);
+    for (const [what, list] of [['answers', answered], ['BDMs', bdmDevices], ['live XML', live], ['persistent XML', config]] as const) {
+      const dup = list.length - new Set(list).size;
+      if (dup > 0) {
+        duplicates += dup;
+        problems.push(`${server.name}: ${dup} duplicate device name(s) in the ${what}: ${list.join(' ')}`);
+      }
+    }
+    for (const p of mine) {
+      const state = classify(await retrying(() => pairState(h, server.uuid, p.volume.id)));
+      if (state === 'attached') attached++;
+      else problems.push(`${server.name} / ${p.volume.id}: ${state}`);
+    }
+  }
+  notes.push(`${attached}/${pairs.length} pairs attached everywhere; duplicate devices: ${duplicates}`);
+  const checked = await check(h);
+  if (checked.disagreements.length || checked.inFlight.length) problems.push(`checker:\n${checked.text}`);
+
+  // All detached at once, then gone.
+  const t1 = Date.now();
+  const detachAnswers = new Tally();
+  await Promise.all(pairs.map(({ server, volume }) =>
+    http(h, 'DELETE', `/v2.1/servers/${server.uuid}/os-volume_attachments/${volume.id}`, { headers: COMPUTE_MICROVERSION, timeoutMs: 600_000 })
+      .then((a) => detachAnswers.add(a.status === 0 ? 'none' : String(a.status))),
+  ));
+  const detachEnds = await waitClosed(h, pairs.map((p) => detachWorkflowId(p.server.uuid, p.volume.id)), Math.max(h.deadlineMs, 900_000));
+  const detachTally = new Tally();
+  for (const e of Object.values(detachEnds)) detachTally.add(e);
+  notes.push(`DELETE answers: ${detachAnswers.format()}; detach workflows: ${detachTally.format()} (all closed in ${((Date.now() - t1) / 1000).toFixed(1)} s)`);
+  problems.push(...(await tidy(h, pairs)));
+  const after = await check(h);
+  if (after.disagreements.length || after.inFlight.length) problems.push(`checker after the detaches:\n${after.text}`);
+  for (const server of servers) await h.stack.service.deleteServer(server.uuid).catch((err: Error) => problems.push(`deleting ${server.name}: ${err.message}`));
+
+  return result(h, scenario, run, {
+    passed: problems.length === 0,
+    converged: Object.values(ends).every((e) => e === 'COMPLETED') && checked.disagreements.length === 0 && checked.inFlight.length === 0,
+    outcome: `${attached}/${pairs.length} attached, ${duplicates} duplicate devices`,
+    leaked: checked.disagreements.length + checked.inFlight.length + (pairs.length - attached),
+    convergeMs: closedMs,
+    notes,
+    ...(problems.length ? { failure: problems.slice(0, 20).join('; ') + (problems.length > 20 ? `; … ${problems.length - 20} more` : '') } : {}),
   });
 }

@@ -7,7 +7,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { FaultPoints } from '../activities/fault-points.ts';
-import { chaosPause } from './pause.ts';
+import { chaosFail, chaosPause } from './pause.ts';
 
 export type FaultPhase = 'before' | 'after';
 
@@ -40,6 +40,7 @@ export class FaultInjector implements FaultPoints {
 
   check(step: string, phase: FaultPhase): void {
     chaosPause(step, phase);
+    if (chaosFail(step, phase)) throw ApplicationFailure.nonRetryable(`Injected fault ${phase} step ${step} (chaos runner)`, 'InjectedFault');
     const rule = this.rules.get(`${step}:${phase}`);
     if (!rule || rule.remaining <= 0) return;
     rule.remaining -= 1;

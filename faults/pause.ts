@@ -19,7 +19,13 @@
  * Cost when TETHER_CHAOS_PAUSE is unset: one comparison. When set and nothing is armed: one failed
  * rename (ENOENT) per check.
  *
- * FaultInjector.check (faults/injector.ts) calls chaosPause first; this module imports nothing from tether.
+ * The runner can also make one check *fail* once, without restarting the process with TETHER_FAULTS:
+ *   <dir>/<step>.<phase>.fail       armed by the runner
+ *   <dir>/failed.<step>.<phase>.<pid>   claimed (renamed) by the first check of that point, which then
+ *                                   throws a non-retryable InjectedFault (a saga's compensations run)
+ * (chaos/compensation-kills.ts makes a saga fail this way, then pauses and kills inside its compensations.)
+ *
+ * FaultInjector.check (faults/injector.ts) calls chaosPause first, then chaosFail; this module imports nothing from tether.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -58,4 +64,24 @@ export function chaosPause(step: string, phase: string): void {
   const deadline = Date.now() + maxMs;
   while (fs.existsSync(claimed) && Date.now() < deadline) Atomics.wait(cell, 0, 0, 10);
   fs.rmSync(claimed, { force: true });
+}
+
+/** File name of a one-shot failure point. */
+export function failPointFile(pauseDir: string, step: string, phase: string): string {
+  return path.join(pauseDir, `${step}.${phase}.fail`);
+}
+
+export function failedPrefix(step: string, phase: string): string {
+  return `failed.${step}.${phase}.`;
+}
+
+/** True (once) when the runner armed a failure at `step:phase`: the caller throws. */
+export function chaosFail(step: string, phase: string): boolean {
+  if (dir === undefined) return false;
+  try {
+    fs.renameSync(failPointFile(dir, step, phase), path.join(dir, `${failedPrefix(step, phase)}${process.pid}`));
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -53,13 +53,24 @@ function bench(render: (r: BenchResults) => string): Render {
   };
 }
 
-function chaos(name: string, command: string): Render {
+function chaos(name: string, command: string, o: { notes?: boolean; bySteps?: boolean } = {}): Render {
   return (root) => {
     const file = `${CHAOS_DIR}/${name}.json`;
     const s = readJson<RunSummary>(root, file);
-    return s ? `${markdownReport(s)}\n\nFrom [\`${file}\`](${path.relative('docs', file)}).` : missing(command, file);
+    return s ? `${markdownReport(s, o)}\n\nFrom [\`${file}\`](${path.relative('docs', file)}).` : missing(command, file);
   };
 }
+
+/** The chaos families (npm run chaos -- --<family>): region chaos-<family> from docs/chaos/results/<family>.json. */
+const CHAOS_FAMILIES: Record<string, { command: string; notes?: boolean; bySteps?: boolean }> = {
+  compensation: { command: 'npm run chaos -- --compensation', bySteps: true },
+  lifecycle: { command: 'npm run chaos -- --lifecycle', bySteps: true },
+  fuzz: { command: 'npm run chaos -- --fuzz', notes: true },
+  concurrent: { command: 'npm run chaos -- --concurrent', notes: true },
+  long: { command: 'npm run chaos -- --long', bySteps: true },
+  guest: { command: 'npm run chaos -- --guest', bySteps: true, notes: true },
+  partitions: { command: 'npm run chaos -- --partitions', notes: true },
+};
 
 function testRun(root: string): string {
   const t = readJson<TestRunRecord>(root, TEST_RUN_JSON);
@@ -91,6 +102,7 @@ export const REGIONS: Record<string, Render> = {
   'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
   'chaos-full': chaos('full', 'npm run chaos'),
+  ...Object.fromEntries(Object.entries(CHAOS_FAMILIES).map(([name, f]) => [`chaos-${name}`, chaos(name, f.command, f)])),
   'nova-diff': (root) => {
     const r = readJson<DifferentialResults>(root, NOVA_DIFF_JSON);
     return r ? `${differentialMarkdown(r)}\n\nFrom [\`${NOVA_DIFF_JSON}\`](${path.relative('docs', NOVA_DIFF_JSON)}).` : missing('npm run nova:diff', NOVA_DIFF_JSON);

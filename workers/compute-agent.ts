@@ -112,6 +112,7 @@ export class ComputeAgent {
         libvirt: tracedLibvirt(this.o.libvirt),
         db: this.o.db,
         host: this.o.host,
+        faults: this.o.faults ?? new FaultInjector(),
         ...(this.o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(this.o.volumeEncryption) } : {}),
         ...(this.o.domainTemplate ? { template: this.o.domainTemplate } : {}),
       }),

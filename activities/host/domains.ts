@@ -12,6 +12,7 @@ import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { buildDomainXml, domainSpecFor, type DomainTemplate } from '../../src/libvirt/domain-xml.ts';
 import { diskVolumesWithSecret, ensureEncryptionSecret, type VolumeEncryptionSource } from './disks.ts';
 import { libvirtFailure } from './libvirt-failures.ts';
+import type { FaultPoints } from '../fault-points.ts';
 
 /** Host-level activities on the `host-<name>` queue: the life of domains. */
 export function createDomainActivities(deps: {
@@ -22,8 +23,11 @@ export function createDomainActivities(deps: {
   db?: Database;
   volumeEncryption?: VolumeEncryptionSource;
   host?: string;
+  /** Fault and pause points around each activity's work (tests, the chaos runner). */
+  faults?: FaultPoints;
 }) {
   const { libvirt } = deps;
+  const check = (step: string, phase: 'before' | 'after') => deps.faults?.check(step, phase);
 
   /**
    * Defines on this host the secrets the domain's disks name (from the BDMs' connection_info): the
@@ -45,6 +49,7 @@ export function createDomainActivities(deps: {
   return {
     /** Define and start the instance's domain (domain uuid = instance uuid) with its flavor's size; idempotent. */
     async spawnDomain(input: { instanceUuid: string; domainName: string }): Promise<{ state: string }> {
+      check('spawnDomain', 'before');
       try {
         let info = await libvirt.lookupDomain(input.instanceUuid);
         if (!info) {
@@ -55,6 +60,7 @@ export function createDomainActivities(deps: {
         }
         if (!info.active) await libvirt.startDomain(input.instanceUuid);
         const after = await libvirt.lookupDomain(input.instanceUuid);
+        check('spawnDomain', 'after');
         return { state: after?.state ?? 'unknown' };
       } catch (err) {
         throw libvirtFailure(err, 'SpawnFailed');
@@ -63,22 +69,27 @@ export function createDomainActivities(deps: {
 
     /** Power the domain off, keeping its definition (shelve); idempotent. */
     async stopDomain(input: { instanceUuid: string }): Promise<void> {
+      check('stopDomain', 'before');
       await libvirt.destroyDomain(input.instanceUuid);
+      check('stopDomain', 'after');
     },
 
     /** The domain's persistent XML (with its attached disks), for a move to another host. */
     async exportDomain(input: { instanceUuid: string }): Promise<{ xml: string | null }> {
+      check('exportDomain', 'before');
       if (!(await libvirt.lookupDomain(input.instanceUuid))) return { xml: null };
       return { xml: await libvirt.getXml(input.instanceUuid, { inactive: true }) };
     },
 
     /** Define the domain from its XML on this host (start it when asked); idempotent. */
     async importDomain(input: { instanceUuid: string; xml: string; start: boolean }): Promise<{ state: string }> {
+      check('importDomain', 'before');
       try {
         let info = await libvirt.lookupDomain(input.instanceUuid);
         await defineDiskSecrets(input.instanceUuid, input.xml);
         if (!info) info = await libvirt.defineDomain(input.xml);
         if (input.start && !info.active) await libvirt.startDomain(input.instanceUuid);
+        check('importDomain', 'after');
         return { state: (await libvirt.lookupDomain(input.instanceUuid))?.state ?? 'unknown' };
       } catch (err) {
         throw libvirtFailure(err, 'SpawnFailed');
@@ -91,6 +102,7 @@ export function createDomainActivities(deps: {
      * importDomain and attachDisk define them again where the disk comes back).
      */
     async destroyDomain(input: { instanceUuid: string }): Promise<void> {
+      check('destroyDomain', 'before');
       const xml = (await libvirt.lookupDomain(input.instanceUuid)) ? await libvirt.getXml(input.instanceUuid, { inactive: true }) : '';
       // Secrets first: a retry after a crash past the undefine would no longer see which disks had one.
       for (const secretUuid of [authSecretUuid, encryptionSecretUuid]) {
@@ -98,6 +110,7 @@ export function createDomainActivities(deps: {
       }
       await libvirt.destroyDomain(input.instanceUuid);
       await libvirt.undefineDomain(input.instanceUuid);
+      check('destroyDomain', 'after');
     },
   };
 }

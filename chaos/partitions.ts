@@ -1,0 +1,149 @@
+/**
+ * Network partitions (`npm run chaos -- --partitions`): every worker process (control plane, compute
+ * agent, API) reaches Temporal and PostgreSQL through a TCP proxy of its own on the loopback
+ * (chaos/tcp-proxy.ts, ChaosStack `proxies`). A case cuts one link — one process ↔ one dependency —
+ * while an attach or a detach is in flight, in one of three ways:
+ *   drop  connections reset, new ones refused, for 10–35 s (drawn);
+ *   hold  connections silent (bytes held, nothing lost) for 10–35 s, then released;
+ *   slow  200–800 ms added to every chunk for 20 s;
+ * then heals it and requires what a kill requires: the workflow closed, the pair attached
+ * everywhere or absent everywhere in agreement with it, the checker clean, no process exited by
+ * itself, tether still working. The link is cut when the operation reaches a step the process runs
+ * (its pause point is claimed, the link cut, the step released); the API's links are cut just
+ * before the request.
+ *
+ * The block storage is tether's own volume service here: its state is PostgreSQL (covered by the
+ * postgres links) and files on the host, with no network link of its own — those cases are skipped
+ * with that reason (a Cinder back end would have one: chaos/nova-kills.ts's stack).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Instance } from '../src/domain/types.ts';
+import {
+  apiAttach,
+  apiDetach,
+  attachAndWait,
+  attachWorkflowId,
+  check,
+  classify,
+  describeAnswer,
+  detachWorkflowId,
+  newVolume,
+  pairState,
+  PausePoint,
+  result,
+  retrying,
+  tetherState,
+  tidy,
+  waitClosed,
+  type Harness,
+  type HttpAnswer,
+  type HttpFailure,
+} from './harness.ts';
+import type { CaseResult } from './report.ts';
+import { PROXIED_DEPENDENCIES, PROXIED_WORKERS, type ProxiedDependency, type ProxiedWorker } from './stack.ts';
+import type { ProxyMode } from './tcp-proxy.ts';
+
+export interface PartitionCase {
+  worker: ProxiedWorker;
+  dependency: ProxiedDependency | 'block-storage';
+  mode: Exclude<ProxyMode, 'pass'>;
+  op: 'attach' | 'detach';
+}
+
+export function partitionCaseName(c: PartitionCase): string {
+  return `partition ${c.worker} ↔ ${c.dependency} ${c.mode} during ${c.op}`;
+}
+
+export function partitionMatrix(): PartitionCase[] {
+  const cases: PartitionCase[] = [];
+  let i = 0;
+  for (const worker of PROXIED_WORKERS) {
+    for (const dependency of [...PROXIED_DEPENDENCIES, 'block-storage'] as const) {
+      for (const mode of ['drop', 'hold', 'slow'] as const) cases.push({ worker, dependency, mode, op: i++ % 2 === 0 ? 'attach' : 'detach' });
+    }
+  }
+  return cases;
+}
+
+/** The step whose pause point marks "the process is at work on this operation". */
+function stepOf(c: PartitionCase): { step: string; phase: 'before' | 'after' } | undefined {
+  if (c.worker === 'api') return undefined;
+  if (c.worker === 'compute-agent') return c.op === 'attach' ? { step: 'attachDisk', phase: 'before' } : { step: 'detachDisk', phase: 'before' };
+  return c.op === 'attach' ? { step: 'initializeConnection', phase: 'after' } : { step: 'beginDetaching', phase: 'before' };
+}
+
+export async function runPartition(h: Harness, c: PartitionCase, run: number, server: Instance): Promise<CaseResult> {
+  const scenario = partitionCaseName(c);
+  if (c.dependency === 'block-storage') {
+    return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: ["the block storage is tether's own volume service: PostgreSQL (the postgres links) and host files, no network link of its own"] });
+  }
+  const proxy = h.stack.proxy(c.worker, c.dependency);
+  if (!proxy) {
+    return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [c.dependency === 'postgres' && !h.stack.ownsPostgres ? 'PostgreSQL comes from DATABASE_URL: no proxy in front of it' : 'the stack has no proxies'] });
+  }
+  const notes: string[] = [];
+  const volume = await newVolume(h, `chaos-part-${c.worker}-${c.dependency}-${c.mode}`.slice(0, 60));
+  if (c.op === 'detach') await attachAndWait(h, server, volume);
+  const watchedId = c.op === 'attach' ? attachWorkflowId(server.uuid, volume.id) : detachWorkflowId(server.uuid, volume.id);
+  const holdMs = c.mode === 'slow' ? 20_000 : h.rnd.int(10_000, 35_000);
+  const delayMs = h.rnd.int(200, 800);
+
+  const at = stepOf(c);
+  const point = at ? new PausePoint(h.stack.pauseDir, at.step, at.phase) : undefined;
+  await point?.arm();
+  const cut = () => {
+    proxy.setMode(c.mode, { delayMs });
+    notes.push(`${c.worker} ↔ ${c.dependency} ${c.mode}${c.mode === 'slow' ? ` (+${delayMs} ms a chunk)` : ''} for ${(holdMs / 1000).toFixed(1)} s${at ? ` from ${at.step} ${at.phase}` : ' from before the request'}`);
+  };
+  if (!point) cut();
+  let answer: HttpAnswer | HttpFailure | undefined;
+  const request = (c.op === 'attach' ? apiAttach(h, server, volume) : apiDetach(h, server, volume)).then((a) => (answer = a));
+  let healedAt = 0;
+  let triggered = !point;
+  try {
+    if (point) {
+      triggered = await point.waitClaimed(60_000, () => answer !== undefined && answer.status >= 400);
+      if (!triggered) notes.push(`the ${at!.step} ${at!.phase} point was never reached${answer ? ` (API: ${describeAnswer(answer)})` : ''}; cut anyway`);
+      cut();
+      await point.release();
+    }
+    await sleep(holdMs);
+  } finally {
+    proxy.setMode('pass');
+    healedAt = Date.now();
+    await point?.release();
+  }
+  notes.push(`proxy ${proxy.name}: ${proxy.counts.accepted} connections accepted, ${proxy.counts.reset} reset`);
+
+  const ends = await waitClosed(h, [watchedId]);
+  const end = ends[watchedId]!;
+  await request;
+  await h.stack.settled();
+  const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
+  const checked = await check(h);
+  const convergeMs = end === 'RUNNING' ? null : Date.now() - healedAt;
+  notes.push(`workflow ${end}${end === 'FAILED' ? ` (${await tetherState(h, watchedId)})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
+  const expected: Record<string, Partial<Record<string, string>>> = {
+    attach: { COMPLETED: 'attached', FAILED: 'absent', NOT_STARTED: 'absent' },
+    detach: { COMPLETED: 'absent', FAILED: 'attached', NOT_STARTED: 'attached' },
+  };
+  const problems: string[] = [];
+  if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running ${h.deadlineMs / 1000} s after the link healed`);
+  else if (expected[c.op]![end] === undefined) problems.push(`workflow ended ${end}`);
+  else if (state !== expected[c.op]![end]) problems.push(`workflow ${end} but the stores say ${state}`);
+  if (end === 'FAILED' && (await tetherState(h, watchedId)) === 'failed') problems.push('the rollback did not finish (TetherState=failed)');
+  if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
+  const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
+  problems.push(...(await tidy(h, [{ server, volume }])));
+  const outcome = c.op === 'attach' ? (state === 'attached' ? 'attached' : state === 'absent' ? 'rolled-back' : state) : state === 'absent' ? 'detached' : state === 'attached' ? 'kept-attached' : state;
+  return result(h, scenario, run, {
+    passed: problems.length === 0,
+    converged: end !== 'RUNNING' && checked.disagreements.length === 0 && checked.inFlight.length === 0,
+    outcome,
+    leaked,
+    convergeMs,
+    triggered,
+    notes,
+    ...(problems.length ? { failure: problems.join('; ') } : {}),
+  });
+}
