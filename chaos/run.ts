@@ -32,6 +32,8 @@
  *                   --all-targets also Temporal and PostgreSQL at each step
  *   --partitions    each worker's link to Temporal / PostgreSQL through a proxy the runner cuts (drop,
  *                   hold, slow) during an attach or a detach (chaos/partitions.ts)
+ *   --clock         a worker's wall clock stepped an hour ahead / back or a day ahead during an attach
+ *                   or a detach (libfaketime; chaos/clock.ts)
  *
  * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
  * converge), the failures, and the closing line `N passed, N failed, N skipped`. The JSON goes to
@@ -54,6 +56,7 @@ import { compensationCaseName, compensationMatrix, runCompensationKill } from '.
 import { lifecycleCaseName, lifecycleMatrix, runLifecycleKill } from './lifecycle-kills.ts';
 import { closeGuestConsoles, guestAgentEnv, guestCases } from './guest-kills.ts';
 import { partitionCaseName, partitionMatrix, runPartition } from './partitions.ts';
+import { clockCaseName, clockMatrix, fakeTimeLibrary, runClockJump } from './clock.ts';
 import { Random } from './random.ts';
 import { formatFailures, formatTable, statusOf, countByStatus, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
@@ -79,10 +82,10 @@ interface Options {
   allTargets: boolean;
 }
 
-export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions'] as const;
+export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock'] as const;
 type Family = (typeof FAMILIES)[number];
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions | --clock] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -159,6 +162,7 @@ function parseArgs(argv: string[]): Options {
       case '--long': family('long'); break;
       case '--guest': family('guest'); break;
       case '--partitions': family('partitions'); break;
+      case '--clock': family('clock'); break;
       case '--all-targets': o.allTargets = true; break;
       case '--requests': o.requests = int('--requests', value(), 1); break;
       case '--instances': o.instances = int('--instances', value(), 1); break;
@@ -237,7 +241,8 @@ async function main(): Promise<void> {
       process.exit(1);
     }
   }
-  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', ...(agentEnv ? { agentEnv } : {}) });
+  const fakeTime = o.family === 'clock' ? fakeTimeLibrary() : undefined;
+  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', ...(fakeTime ? { fakeTime } : {}), ...(agentEnv ? { agentEnv } : {}) });
   let stopping = false;
   const stopAndExit = async (code: number) => {
     if (stopping) process.exit(code);
@@ -283,6 +288,7 @@ async function main(): Promise<void> {
     else if (o.family === 'fuzz') plan.push({ name: 'fuzz API (every route of /openapi.json)', run: (hh, r) => fuzzApi(hh, r, { requests: o.requests }) });
     else if (o.family === 'concurrent') plan.push({ name: concurrentName(o), run: (hh, r) => runConcurrentAttaches(hh, r, { instances: o.instances, attaches: o.attaches }) });
     else if (o.family === 'partitions') plan.push(...sampled(partitionMatrix().map((c, i) => ({ name: partitionCaseName(c), run: (hh: Harness, r: number) => runPartition(hh, c, r, servers[i % servers.length]!) }))));
+    else if (o.family === 'clock') plan.push(...sampled(clockMatrix().map((c, i) => ({ name: clockCaseName(c), run: (hh: Harness, r: number) => runClockJump(hh, c, r, servers[i % servers.length]!, fakeTime !== undefined) }))));
     else if (o.family === 'guest') plan.push(...sampled(guestCases(servers, { allTargets: o.allTargets })));
     else if (o.family === 'long') {
       // Drawn with replacement from every matrix; each draw its own random stream (timing, release order).

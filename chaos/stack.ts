@@ -55,6 +55,12 @@ export interface ChaosStackOptions {
    * (chaos/partitions.ts). The runner's own clients connect directly.
    */
   proxies?: boolean;
+  /**
+   * libfaketime (its path) preloaded into control-plane, compute-agent and api, each reading its
+   * wall-clock offset from `<base>/faketime/<worker>` (chaos/clock.ts writes it: "+3600" jumps an
+   * hour ahead); CLOCK_MONOTONIC is left alone, as an NTP step leaves it.
+   */
+  fakeTime?: string;
 }
 
 export const PROXIED_WORKERS = ['control-plane', 'compute-agent', 'api'] as const;
@@ -282,6 +288,11 @@ export class ChaosStack {
   /** The proxies between each worker and its dependencies (with `proxies`), by `<worker> <dependency>`. */
   readonly proxies = new Map<string, TcpProxy>();
 
+  /** The file holding a worker's clock offset (with `fakeTime`). */
+  clockFile(worker: ProxiedWorker): string {
+    return path.join(this.baseDir, 'faketime', worker);
+  }
+
   proxy(worker: ProxiedWorker, dependency: ProxiedDependency): TcpProxy | undefined {
     return this.proxies.get(`${worker} ${dependency}`);
   }
@@ -310,6 +321,14 @@ export class ChaosStack {
       TETHER_VOLUME_DIR: this.volumeDir,
       ...this.o.blockStorage?.env,
       TETHER_CHAOS_PAUSE: this.pauseDir,
+      ...(this.o.fakeTime && worker
+        ? {
+            LD_PRELOAD: this.o.fakeTime,
+            FAKETIME_TIMESTAMP_FILE: this.clockFile(worker),
+            FAKETIME_NO_CACHE: '1',
+            FAKETIME_DONT_FAKE_MONOTONIC: '1',
+          }
+        : {}),
       LIBVIRT_URI: this.libvirtUri,
       TETHER_LOG_LEVEL: 'info',
       UV_THREADPOOL_SIZE: '16',
@@ -368,6 +387,10 @@ export class ChaosStack {
       config: { controlTaskQueue: this.controlTaskQueue, computeHost: this.host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
     });
 
+    if (this.o.fakeTime) {
+      await fsp.mkdir(path.join(this.baseDir, 'faketime'), { recursive: true });
+      for (const w of PROXIED_WORKERS) await fsp.writeFile(this.clockFile(w), '+0\n');
+    }
     if (this.o.proxies) {
       for (const w of PROXIED_WORKERS) {
         for (const d of PROXIED_DEPENDENCIES) {

@@ -70,6 +70,7 @@ const CHAOS_FAMILIES: Record<string, { command: string; notes?: boolean; bySteps
   long: { command: 'npm run chaos -- --long', bySteps: true },
   guest: { command: 'npm run chaos -- --guest', bySteps: true, notes: true },
   partitions: { command: 'npm run chaos -- --partitions', notes: true },
+  clock: { command: 'npm run chaos -- --clock', notes: true },
 };
 
 function testRun(root: string): string {

@@ -4,7 +4,7 @@
  * /healthz and /openapi.json. Every route has a schema; all work goes through the TetherService.
  */
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Client } from '@temporalio/client';
@@ -123,6 +123,32 @@ function hasNul(value: unknown, depth = 0): boolean {
   return Object.entries(value).some(([k, v]) => k.includes('\u0000') || hasNul(v, depth + 1));
 }
 
+/** An unpaired UTF-16 surrogate (JSON's "\ud800"): no UTF-8 text holds it, PostgreSQL's jsonb refuses it. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function hasLoneSurrogate(value: unknown, depth = 0): boolean {
+  if (typeof value === 'string') return LONE_SURROGATE.test(value);
+  if (value === null || typeof value !== 'object' || depth > 32) return false;
+  return Object.entries(value).some(([k, v]) => LONE_SURROGATE.test(k) || hasLoneSurrogate(v, depth + 1));
+}
+
+/**
+ * Integer query parameters as written: the query string's coercion makes "0x10" 16 and "1e3" 1000
+ * (Nova's schemas take decimal digits only).
+ */
+function badIntegerQuery(request: FastifyRequest): string | null {
+  const properties = (request.routeOptions.schema?.querystring as { properties?: Record<string, { type?: unknown }> } | undefined)?.properties;
+  if (!properties) return null;
+  const at = request.raw.url?.indexOf('?') ?? -1;
+  if (at < 0) return null;
+  const raw = new URLSearchParams(request.raw.url!.slice(at + 1));
+  for (const [name, property] of Object.entries(properties)) {
+    if (property.type !== 'integer') continue;
+    for (const v of raw.getAll(name)) if (!/^-?[0-9]+$/.test(v)) return `Invalid input for query parameter ${name}: '${v.slice(0, 40)}' is not an integer.`;
+  }
+  return null;
+}
+
 export async function buildApiServer(deps: ApiDeps) {
   const auth = deps.auth ?? NOAUTH;
   const limits = deps.limits ?? loadApiLimits();
@@ -165,6 +191,11 @@ export async function buildApiServer(deps: ApiDeps) {
     if (hasNul(request.params) || hasNul(request.query) || hasNul(request.body)) {
       throw new ApiError(400, 'Invalid input: the request contains a NUL character (U+0000).');
     }
+    if (hasLoneSurrogate(request.params) || hasLoneSurrogate(request.query) || hasLoneSurrogate(request.body)) {
+      throw new ApiError(400, 'Invalid input: the request contains an unpaired UTF-16 surrogate (no Unicode character).');
+    }
+    const badQuery = badIntegerQuery(request);
+    if (badQuery) throw new ApiError(400, badQuery);
     const bodySchema = request.routeOptions.schema?.body;
     if (bodySchema !== undefined && request.body !== undefined) {
       const why = bodyTypeError(bodySchema, request.body, '');

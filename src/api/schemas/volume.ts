@@ -53,6 +53,13 @@ export const VolumeListQuery = Type.Object(
 
 /** What cinderclient and the SDK send; tether makes blank volumes only, so the source fields must be null. */
 const Source = Type.Optional(Nullable(Type.String()));
+
+/** Cinder's metadata or null (volume create: metadata_allows_null), keys and values as `Metadata` below. */
+const MetadataOrNull = Type.Unsafe<Record<string, string> | null>({
+  type: ['object', 'null'],
+  patternProperties: { '^[a-zA-Z0-9-_:. /]{1,255}$': { type: 'string', maxLength: 255 } },
+  additionalProperties: false,
+});
 export const CreateVolume = Type.Object(
   {
     volume: Type.Object(
@@ -63,7 +70,8 @@ export const CreateVolume = Type.Object(
         availability_zone: Type.Optional(Nullable(Type.String())),
         multiattach: Type.Optional(Nullable(Type.Boolean())),
         volume_type: Type.Optional(Nullable(Type.String())),
-        metadata: Type.Optional(Nullable(Type.Record(Type.String(), Type.String()))),
+        // Cinder's create schema: the same keys and values as the metadata APIs (metadata_allows_null)
+        metadata: Type.Optional(MetadataOrNull),
         snapshot_id: Source,
         source_volid: Source,
         imageRef: Source,
