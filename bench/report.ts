@@ -31,6 +31,8 @@ export interface BenchResults {
     busy: Record<string, CellResult>;
   };
   scale?: ScaleResult;
+  /** The same scale part with the agent process changed (A/B: one agent after the other, same run). */
+  scaleVariants?: ScaleResult[];
   variants: VariantComparison[];
   /** Workflows of the attach's and detach's shape whose steps do nothing (bench/floor.ts). */
   floor?: FloorResult;
@@ -218,6 +220,24 @@ export function scaleTable(s: ScaleResult | undefined): string {
   return lines.join('\n');
 }
 
+/** The agent's variants beside the shipped agent at the same size (same run, one agent after the other). */
+export function scaleVariantsTable(r: BenchResults): string {
+  if (!r.scale || !r.scaleVariants?.length) return '';
+  const lines = [
+    '| agent | instances | agent RSS MB | agent heap MB | agent idle CPU % | all queues serving after (ms) | row → first activity p50 (ms) | burst: one host step on every queue, drained in (ms) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  const row = (name: string, p: ScaleResult['points'][number]) =>
+    `| ${name} | ${p.instances} | ${p.agentRssMb} | ${p.agentHeapMb} | ${p.agentIdleCpuPct} | ${p.allServingMs} | ${p.timeToServeMs} | ${p.drain ? `${p.drain.ms}${p.drain.errors ? ` (${p.drain.errors} errors)` : ''}` : '—'} |`;
+  for (const v of r.scaleVariants) {
+    const p = v.points.at(-1);
+    const shipped = p && r.scale.points.find((x) => x.instances === p.instances);
+    if (!p || !shipped) continue;
+    lines.push(row('shipped', shipped), row(`${v.variant?.name}: ${v.variant?.description}`, p));
+  }
+  return lines.join('\n');
+}
+
 export function neighboursTable(r: BenchResults): string {
   const n = r.neighbours;
   if (!n) return '(not run)';
@@ -334,6 +354,7 @@ export function markdown(r: BenchResults): string {
   out.push('## Per-instance task queues at scale (one compute agent)');
   out.push('');
   out.push(scaleTable(r.scale));
+  if (r.scaleVariants?.length) out.push('', 'The agent process changed (A/B, same run):', '', scaleVariantsTable(r));
   out.push('');
   out.push('## Resources of the stack');
   out.push('');
@@ -514,6 +535,7 @@ export function printSummary(r: BenchResults, log: (s: string) => void): void {
   log(neighboursTable(r));
   log('');
   log(scaleTable(r.scale));
+  if (r.scaleVariants?.length) log(scaleVariantsTable(r));
   log('');
   log(resourcesTable(r.rest.resources, 'at rest'));
   log('');

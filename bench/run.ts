@@ -115,6 +115,14 @@ const VARIANTS: Record<string, { description: string; control: ControlVariant; f
     control: { workflows: 'shipped', worker: { maxConcurrentWorkflowTaskPolls: 2, maxConcurrentActivityTaskPolls: 2 } },
   },
 };
+/** Variants of the compute agent's process, measured by the scale part at its largest size after the shipped agent. */
+const AGENT_VARIANTS: Record<string, { description: string; env: Record<string, string> }> = {
+  'malloc-arena-max-2': {
+    description: "glibc's malloc limited to 2 arenas (MALLOC_ARENA_MAX=2; default: 8 per core, one per thread that allocates: the libuv pool, V8's and the Temporal core's threads)",
+    env: { MALLOC_ARENA_MAX: '2' },
+  },
+};
+const agentVariantNames = (opt('agent-variants')?.split(',') ?? Object.keys(AGENT_VARIANTS)).filter((v) => AGENT_VARIANTS[v]);
 // --quick compares the proposed change only; the full run also shows a tuning that did not help
 let variantNames = (opt('variants')?.split(',') ?? (quick ? ['regular-activities', 'separate-connector'] : Object.keys(VARIANTS))).filter((v) => VARIANTS[v]);
 
@@ -402,6 +410,13 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
   if (!skip.has('scale')) {
     log(`[${elapsed()}] task queues at scale: ${scaleSizes.join(', ')} instances on one agent`);
     results.scale = await runScale(stack, scaleSizes, { idleWindowMs: 10_000, probes: profile.probes, log });
+    results.scaleVariants = [];
+    for (const name of agentVariantNames) {
+      const v = AGENT_VARIANTS[name]!;
+      log(`[${elapsed()}] task queues at scale, agent variant ${name} (${v.description}): ${Math.max(...scaleSizes)} instances`);
+      const r = await runScale(stack, [Math.max(...scaleSizes)], { idleWindowMs: 10_000, probes: profile.probes, log, agentEnv: v.env, name });
+      results.scaleVariants.push({ ...r, variant: { name, ...v } });
+    }
   }
 }
 

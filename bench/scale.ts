@@ -45,6 +45,8 @@ export interface ScalePoint {
 }
 
 export interface ScaleResult {
+  /** an A/B variant of the agent process (bench/run.ts AGENT_VARIANTS): its name and environment */
+  variant?: { name: string; description: string; env: Record<string, string> };
   host: string;
   points: ScalePoint[];
   idleWindowMs: number;
@@ -64,10 +66,18 @@ async function insertInstances(stack: BenchStack, host: string, count: number, o
   return uuids;
 }
 
-export async function runScale(stack: BenchStack, sizes: number[], options: { idleWindowMs: number; probes: number; log: (s: string) => void }): Promise<ScaleResult> {
-  const host = `bench-scale-${stack.id}`;
-  const agent: ChildHandle = await startChild(stack.childConfig('agent', host, { hostActivities: 'shipped' }), path.join(stack.logDir, 'scale-agent.log'));
-  const probeQueue = `bench-probe-${stack.id}`;
+export async function runScale(
+  stack: BenchStack,
+  sizes: number[],
+  options: { idleWindowMs: number; probes: number; log: (s: string) => void; agentEnv?: Record<string, string>; name?: string },
+): Promise<ScaleResult> {
+  const host = `bench-scale-${options.name ?? 'shipped'}-${stack.id}`;
+  const agent: ChildHandle = await startChild(
+    stack.childConfig('agent', host, { hostActivities: 'shipped' }),
+    path.join(stack.logDir, `scale-agent-${options.name ?? 'shipped'}.log`),
+    options.agentEnv,
+  );
+  const probeQueue = `bench-probe-${options.name ?? 'shipped'}-${stack.id}`;
   const probeConnection = await NativeConnection.connect({ address: stack.temporal.address });
   const probeWorker = await Worker.create({
     connection: probeConnection,
@@ -120,14 +130,32 @@ export async function runScale(stack: BenchStack, sizes: number[], options: { id
       if (size === Math.max(...sizes)) {
         const burst = hosted.slice(0, size);
         let errors = 0;
+        let firstError: string | undefined;
+        const failed = (err: unknown) => {
+          errors++;
+          const e = err as Error & { cause?: Error };
+          firstError ??= `${e.message}${e.cause ? `: ${e.cause.message}` : ''}`;
+        };
         const t2 = performance.now();
-        await Promise.all(
-          burst.map((uuid) =>
-            stack.client.workflow.execute('probeInstanceQueue', { taskQueue: probeQueue, workflowId: `drain-${uuid}`, args: [uuid] }).catch(() => {
-              errors++;
-            }),
-          ),
-        );
+        // every start first (short calls, 50 at a time), then the results, 50 long polls at a time:
+        // 1000 result long polls at once would queue the starts behind them on the client's connection
+        const handles: Array<Awaited<ReturnType<typeof stack.client.workflow.start>>> = [];
+        const pool = async (n: number, items: number, fn: (i: number) => Promise<void>) => {
+          let next = 0;
+          await Promise.all(Array.from({ length: n }, async () => {
+            while (next < items) await fn(next++);
+          }));
+        };
+        await pool(50, burst.length, async (i) => {
+          const uuid = burst[i]!;
+          await stack.client.workflow
+            .start('probeInstanceQueue', { taskQueue: probeQueue, workflowId: `drain-${uuid}`, args: [uuid] })
+            .then((h) => void handles.push(h), failed);
+        });
+        await pool(50, handles.length, async (i) => {
+          await handles[i]!.result().catch(failed);
+        });
+        if (firstError) options.log(`  ! burst: ${errors} errors, the first: ${firstError}`);
         point.drain = { workflows: burst.length, ms: Math.round(performance.now() - t2), errors };
       }
       points.push(point);

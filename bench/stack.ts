@@ -53,10 +53,11 @@ export interface ChildHandle {
  * Starts a child; retried a few times, because the working tree is shared with other engineers and a
  * module they are editing may fail to load for a moment.
  */
-export async function startChild(config: ChildConfig, logFile: string): Promise<ChildHandle> {
+/** `env`: variables added to the child's environment (an A/B of a process setting such as MALLOC_ARENA_MAX). */
+export async function startChild(config: ChildConfig, logFile: string, env: Record<string, string> = {}): Promise<ChildHandle> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startChildOnce(config, logFile);
+      return await startChildOnce(config, logFile, env);
     } catch (err) {
       if (attempt >= 4) throw err;
       process.stdout.write(`  ! ${(err as Error).message}; retrying in 15 s\n`);
@@ -65,12 +66,12 @@ export async function startChild(config: ChildConfig, logFile: string): Promise<
   }
 }
 
-async function startChildOnce(config: ChildConfig, logFile: string): Promise<ChildHandle> {
+async function startChildOnce(config: ChildConfig, logFile: string, extraEnv: Record<string, string>): Promise<ChildHandle> {
   const out = fs.openSync(logFile, 'a');
   const child: ChildProcess = fork(childScript, [], {
     // BENCH_CPU_PROF=<dir>: a V8 CPU profile of each child, written when it stops (for finding costs).
     execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
-    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16', ...extraEnv },
     stdio: ['ignore', out, out, 'ipc'],
   });
   fs.closeSync(out);
