@@ -34,7 +34,7 @@ export interface TetherConfig {
   dataDir: string;
   /** Folder where volume files of the embedded volume service live. */
   volumeDir: string;
-  /** Temporal frontend; when TEMPORAL_ADDRESS is set the stack starts no dev server. */
+  /** Temporal frontend (host:port), or several separated by commas (a cluster: src/temporal/frontend-relay.ts fails over between them); when TEMPORAL_ADDRESS is set the stack starts no dev server. */
   temporalAddress: string;
   temporalAddressFromEnv: boolean;
   temporalNamespace: string;

@@ -8,6 +8,7 @@ import { NativeConnection } from '@temporalio/worker';
 import type { TemporalTlsSettings, TetherConfig } from '../config.ts';
 import { codecDataConverter } from '../security/codec-config.ts';
 import { tracingClientInterceptors } from '../tracing/temporal-tracing.ts';
+import { FrontendRelay, frontendAddresses } from './frontend-relay.ts';
 
 /** What both `Connection.connect` (client) and `NativeConnection.connect` (worker) accept. */
 export interface TemporalConnectionOptions {
@@ -64,11 +65,47 @@ export function clientOptions(): Pick<ClientOptions, 'dataConverter' | 'intercep
   return { dataConverter: codecDataConverter(), interceptors: { workflow: tracingClientInterceptors() } };
 }
 
+const relays = new Map<string, Promise<FrontendRelay>>();
+
+/** The relays this process runs (one per list of frontends): tests and the chaos runner read which frontend each uses. */
+export async function frontendRelays(): Promise<FrontendRelay[]> {
+  return Promise.all(relays.values());
+}
+
+/**
+ * The options an SDK connection dials with: those of temporalConnectionOptions when TEMPORAL_ADDRESS
+ * names one frontend; when it names several (comma-separated), the address of this process's
+ * FrontendRelay to them (started once, shared by every connection of the process), which fails over
+ * to another frontend when the one in use goes down. TLS stays end to end: the server name to verify
+ * is TEMPORAL_TLS_SERVER_NAME, or else the first frontend's host.
+ */
+export async function dialOptions(config: TemporalConnectionConfig, read: PemReader = readPemFile): Promise<TemporalConnectionOptions> {
+  const options = temporalConnectionOptions(config, read);
+  const frontends = frontendAddresses(config.temporalAddress);
+  if (frontends.length <= 1) return { ...options, address: frontends[0] ?? options.address };
+  if (options.tls && options.tls.serverNameOverride === undefined) {
+    options.tls = { ...options.tls, serverNameOverride: frontends[0]!.replace(/:\d+$/, '').replace(/^\[|\]$/g, '') };
+  }
+  const key = JSON.stringify(frontends);
+  let relay = relays.get(key);
+  if (!relay) {
+    relay = FrontendRelay.start({
+      frontends,
+      ...(options.tls ? { tls: options.tls } : {}),
+      ...(options.apiKey ? { apiKey: options.apiKey } : {}),
+      onSwitch: (from, to, why) => console.warn(`Temporal: moving from frontend ${from} to ${to}: ${why}`),
+    });
+    relays.set(key, relay);
+    relay.catch(() => relays.delete(key));
+  }
+  return { ...options, address: (await relay).address };
+}
+
 export async function connectClient(config: TemporalConnectionConfig & Pick<TetherConfig, 'temporalNamespace'>): Promise<Client> {
-  const connection = await Connection.connect(temporalConnectionOptions(config));
+  const connection = await Connection.connect(await dialOptions(config));
   return new Client({ connection, namespace: config.temporalNamespace, ...clientOptions() });
 }
 
 export async function connectWorker(config: TemporalConnectionConfig): Promise<NativeConnection> {
-  return NativeConnection.connect(temporalConnectionOptions(config));
+  return NativeConnection.connect(await dialOptions(config));
 }

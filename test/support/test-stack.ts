@@ -22,7 +22,8 @@ import { createControlPlaneWorker, workflowsPath } from '../../workers/control-p
 import { workflowInterceptorModules } from '../../src/temporal/workflow-interceptor-modules.ts';
 import { ComputeAgent } from '../../workers/compute-agent.ts';
 import { listInstances } from '../../src/db/instances.ts';
-import { clientOptions } from '../../src/temporal/client.ts';
+import { clientOptions, dialOptions } from '../../src/temporal/client.ts';
+import type { TemporalTlsSettings } from '../../src/config.ts';
 import { codecDataConverter } from '../../src/security/codec-config.ts';
 
 const bundles = new Map<string, Promise<WorkflowBundleWithSourceMap>>();
@@ -45,7 +46,11 @@ export const TEST_VOLUME_ROOT = process.env.TETHER_TEST_VOLUME_DIR ?? '/var/lib/
 export interface TestStack<B extends BlockStorage = LocalVolumeService> {
   id: string;
   databaseUrl: string;
+  /** TEMPORAL_ADDRESS of the stack: one frontend, or several separated by commas. */
   temporalAddress: string;
+  namespace: string;
+  /** What an SDK connection of this process dials to reach the stack's Temporal (the relay's address for a cluster), with TLS. */
+  dial: Awaited<ReturnType<typeof dialOptions>>;
   controlTaskQueue: string;
   host: string;
   volumeDir: string;
@@ -92,8 +97,17 @@ export function localVolumesOf<S extends LocalVolumeService>(Service: new (...ar
 
 export const localVolumes: BlockStorageFactory<LocalVolumeService> = localVolumesOf(LocalVolumeService);
 
+/** A Temporal other than the suite's dev server: e.g. a cluster (stack/temporal-cluster.ts) with mTLS. */
+export interface TestTemporal {
+  /** Every frontend: with several, the stack's connections go through a FrontendRelay (src/temporal/frontend-relay.ts). */
+  frontends: string[];
+  namespace: string;
+  tls?: { caFile: string; certFile: string; keyFile: string; serverName: string };
+}
+
 export interface TestStackOptions {
   detachUnplugWaitMs?: number;
+  temporal?: TestTemporal;
   /** What the compute agent puts into every domain (a real guest: test/support/guest.ts); OS-less domains by default. */
   domainTemplate?: DomainTemplate;
 }
@@ -106,7 +120,10 @@ export async function startTestStack(options: TestStackOptions & { blockStorage?
     runtimeInstalled = true;
   }
   const id = randomBytes(4).toString('hex');
-  const temporalAddress = inject('temporalAddress');
+  const temporalAddress = options.temporal ? options.temporal.frontends.join(',') : inject('temporalAddress');
+  const namespace = options.temporal?.namespace ?? 'default';
+  const temporalTls: TemporalTlsSettings | undefined = options.temporal?.tls ? { enabled: true, ...options.temporal.tls } : undefined;
+  const dial = await dialOptions({ temporalAddress, ...(temporalTls ? { temporalTls } : {}) });
   const databaseUrl = await createTestDatabase('tether_test', id);
   const db = createDatabase(databaseUrl, { max: 20 });
 
@@ -114,16 +131,16 @@ export async function startTestStack(options: TestStackOptions & { blockStorage?
   const { blockStorage, volumeDir } = storage;
   const faults = new FaultInjector();
 
-  const clientConnection = await Connection.connect({ address: temporalAddress });
-  const client = new Client({ connection: clientConnection, namespace: 'default', ...clientOptions() });
-  const workerConnection = await NativeConnection.connect({ address: temporalAddress });
+  const clientConnection = await Connection.connect(dial);
+  const client = new Client({ connection: clientConnection, namespace, ...clientOptions() });
+  const workerConnection = await NativeConnection.connect(dial);
   const controlTaskQueue = `control-${id}`;
   const host = `test-host-${id}`;
 
   const worker: Worker = await createControlPlaneWorker({
     connection: workerConnection,
     client,
-    namespace: 'default',
+    namespace,
     taskQueue: controlTaskQueue,
     db,
     blockStorage,
@@ -135,7 +152,7 @@ export async function startTestStack(options: TestStackOptions & { blockStorage?
   const libvirt = await LibvirtConnection.open(process.env.LIBVIRT_URI ?? 'qemu:///system');
   const agent = new ComputeAgent({
     connection: workerConnection,
-    namespace: 'default',
+    namespace,
     host,
     db,
     databaseUrl,
@@ -158,6 +175,8 @@ export async function startTestStack(options: TestStackOptions & { blockStorage?
     id,
     databaseUrl,
     temporalAddress,
+    namespace,
+    dial,
     controlTaskQueue,
     host,
     volumeDir,
@@ -171,6 +190,10 @@ export async function startTestStack(options: TestStackOptions & { blockStorage?
     env: {
       DATABASE_URL: databaseUrl,
       TEMPORAL_ADDRESS: temporalAddress,
+      ...(options.temporal ? { TEMPORAL_NAMESPACE: namespace } : {}),
+      ...(temporalTls
+        ? { TEMPORAL_TLS: 'true', TEMPORAL_TLS_CA: temporalTls.caFile!, TEMPORAL_TLS_CERT: temporalTls.certFile!, TEMPORAL_TLS_KEY: temporalTls.keyFile!, TEMPORAL_TLS_SERVER_NAME: temporalTls.serverName! }
+        : {}),
       TETHER_CONTROL_TASK_QUEUE: controlTaskQueue,
       TETHER_COMPUTE_HOST: host,
       ...storage.env,
