@@ -2,10 +2,10 @@
  * The request sequences of the differential test (test/nova-differential.test.ts), run on Nova and
  * on tether alike (test/support/differential.ts), and the short list of intended differences.
  *
- * Groups run in the order of SCENARIO_GROUPS. The 2.85 update of an attachment (PUT
- * os-volume_attachments/{volume_id}) and instance actions (os-instance-actions) are groups of their
- * own that join this list when tether serves them (issue 17); a group is a name and scenarios, each
- * scenario a function of a Side that returns its observations.
+ * Groups run in the order of scenarioGroups(): attach and detach, list and show, refusals, the 2.85
+ * update of an attachment (PUT os-volume_attachments/{volume_id}) and instance actions
+ * (os-instance-actions); a group is a name and scenarios, each scenario a function of a Side that
+ * returns its observations.
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -195,9 +195,87 @@ const refusals: ScenarioGroup = {
   ],
 };
 
+/** PUT os-volume_attachments/{volume_id} (2.85): delete_on_termination changed, then what is refused. */
+const update: ScenarioGroup = {
+  name: 'update (2.85)',
+  scenarios: [
+    {
+      name: 'delete_on_termination changed, other fields refused, below 2.85 refused',
+      async run(side, shared) {
+        const out: Observation[] = [];
+        const volumeId = await createVolume(shared, `diff-${side.name}-updated`);
+        const one = `${attachmentsOf(side.serverId)}/${volumeId}`;
+        try {
+          const posted = await side.request('POST', attachmentsOf(side.serverId), { microversion: '2.79', body: { volumeAttachment: { volumeId, delete_on_termination: false } } });
+          out.push(observe('POST attach', posted));
+          if (posted.status !== 200) return out;
+          await waitAttached(shared, side, side.serverId, volumeId);
+          out.push(observe('PUT delete_on_termination true', await side.request('PUT', one, { microversion: '2.85', body: { volumeAttachment: { volumeId, delete_on_termination: true } } })));
+          out.push(observe('GET after update', await side.request('GET', one, { microversion: '2.89' })));
+          out.push(observe('PUT the same again', await side.request('PUT', one, { microversion: '2.85', body: { volumeAttachment: { volumeId, delete_on_termination: true } } })));
+          out.push(observe('PUT a device change', await side.request('PUT', one, { microversion: '2.85', body: { volumeAttachment: { volumeId, device: '/dev/sdz' } } })));
+          out.push(observe('PUT an unknown property', await side.request('PUT', one, { microversion: '2.85', body: { volumeAttachment: { volumeId, color: 'blue' } } })));
+          out.push(observe('PUT delete_on_termination at 2.84', await side.request('PUT', one, { microversion: '2.84', body: { volumeAttachment: { volumeId, delete_on_termination: false } } })));
+          out.push(observe('PUT a volume not attached', await side.request('PUT', `${attachmentsOf(side.serverId)}/${randomUUID()}`, { microversion: '2.85', body: { volumeAttachment: { volumeId, delete_on_termination: false } } })));
+          out.push(observe('DELETE attachment', await side.request('DELETE', one, { microversion: '2.89' })));
+          await waitDetached(shared, side, side.serverId, volumeId);
+          return out;
+        } finally {
+          await deleteVolume(shared, volumeId);
+        }
+      },
+    },
+  ],
+};
+
+const actionsOf = (serverId: string) => `/servers/${serverId}/os-instance-actions`;
+
+/** The microversions that change what os-instance-actions answers. */
+const ACTION_MICROVERSIONS = ['2.1', '2.21', '2.51', '2.58', '2.62', '2.66', '2.84'];
+
+/** An attach and a detach, then their actions listed and shown at each microversion that changes them, paged, filtered and refused. */
+const instanceActions: ScenarioGroup = {
+  name: 'instance actions',
+  scenarios: [
+    {
+      name: 'an attach and a detach as actions',
+      async run(side, shared) {
+        const out: Observation[] = [];
+        const volumeId = await createVolume(shared, `diff-${side.name}-actions`);
+        try {
+          const posted = await side.request('POST', attachmentsOf(side.serverId), { microversion: '2.89', body: { volumeAttachment: { volumeId } } });
+          out.push(observe('POST attach', posted));
+          if (posted.status !== 200) return out;
+          const attachRequest = posted.headers.get('x-openstack-request-id') ?? 'none';
+          await waitAttached(shared, side, side.serverId, volumeId);
+          out.push(observe('DELETE attachment', await side.request('DELETE', `${attachmentsOf(side.serverId)}/${volumeId}`, { microversion: '2.89' })));
+          await waitDetached(shared, side, side.serverId, volumeId);
+          const list = actionsOf(side.serverId);
+          for (const v of ACTION_MICROVERSIONS) {
+            out.push(observe(`GET list ${v}`, await side.request('GET', list, { microversion: v })));
+            out.push(observe(`GET show attach ${v}`, await side.request('GET', `${list}/${attachRequest}`, { microversion: v })));
+          }
+          out.push(observe('GET show unknown request id', await side.request('GET', `${list}/req-${randomUUID()}`, { microversion: '2.84' })));
+          out.push(observe('GET list unknown server', await side.request('GET', actionsOf(randomUUID()), { microversion: '2.84' })));
+          out.push(observe('GET list limit=1', await side.request('GET', `${list}?limit=1`, { microversion: '2.84' })));
+          out.push(observe('GET list changes-since', await side.request('GET', `${list}?changes-since=2000-01-01T00:00:00Z`, { microversion: '2.84' })));
+          out.push(observe('GET list unknown marker', await side.request('GET', `${list}?marker=req-${randomUUID()}`, { microversion: '2.84' })));
+          out.push(observe('GET list negative limit', await side.request('GET', `${list}?limit=-1`, { microversion: '2.84' })));
+          out.push(observe('GET list changes-before at 2.65', await side.request('GET', `${list}?changes-before=2000-01-01T00:00:00Z`, { microversion: '2.65' })));
+          out.push(observe('GET list changes-before earlier than changes-since', await side.request('GET', `${list}?changes-since=2001-01-01T00:00:00Z&changes-before=2000-01-01T00:00:00Z`, { microversion: '2.66' })));
+          out.push(observe('GET list unknown query parameter', await side.request('GET', `${list}?sort_key=x`, { microversion: '2.84' })));
+          return out;
+        } finally {
+          await deleteVolume(shared, volumeId);
+        }
+      },
+    },
+  ],
+};
+
 /** Every group, in the order they run. */
 export function scenarioGroups(o: { commonMicroversions: () => string[] }): ScenarioGroup[] {
-  return [attach, listAndShow(o.commonMicroversions), refusals];
+  return [attach, listAndShow(o.commonMicroversions), refusals, update, instanceActions];
 }
 
 /**
