@@ -20,9 +20,11 @@ import { runningServer, volume } from './support/fixtures.ts';
 
 const dir = fileURLToPath(new URL('./histories/', import.meta.url));
 const recording = process.env.RECORD_HISTORIES === '1';
+/** RECORD_HISTORIES=servers records only the server power and boot workflows' histories. */
+const recordingServers = process.env.RECORD_HISTORIES === 'servers';
 
 // Recording is a mode of this file (RECORD_HISTORIES=1), not a skipped test: each mode registers only its own block.
-if (!recording) describe('recorded histories replay on the current workflow code', () => {
+if (!recording && !recordingServers) describe('recorded histories replay on the current workflow code', () => {
   const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
   it('has recorded histories to replay', () => {
     expect(files.length).toBeGreaterThanOrEqual(5);
@@ -104,6 +106,42 @@ if (recording) describe('record histories', () => {
       await save('unshelve', stack.client.workflow.getHandle(`unshelveServer-${vm.uuid}`));
       await stack.service.deleteServer(vm.uuid);
       await save('delete-server', stack.client.workflow.getHandle(`deleteServer-${vm.uuid}`));
+    } finally {
+      await stack.stop();
+    }
+  }, 300_000);
+});
+
+if (recording || recordingServers) describe('record the server workflows\' histories', () => {
+  it('records stop, start, soft and hard reboot, a boot from a volume and a failed one', async () => {
+    const stack = await startTestStack();
+    try {
+      const save = async (name: string, workflowId: string) => {
+        const json = execFileSync(loadConfig().temporalBinary, ['workflow', 'show', '--address', stack.temporalAddress, '--workflow-id', workflowId, '--output', 'json']);
+        writeFileSync(path.join(dir, `${name}.json`), json);
+      };
+      const vm = await runningServer(stack, 'replay-power');
+      for (const [action, name] of [
+        [{ action: 'stop' }, 'stop-server'],
+        [{ action: 'start' }, 'start-server'],
+        [{ action: 'reboot', type: 'SOFT' }, 'reboot-server-soft'],
+        [{ action: 'reboot', type: 'HARD' }, 'reboot-server-hard'],
+      ] as const) {
+        const started = await stack.service.beginServerAction(vm.uuid, action);
+        await stack.service.awaitServerAction(started);
+        await save(name, started.workflowId);
+      }
+      const boot = await volume(stack, 'replay-boot');
+      const booted = await stack.service.bootServer({ name: 'replay-boot', flavorRef: 'tether.tiny', volumes: [{ volumeId: boot.id, bootIndex: 0, deleteOnTermination: false }] });
+      await stack.service.awaitBuild(booted.handle);
+      await save('boot-server', booted.handle.workflowId);
+
+      const bad = await volume(stack, 'replay-boot-fail');
+      stack.faults.inject('attachDisk', 'after', { times: 1 });
+      const failed = await stack.service.bootServer({ name: 'replay-boot-fail', flavorRef: 'tether.tiny', volumes: [{ volumeId: bad.id, bootIndex: 0, deleteOnTermination: false }] });
+      await stack.service.awaitBuild(failed.handle).catch(() => undefined);
+      stack.faults.clear();
+      await save('boot-server-rolled-back', failed.handle.workflowId);
     } finally {
       await stack.stop();
     }
