@@ -14,7 +14,8 @@ let stack: TestStack;
 let api: RunningApi;
 let cloud: Cloud;
 
-vi.setConfig({ testTimeout: 120_000 });
+// each openstack CLI run starts a Python interpreter: seconds each, far more on a loaded machine
+vi.setConfig({ testTimeout: 300_000 });
 
 beforeAll(async () => {
   stack = await startTestStack();
