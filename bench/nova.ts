@@ -52,6 +52,8 @@ export interface NovaPartResult {
   /** Resident memory (MiB) of Nova's and Placement's processes once started. */
   novaRssMiB?: Record<string, number>;
   skipped?: string;
+  /** Set when the part ran alone (`npm run bench -- --only=nova`) and was merged into the committed results. */
+  run?: { date: string; commit: string; command: string; loadStart?: number; loadEnd?: number };
 }
 
 export const NOVA_GROUPS = { nova: ['Nova (api, conductor, scheduler, compute)', 'Placement'], tether: ['Temporal dev server', 'PostgreSQL', 'node: tether API server', 'node: tether control-plane worker (Cinder)', 'node: compute agent'], shared: ['Cinder', 'libvirtd', 'virtlogd', 'QEMU domains', 'node: bench driver (load)'] };

@@ -51,6 +51,8 @@ const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.spli
 const quick = flag('quick');
 const PARTS = ['cli', 'nova', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
 const only = opt('only')?.split(',').filter(Boolean);
+/** Only the Nova part (and maybe the CLI's) runs: it is merged into the committed results, not a new run of everything. */
+const novaOnly = only !== undefined && only.includes('nova') && only.every((p) => p === 'nova' || p === 'cli');
 const skip = new Set(only ? PARTS.filter((p) => !only.includes(p)) : (opt('skip') ?? '').split(',').filter(Boolean));
 
 const profile = quick
@@ -502,7 +504,9 @@ function report(results: BenchResults): void {
   fs.writeFileSync(path.join(resultsDir, `${profile.name}-${String(results.meta.date).replace(/[:.]/g, '-')}.json`), json);
   const md = markdown(results);
   fs.writeFileSync(path.join(resultsDir, 'results.md'), md);
-  if (!flag('no-docs')) {
+  if (!flag('no-docs') && novaOnly && results.nova) {
+    mergeNovaPart(results);
+  } else if (!flag('no-docs')) {
     const docs = path.join(projectRoot, 'docs', 'bench');
     fs.mkdirSync(docs, { recursive: true });
     writeDocs(results, docs);
@@ -511,6 +515,24 @@ function report(results: BenchResults): void {
   }
   log('wrote bench-results/latest.json');
   printSummary(results, log);
+}
+
+/**
+ * `--only=nova` (with or without cli): the Nova part replaces the `nova` of docs/bench/latest.json
+ * and carries its own date, commit and load (the other parts stay as their own run measured them);
+ * Nova and tether are side by side inside the part, in alternating rounds of the same run.
+ */
+function mergeNovaPart(results: BenchResults): void {
+  const file = path.join(projectRoot, 'docs', 'bench', 'latest.json');
+  if (!fs.existsSync(file)) {
+    writeDocs(results, path.dirname(file));
+    return;
+  }
+  const committed = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
+  const { date, commit, command, loadStart, loadEnd } = results.meta as Record<string, unknown>;
+  committed.nova = { ...results.nova!, run: { date: String(date), commit: String(commit), command: String(command), loadStart: Number(loadStart), loadEnd: Number(loadEnd) } };
+  if (results.cli) committed.cli = results.cli;
+  writeDocs(committed, path.dirname(file));
 }
 
 /**

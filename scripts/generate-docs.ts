@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { changesTable, cyclesSection, neighboursSection, overheadFindings, overheadSection, resourcesSection, runLine, scaleSection, summaryTable, timeSection } from '../bench/docs.ts';
-import { markdown, renderCharts, type BenchResults } from '../bench/report.ts';
+import { markdown, novaTable, renderCharts, type BenchResults } from '../bench/report.ts';
 import { cliTable } from '../bench/cli.ts';
 import { targetsTable } from '../bench/targets.ts';
 import { markdownReport, type RunSummary } from '../chaos/report.ts';
@@ -85,6 +85,18 @@ function testRun(root: string): string {
   );
 }
 
+/** Nova beside tether (bench/nova.ts): the table, from the full run or the part's own run (`--only=nova`). */
+function novaRegion(r: BenchResults): string {
+  const part = r.nova;
+  if (!part) return '_Not measured yet: `npm run bench` (or `npm run bench -- --only=nova`) adds it._';
+  if (part.skipped) return `_Skipped in the last run: ${part.skipped}_`;
+  const run = part.run;
+  const when = run
+    ? `\`${run.command}\` at commit \`${run.commit}\`, ${run.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}, load average ${run.loadStart} at the start and ${run.loadEnd} at the end (2 cores)`
+    : runLine(r);
+  return `${when}: Nova ${part.nova} (Debian's packages) and tether, ${part.instances} servers each, on one Cinder (loop devices) and one libvirt, in alternating rounds, both driven over HTTP the same way.\n\n${novaTable(part)}`;
+}
+
 /** Every region a markdown file may hold. */
 export const REGIONS: Record<string, Render> = {
   'test-run': testRun,
@@ -99,6 +111,7 @@ export const REGIONS: Record<string, Render> = {
   'bench-neighbours': bench(neighboursSection),
   'bench-resources': bench(resourcesSection),
   'bench-targets': bench((r) => `${runLine(r)}${r.cli ? ` The CLI's rows: its own run of ${r.cli.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}.` : ''}\n\n${targetsTable(r)}`),
+  'bench-nova': bench(novaRegion),
   'bench-cli': bench((r) => (r.cli ? cliTable(r.cli) : '_Not measured in this run: `npm run bench -- --only=cli` adds it._')),
   'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
