@@ -16,14 +16,16 @@ import { createDeviceNameActivities } from './host/device-names.ts';
 import { createDiskActivities } from './host/disks.ts';
 import { createDiskResizeActivities } from './host/disk-resize.ts';
 import { createPowerActivities, type PowerDeps } from './host/power.ts';
+import { createRepairDiskActivities } from './host/repair-disks.ts';
 
 export { createDomainActivities, type DomainActivities } from './host/domains.ts';
 export type { ReserveDeviceInput, ReservedDevice } from './host/device-names.ts';
 export type { DetachDiskOptions, VolumeEncryptionSource } from './host/disks.ts';
+export { createRepairHostActivities, type RepairHostActivities } from './host/repair-disks.ts';
 
-/** The activities of the instance queues: device names, disks and their sizes, the server's power. */
+/** The activities of the instance queues: device names, disks and their sizes, the server's power, the repair steps. */
 export function createHostActivities(deps: Parameters<typeof createDiskActivities>[0] & Pick<PowerDeps, 'cleanShutdownSeconds'>) {
-  return { ...createDeviceNameActivities(deps), ...createDiskActivities(deps), ...createDiskResizeActivities(deps), ...createPowerActivities(deps) };
+  return { ...createDeviceNameActivities(deps), ...createDiskActivities(deps), ...createDiskResizeActivities(deps), ...createPowerActivities(deps), ...createRepairDiskActivities(deps) };
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;

@@ -11,6 +11,7 @@ import type { TetherService } from '../src/service/tether-service.ts';
 import type { LibvirtConnection } from '../src/libvirt/binding.ts';
 import type { CliContext } from './context.ts';
 import { registerIdentityCommands } from './identity-command.ts';
+import { registerRepairCommand } from './repair-command.ts';
 import { elapsed, table } from './format.ts';
 import { serviceState } from '../src/domain/compute-hosts.ts';
 
@@ -485,7 +486,9 @@ program
   .option('--host <host>', 'only instances on this compute host (default: TETHER_COMPUTE_HOST)')
   .option('--all-hosts', 'every instance (needs this host to reach every libvirt, so only for one-host setups)')
   .option('--in-flight', 'also list findings explained by an attach or detach still running')
-  .action(async (opts: { host?: string; allHosts?: boolean; inFlight?: boolean }) => {
+  .option('--repair', 'then repair the disagreements (as `tether repair`) and check again')
+  .option('--dry-run', 'with --repair: print what each repair would do, change nothing')
+  .action(async (opts: { host?: string; allHosts?: boolean; inFlight?: boolean; repair?: boolean; dryRun?: boolean }) => {
     let libvirt: LibvirtConnection | undefined;
     try {
       (await ctx.tether()).authorizeCheck();
@@ -504,6 +507,17 @@ program
         controlTaskQueue: config.controlTaskQueue,
         ...(opts.allHosts ? {} : { host: opts.host ?? config.computeHost }),
       });
+      if (opts.repair && report.disagreements.length > 0) {
+        const { repairFindings } = await import('./repair-run.ts');
+        const say = (line: string) => (json ? process.stderr : process.stdout).write(`${line}\n`);
+        say(formatDisagreements(report.disagreements));
+        const host = opts.allHosts ? undefined : opts.host ?? config.computeHost;
+        const deps = { db, client, blockStorage, libvirt, taskQueue: config.controlTaskQueue, host, secretsHost: opts.host ?? config.computeHost };
+        const out = await repairFindings(deps, report.disagreements, { dryRun: Boolean(opts.dryRun), filter: () => true, say });
+        print({ ...report, repair: out }, () => (out.dryRun ? '' : `check after repair: ${formatDisagreements(out.remaining)}`));
+        process.exitCode = out.dryRun || out.remaining.length === 0 ? 0 : 1;
+        return;
+      }
       print(report, () =>
         [
           formatDisagreements(report.disagreements),
@@ -555,6 +569,7 @@ attachment
   );
 
 registerIdentityCommands(program);
+registerRepairCommand(program, ctx, { json: () => json, print });
 
 try {
   await program.parseAsync(process.argv);

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Worker, type NativeConnection } from '@temporalio/worker';
 import type { Logger } from 'pino';
-import { createDomainActivities, createHostActivities, type DetachDiskOptions, type VolumeEncryptionSource } from '../activities/host.ts';
+import { createDomainActivities, createHostActivities, createRepairHostActivities, type DetachDiskOptions, type VolumeEncryptionSource } from '../activities/host.ts';
 import type { Database } from '../src/db/database.ts';
 import { loadDomainTemplate } from '../src/config.ts';
 import type { DomainTemplate } from '../src/libvirt/domain-xml.ts';
@@ -108,14 +108,17 @@ export class ComputeAgent {
       identity: this.identity(),
       dataConverter: codecDataConverter(),
       interceptors: { activity: [...tracingActivityInterceptors(), activityMetricsInterceptor] },
-      activities: createDomainActivities({
-        libvirt: tracedLibvirt(this.o.libvirt),
-        db: this.o.db,
-        host: this.o.host,
-        faults: this.o.faults ?? new FaultInjector(),
-        ...(this.o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(this.o.volumeEncryption) } : {}),
-        ...(this.o.domainTemplate ? { template: this.o.domainTemplate } : {}),
-      }),
+      activities: {
+        ...createDomainActivities({
+          libvirt: tracedLibvirt(this.o.libvirt),
+          db: this.o.db,
+          host: this.o.host,
+          faults: this.o.faults ?? new FaultInjector(),
+          ...(this.o.volumeEncryption ? { volumeEncryption: tracedBlockStorage(this.o.volumeEncryption) } : {}),
+          ...(this.o.domainTemplate ? { template: this.o.domainTemplate } : {}),
+        }),
+        ...createRepairHostActivities({ libvirt: tracedLibvirt(this.o.libvirt), db: this.o.db, host: this.o.host }),
+      },
       maxConcurrentActivityTaskExecutions: 4,
     });
     this.hostWorker = { worker, done: this.runWorker(worker, hostTaskQueue(this.o.host)) };

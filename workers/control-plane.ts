@@ -8,8 +8,12 @@ import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from 
 import { createDatabaseActivities } from '../activities/database.ts';
 import { createVolumeServiceActivities } from '../activities/volume-service.ts';
 import { createOperationActivities } from '../activities/operations.ts';
+import { createRepairActivities } from '../activities/repair.ts';
+import { createReconcileActivities } from '../activities/reconcile.ts';
+import { ensureReconcileSchedule } from '../src/repair/reconcile-schedule.ts';
+import { loadReconcileConfig } from '../src/repair/reconcile-config.ts';
 import type { Client } from '@temporalio/client';
-import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
+import type { BlockStorage, VolumeAdmin } from '../src/blockstorage/block-storage.ts';
 import type { Database } from '../src/db/database.ts';
 import { FaultInjector } from '../faults/injector.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
@@ -52,6 +56,8 @@ export async function createControlPlaneWorker(o: ControlPlaneWorkerOptions): Pr
       ...createDatabaseActivities(deps),
       ...createVolumeServiceActivities(deps),
       ...createOperationActivities({ client: o.client }),
+      ...createRepairActivities({ db: o.db, blockStorage: deps.blockStorage, client: o.client }),
+      ...createReconcileActivities({ db: o.db, blockStorage: o.blockStorage as BlockStorage & Pick<VolumeAdmin, 'listVolumes'>, client: o.client, controlTaskQueue: o.taskQueue }),
     },
   });
 }
@@ -75,6 +81,9 @@ async function main(): Promise<void> {
       faults: FaultInjector.fromEnv(),
     });
     ctx.log.info({ taskQueue: ctx.config.controlTaskQueue }, 'control-plane worker polling');
+    // The reconciler's schedule (TETHER_RECONCILE_*): created or brought up to date at every start.
+    const reconcile = await ensureReconcileSchedule(await ctx.client(), { controlTaskQueue: ctx.config.controlTaskQueue, config: loadReconcileConfig() });
+    ctx.log.info(reconcile, 'reconciler schedule');
     ctx.onShutdown(async () => worker.shutdown());
     // The outbox's publisher (src/notifications/publisher.ts): every replica runs one, they share the rows.
     const notifications = await startNotificationPublisherFromEnv({ db: ctx.db(), databaseUrl: ctx.config.databaseUrl, log: ctx.log });

@@ -10,9 +10,12 @@ import type { DatabaseActivities } from '../activities/database.ts';
 import type { VolumeServiceActivities } from '../activities/volume-service.ts';
 import type { DomainActivities, HostActivities } from '../activities/host.ts';
 import type { OperationActivities } from '../activities/operations.ts';
+import type { RepairActivities } from '../activities/repair.ts';
+import type { ReconcileActivities } from '../activities/reconcile.ts';
+import type { RepairHostActivities } from '../activities/host.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 
-type ControlActivities = DatabaseActivities & VolumeServiceActivities & OperationActivities;
+type ControlActivities = DatabaseActivities & VolumeServiceActivities & OperationActivities & RepairActivities & ReconcileActivities;
 
 /** The step kinds (task queues are added per instance or host). */
 export const STEP_KINDS = {
@@ -131,3 +134,11 @@ export function domainActivities(host: string) {
     mustFinish: proxyActivities<DomainActivities>({ taskQueue, ...STEP_KINDS.domain.mustFinish }),
   };
 }
+
+/** Repair steps on a host's own queue (a leaked secret removed), waiting for the host as host steps do. */
+export function hostRepairActivities(host: string) {
+  return proxyActivities<RepairHostActivities>({ taskQueue: hostTaskQueue(host), ...STEP_KINDS.host.forward });
+}
+
+/** A repair waiting for the pair's operations to end: long, heartbeating. */
+export const repairWaiting = proxyActivities<RepairActivities>(STEP_KINDS.control.waiting);

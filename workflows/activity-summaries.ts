@@ -10,9 +10,12 @@ import type { ActivityInput, LocalActivityInput, Next, WorkflowInterceptorsFacto
 import type { DatabaseActivities } from '../activities/database.ts';
 import type { VolumeServiceActivities } from '../activities/volume-service.ts';
 import type { OperationActivities } from '../activities/operations.ts';
-import type { DomainActivities, HostActivities } from '../activities/host.ts';
+import type { DomainActivities, HostActivities, RepairHostActivities } from '../activities/host.ts';
+import type { RepairActivities } from '../activities/repair.ts';
+import type { ReconcileActivities } from '../activities/reconcile.ts';
 
-type ActivityName = keyof (DatabaseActivities & VolumeServiceActivities & OperationActivities & HostActivities & DomainActivities);
+type ActivityName = keyof (DatabaseActivities & VolumeServiceActivities & OperationActivities & HostActivities & DomainActivities
+  & RepairActivities & RepairHostActivities & ReconcileActivities);
 
 /** One line per activity, in the words of the saga's steps (src/domain/steps.ts). */
 export const ACTIVITY_SUMMARIES: Record<ActivityName, string> = {
@@ -70,6 +73,32 @@ export const ACTIVITY_SUMMARIES: Record<ActivityName, string> = {
   powerOnDomain: 'Start the libvirt domain',
   powerOffDomain: 'Ask the guest to power off, then power the domain off',
   rebootDomain: 'Reboot the libvirt domain (soft: a clean shutdown and a start; hard: power off and start)',
+  // repair (workflows/repair-volume.ts)
+  pairOperationsRunning: 'Look for an attach, detach or extend of the volume and server running now',
+  awaitPairOperations: 'Wait until no attach, detach or extend of the volume and server runs',
+  observeGeneration: 'Read the operation generation of the volume and server as it is',
+  readPairStores: 'Read the block device mapping, the volume and its attachment',
+  inspectPairDisk: "Read the domain's disk of the volume and the secrets it names",
+  recreateBdm: 'Recreate the block device mapping of the disk in the domain',
+  ensureAttachment: 'Find or make the block-storage attachment of the volume and server',
+  connectAttachment: 'Update the attachment with the host connector and record the connection on the BDM',
+  completeRepairAttachment: 'Complete the attachment and mark the block device mapping attached',
+  reserveRepairAttachment: 'Reserve an attachment for the shelved-offloaded server',
+  deleteAttachmentUnless: 'Delete the attachment this repair made',
+  setRepairDeviceName: "Set the block device mapping's device name to the disk's target",
+  deleteRepairAttachment: 'Delete the block-storage attachment nobody has',
+  retireBdm: 'Retire the block device mapping',
+  retireRecreatedBdm: 'Retire the block device mapping this repair recreated',
+  syncVolumeStatus: "Set the volume's status to what its attachments say",
+  defineDiskSecrets: "Define the disk's libvirt secrets again",
+  removeQemuOrphanDisks: 'Remove the disks QEMU holds that libvirt lost track of',
+  removeLeakedSecrets: "Remove the volume's leaked libvirt secrets on the host",
+  snapshotHostDomains: "Read the host's domains and libvirt secrets for the reconciler",
+  // the reconciler (workflows/repair-reconcile.ts)
+  reconcileHosts: 'Choose the compute hosts to check',
+  checkHostSnapshot: "Run the invariant checker on the host's snapshot",
+  persistentFindings: 'Record the findings and keep those the run before saw too',
+  reportReconcile: 'Count and notify what the reconciler found and did',
 };
 
 function summaryOf(activityType: string): string | undefined {

@@ -7,3 +7,5 @@ export { shelveServer, shelveOffloadServer, unshelveServer, deleteServer, migrat
 export { forceDetachVolume } from './force-detach-volume.ts';
 export { startServer, stopServer, rebootServer } from './server-power.ts';
 export { bootServer } from './boot-server.ts';
+export { repairVolumePair, repairVolumeStatus, repairQemuOrphans, repairLeakedSecret } from './repair-volume.ts';
+export { reconcileVolumes } from './repair-reconcile.ts';

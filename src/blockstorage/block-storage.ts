@@ -141,3 +141,17 @@ export interface VolumeEditing {
 export function isVolumeEditing(blockStorage: object): blockStorage is VolumeEditing {
   return typeof (blockStorage as Partial<VolumeEditing>).beginExtending === 'function';
 }
+
+/**
+ * Repair (tether repair, the reconciler): the volume's status made to agree with its live
+ * attachments, as a `cinder reset-state` done from the facts — in-use with an attached attachment,
+ * attaching/reserved with only those, available with none. Statuses outside the attach flow
+ * (error, extending, …) are left alone. Returns what changed, null when the status agreed.
+ */
+export interface VolumeStatusRepair {
+  syncStatusWithAttachments(volumeId: string): Promise<{ from: string; to: string } | null>;
+}
+
+export function canRepairVolumeStatus(blockStorage: object): blockStorage is VolumeStatusRepair {
+  return typeof (blockStorage as Partial<VolumeStatusRepair>).syncStatusWithAttachments === 'function';
+}

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { TetherError } from '../errors.ts';
+import { volumeStatusRepair } from '../domain/repair-plan.ts';
 import { withTransaction, isUniqueViolation, type Database, type Queryable } from '../db/database.ts';
 import type { ConnectionInfo, HostConnector, Volume, VolumeStatus } from '../domain/types.ts';
 import {
@@ -607,6 +608,17 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
         throw new TetherError('VolumeNotAvailable', `Invalid volume: Unable to detach volume. Volume status must be 'in-use', but current status is: ${v.status}.`);
       }
       await this.setStatus(tx, volumeId, 'detaching');
+    });
+  }
+
+  async syncStatusWithAttachments(volumeId: string): Promise<{ from: string; to: string } | null> {
+    return withTransaction(this.db, async (tx) => {
+      const v = await this.lockVolume(tx, volumeId);
+      const { rows } = await tx.query<{ status: string }>('SELECT status FROM volume_attachments WHERE volume_id = $1 AND deleted_at IS NULL', [volumeId]);
+      const to = volumeStatusRepair({ status: v.status, attachmentStatuses: rows.map((r) => r.status) });
+      if (to === null) return null;
+      await this.setStatus(tx, volumeId, to as VolumeStatus);
+      return { from: v.status, to };
     });
   }
 

@@ -54,6 +54,10 @@
  *   Secrets of volumes this block storage does not know (another deployment on the same daemon,
  *   deleted volumes) are not judged.
  *
+ * - `missing-secret`: a disk of a live BDM names a libvirt secret (its LUKS passphrase, its CHAP or
+ *   cephx secret) that the daemon does not have — removed behind tether's back: the running guest
+ *   keeps its open disk, but the next attach, restart or migration of it fails.
+ *
  * QEMU (when the libvirt reader can pass QMP commands):
  * - `qemu-orphan-disk`: a disk device QEMU holds in a running domain that the live XML does not list —
  *   left when libvirtd died between QEMU's device_add/device_del and recording it
@@ -113,6 +117,7 @@ export type DisagreementKind =
   | 'missing-domain'
   | 'orphan-bdm'
   | 'leaked-secret'
+  | 'missing-secret'
   | 'qemu-orphan-disk'
   | 'stuck-task';
 
@@ -132,6 +137,7 @@ export const DISAGREEMENT_KINDS: readonly DisagreementKind[] = [
   'stuck-bdm',
   'orphan-bdm',
   'leaked-secret',
+  'missing-secret',
   'qemu-orphan-disk',
   'stuck-task',
 ];
@@ -172,6 +178,8 @@ export interface CheckDeps {
   controlTaskQueue?: string;
   /** Restrict to the instances on this host (and `libvirt` is that host's daemon). */
   host?: string;
+  /** T0 when libvirt was read before the check started (a snapshot read on the host): the snapshot's time. */
+  startedAt?: Date;
 }
 
 export interface CheckOptions {
@@ -219,7 +227,7 @@ const ATTACH_DETACH_TYPES = new Set(['attachVolume', 'detachVolume', 'forceDetac
 const NO_DOMAIN_EXPECTED = new Set<VmState>(['building', 'error', 'shelved_offloaded', 'deleted']);
 
 export async function inspectInvariants(deps: CheckDeps): Promise<InvariantReport> {
-  const t0 = new Date();
+  const t0 = deps.startedAt ?? new Date();
   const candidates: Candidate[] = [];
   const add = (scope: Scope, finding: Disagreement) => candidates.push({ scope, finding });
   const pair = (instanceUuid: string, volumeId: string): Scope => ({ kind: 'pair', instanceUuid, volumeId });
@@ -295,6 +303,7 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
 
   // ---- 3. libvirt ----
   let domains = 0;
+  const definedSecrets = deps.libvirt.listSecrets ? new Set((await deps.libvirt.listSecrets()).map((s) => s.uuid)) : null;
   for (const instance of instances) {
     if (instance.host === null || instance.vm_state === 'shelved_offloaded') continue;
     const xml = await readDomain(deps.libvirt, instance.uuid);
@@ -317,6 +326,7 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
     else if (xml === null) places.push({ where: 'the persistent config (no domain)', disks: [] });
     if (xml?.live !== undefined) places.push({ where: 'the live domain', disks: diskElements(xml.live) });
     checkDisks(instance, instanceBdms, places, volumeById, add);
+    if (definedSecrets) checkSecrets(instance.uuid, instanceBdms, places, definedSecrets, add);
     if (xml?.live !== undefined && deps.libvirt.qemuMonitorCommand) {
       const orphans = await findOrphanDisks(deps.libvirt as Parameters<typeof findOrphanDisks>[0], instance.uuid).catch(() => []);
       for (const orphan of orphans) {
@@ -514,6 +524,33 @@ function checkDisks(
       volumeId: b.volume_id,
       ...(b.device_name ? { device: b.device_name } : {}),
       detail: `BDM ${b.uuid} is attached${b.device_name ? ` as ${b.device_name}` : ''} but no disk with serial ${b.volume_id} is in ${missing.join(' or ')}`,
+    });
+  }
+}
+
+/** missing-secret: the secrets a live BDM's disk names that libvirt does not have. */
+function checkSecrets(
+  instanceUuid: string,
+  bdms: Array<BdmRow & { volume_id: string }>,
+  places: Array<{ where: string; disks: DiskElement[] }>,
+  defined: Set<string>,
+  add: (scope: Scope, finding: Disagreement) => void,
+): void {
+  for (const b of bdms) {
+    const missing = new Set<string>();
+    for (const { disks } of places) {
+      for (const d of disks) {
+        if (d.serial !== b.volume_id) continue;
+        for (const m of d.xml.matchAll(/<secret\b[^>]*\buuid=['"]([^'"]+)['"]/g)) if (!defined.has(m[1]!)) missing.add(m[1]!);
+      }
+    }
+    if (missing.size === 0) continue;
+    add({ kind: 'pair', instanceUuid, volumeId: b.volume_id }, {
+      kind: 'missing-secret',
+      instanceUuid,
+      volumeId: b.volume_id,
+      ...(b.device_name ? { device: b.device_name } : {}),
+      detail: `the disk names libvirt secret${missing.size > 1 ? 's' : ''} ${[...missing].join(', ')} that the daemon does not have`,
     });
   }
 }

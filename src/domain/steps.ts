@@ -70,7 +70,8 @@ export interface StepProgress {
 }
 
 /** Values of the TetherState search attribute. */
-export type OperationState = 'attaching' | 'attached' | 'rolled-back' | 'detaching' | 'detached' | 'extending' | 'extended' | 'failed';
+export type OperationState = 'attaching' | 'attached' | 'rolled-back' | 'detaching' | 'detached' | 'extending' | 'extended' | 'failed'
+  | 'repairing' | 'repaired';
 
 export function attachWorkflowId(instanceUuid: string, volumeId: string): string {
   return `attach-${instanceUuid}-${volumeId}`;

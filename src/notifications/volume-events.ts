@@ -11,6 +11,10 @@ export const VOLUME_EVENT_TYPES = [
   'instance.volume_detach.start',
   'instance.volume_detach.end',
   'instance.volume_detach.error',
+  // the reconciler (workflows/repair-reconcile.ts): drift it found, a repair it made
+  'instance.volume_drift.found',
+  'instance.volume_repair.end',
+  'instance.volume_repair.error',
 ] as const;
 
 export type VolumeEventType = (typeof VOLUME_EVENT_TYPES)[number];

@@ -33,6 +33,8 @@ const BLOCK_STORAGE_CALLS: TracedCalls = {
   rollExtending: volume,
   growVolume: volume,
   finishExtending: volume,
+  // repair
+  syncStatusWithAttachments: volume,
   // LUKS volumes: the span names the volume only, never the key id, the key or the cipher spec.
   getVolumeEncryption: volume,
   getEncryptionKey: volume,

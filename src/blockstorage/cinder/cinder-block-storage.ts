@@ -20,6 +20,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TetherError } from '../../errors.ts';
+import { volumeStatusRepair } from '../../domain/repair-plan.ts';
 import type { ConnectionInfo, HostConnector, Volume, VolumeStatus } from '../../domain/types.ts';
 import { VolumeEncryptionError, type AttachmentRef, type BlockStorage, type VolumeAdmin, type VolumeEncryption } from '../block-storage.ts';
 import { createAuth, type CinderAuth } from './auth.ts';
@@ -409,6 +410,17 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
         `Invalid volume: Unable to detach volume. Volume status must be 'in-use', but current status is: ${current.status}.`,
       );
     }
+  }
+
+  /** os-reset_status (an admin action) to what the attachments say; see VolumeStatusRepair. */
+  async syncStatusWithAttachments(volumeId: string): Promise<{ from: string; to: string } | null> {
+    const v = await this.getVolume(volumeId);
+    const to = volumeStatusRepair({ status: v.status, attachmentStatuses: v.attachments.map((a) => a.status) });
+    if (to === null) return null;
+    await this.http.request('POST', `/volumes/${seg(volumeId)}/action`, { 'os-reset_status': { status: to } }).catch((err: unknown) => {
+      throw mapCinderError(err, { volumeId });
+    });
+    return { from: v.status, to };
   }
 
   async rollDetaching(volumeId: string): Promise<void> {
