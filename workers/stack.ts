@@ -250,7 +250,7 @@ async function main(): Promise<void> {
   }
   supervise('api-server', 'api-server.ts', env, { address: `${config.apiHost}:${config.apiPort}` });
   if (codecUrl) supervise('codec-server', 'codec-server.ts', env, { address: codecUrl.replace(/^http:\/\//, '') });
-  await timed(`control-plane worker, ${computeHosts.length === 1 ? 'compute agent' : `${computeHosts.length} compute agents`} and API ready`, () => waitForHealth(`${api}/healthz`, 120_000));
+  await timed(`control-plane worker, ${computeHosts.length === 1 ? 'compute agent' : `${computeHosts.length} compute agents`} and API ready`, () => waitForHealth(`${api}/healthz`, temporalMode === 'cluster' ? 300_000 : 120_000));
   await stackWrite;
 
   say('');
