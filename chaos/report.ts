@@ -52,6 +52,8 @@ export interface RunSummary {
   /** Worker processes that exited without being killed. */
   crashes: string[];
   tree: string;
+  /** Set while the run goes (the JSON is written after every case) and left on a run that never finished. */
+  incomplete?: string;
   results: CaseResult[];
 }
 
@@ -129,7 +131,8 @@ export function markdownReport(s: RunSummary, o: { notes?: boolean; bySteps?: bo
   out.push(
     `\`${s.command ?? `npm run chaos${s.mode === 'short' ? ' -- --short' : ''}`}\` — seed ${s.seed}, tree ${s.tree}, started ${s.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}, ` +
       `${Math.round(s.durationMs / 1000)} s${load}: **\`${n.passed} passed, ${n.failed} failed, ${n.skipped} skipped\`**` +
-      `${s.crashes.length ? `; worker processes that exited by themselves: ${s.crashes.join('; ')}` : '; no worker process exited by itself'}.`,
+      `${s.crashes.length ? `; worker processes that exited by themselves: ${s.crashes.join('; ')}` : '; no worker process exited by itself'}.` +
+      `${s.incomplete ? ` **Incomplete: ${s.incomplete}.**` : ''}`,
   );
   const isKill = (r: CaseResult) => /^(guest \w+ )?kill /.test(r.scenario);
   const kills = s.results.filter(isKill);

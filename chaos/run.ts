@@ -257,6 +257,23 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => void stopAndExit(129));
 
   const results: CaseResult[] = [];
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  const argv = process.argv.slice(2);
+  const summaryOf = (rs: CaseResult[], incomplete?: string): RunSummary => ({
+    command: `npm run chaos${argv.length ? ` -- ${argv.map(quote).join(' ')}` : ''}`,
+    machine: { cpus: os.cpus().length, loadStart, loadEnd: Math.round(os.loadavg()[0]! * 10) / 10 },
+    mode,
+    seed: o.seed,
+    runs: o.runs,
+    startedAt: new Date(started).toISOString(),
+    durationMs: Date.now() - started,
+    ...countByStatus(rs),
+    skippedCases: skipped,
+    crashes: stack.crashes(),
+    tree,
+    ...(incomplete ? { incomplete } : {}),
+    results: rs,
+  });
   try {
     await stack.start();
     if (!o.libvirtd) stack.libvirtdUnavailable = 'not killed (--no-libvirtd)';
@@ -348,6 +365,8 @@ async function main(): Promise<void> {
         const status = statusOf(res);
         if (status === 'skipped') skipped.push(`${res.scenario}: ${res.notes.join('; ')}`);
         results.push(res);
+        // The JSON so far, after every case: a run stopped half-way (a long one) leaves what it did, marked incomplete.
+        await writeJson(resultsFile(o), summaryOf(results, `stopped after ${results.length - (results[0]?.scenario.startsWith('stack start') ? 1 : 0)} of ${selected.length * o.runs} cases (the run did not finish)`)).catch(() => undefined);
         const mark = { passed: '✓', failed: '✗', skipped: '-' }[status];
         log(`${mark} ${c.name} [run ${r}] ${res.outcome}${res.convergeMs !== null ? `, converged in ${(res.convergeMs / 1000).toFixed(1)} s` : ''} (${((Date.now() - t0) / 1000).toFixed(1)} s)${status !== 'failed' ? (status === 'skipped' ? `: ${res.notes.join('; ')}` : '') : `\n      ${(res.failure ?? '').split('\n').join('\n      ')}`}`);
       }
@@ -379,22 +398,7 @@ async function main(): Promise<void> {
   }
 
   const crashes = stack.crashes();
-  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
-  const argv = process.argv.slice(2);
-  const summary: RunSummary = {
-    command: `npm run chaos${argv.length ? ` -- ${argv.map(quote).join(' ')}` : ''}`,
-    machine: { cpus: os.cpus().length, loadStart, loadEnd: Math.round(os.loadavg()[0]! * 10) / 10 },
-    mode,
-    seed: o.seed,
-    runs: o.runs,
-    startedAt: new Date(started).toISOString(),
-    durationMs: Date.now() - started,
-    ...countByStatus(results),
-    skippedCases: skipped,
-    crashes,
-    tree,
-    results,
-  };
+  const summary = summaryOf(results);
   // Keep the logs of a run that failed.
   if (summary.failed > 0) {
     const kept = path.join(o.out ? path.dirname(o.out) : path.join(projectRoot, 'chaos-results'), `logs-${id}`);
