@@ -73,7 +73,7 @@ export function createOperationActivities(deps: { client: Client; pollIntervalMs
     async awaitInstanceOperations(input: { instanceUuid: string }): Promise<{ waitedMs: number }> {
       const ctx = Context.current();
       const began = Date.now();
-      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume', 'extendVolume')`;
+      const query = `InstanceUuid = '${input.instanceUuid}' AND ExecutionStatus = 'Running' AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume', 'extendVolume', 'swapVolume')`;
       for (;;) {
         const { count } = await deps.client.workflow.count(query);
         if (count === 0) return { waitedMs: Date.now() - began };

@@ -138,6 +138,23 @@ server
   );
 
 server
+  .command('import')
+  .description("admin: take a libvirt domain that runs on a compute host without tether into tether, without restarting it: a server (its uuid the domain's), a block device mapping and attachment for each disk whose serial is a volume of the block storage; the other disks are left alone and listed")
+  .argument('<domain>', 'the libvirt domain name or UUID')
+  .option('--host <host>', 'the compute host it runs on (default: TETHER_COMPUTE_HOST or compute-1)')
+  .option('--name <name>', "the server's name (default: the domain's)")
+  .action(
+    action(async (tether, domain: string, opts: { host?: string; name?: string }) => {
+      const r = await tether.importServer({ domain, ...(opts.host ? { host: opts.host } : {}), ...(opts.name ? { name: opts.name } : {}) });
+      print(r, () => [
+        `${r.alreadyImported ? 'already imported' : 'imported'}: ${r.name} ${r.instanceUuid} ${r.vmState} on ${r.host}`,
+        ...r.adopted.map((a) => `  volume ${a.volumeId} at ${a.device} (attachment ${a.attachmentId})`),
+        ...r.leftAlone.map((d) => `  left alone: ${d.target}${d.source ? ` (${d.source})` : ''}: ${d.reason}`),
+      ].join('\n'));
+    }),
+  );
+
+server
   .command('shelve')
   .description('shelve a server: power its domain off (volumes stay attached)')
   .argument('<server>', 'server name or UUID')
@@ -278,6 +295,26 @@ volume
       }
       const result = await followSteps(tether, started.handle, tether.awaitExtend(started.handle), out);
       print(result, () => `extended to ${result.size} GiB${result.live ? ` (the running server sees ${result.capacity} bytes)` : ' (the server sees it at its next start)'}`);
+    }),
+  );
+
+volume
+  .command('migrate')
+  .description("admin: move an in-use volume's data to another volume under its running server, as Cinder's migration does (the server's swap: block copy, pivot); the volume keeps its id; shows each step")
+  .argument('<volume>', 'volume name or UUID (in-use)')
+  .option('--to <volume>', 'the destination: an available volume of the same size (default: a new one made like it)')
+  .option('--no-wait', 'return once the swap is started')
+  .action(
+    action(async (tether, ref: string, opts: { to?: string; wait: boolean }) => {
+      const out = json ? process.stderr : process.stdout;
+      const started = await tether.migrateVolume({ volume: ref, ...(opts.to !== undefined ? { to: opts.to } : {}) });
+      out.write(`Migrating volume ${ref} to ${started.destination.id} (workflow ${started.workflowId})\n`);
+      if (!opts.wait) {
+        print({ workflowId: started.workflowId, destination: started.destination.id }, () => 'accepted');
+        return;
+      }
+      const result = await followSteps(tether, started.handle, tether.awaitSwap(started.handle), out);
+      print(result, () => `migrated: volume ${result.volumeId} keeps its id, its data now in the copy (disk ${result.target} of server ${result.instanceUuid})`);
     }),
   );
 

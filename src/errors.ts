@@ -36,6 +36,10 @@ export const ERROR_STATUS = {
   OperationSuperseded: 409,
   /** Nova's swap (PUT os-volume_attachments with another volumeId) of a volume the block storage is not migrating. */
   VolumeNotMigrating: 409,
+  /** A swap tether does not do (an encrypted or multiattach volume, another size): refused before anything changes. */
+  SwapNotSupported: 400,
+  /** The swap's block copy or pivot failed on the host (Nova's VolumeRebaseFailed). */
+  SwapFailed: 500,
   /** The extend could not reach the instance's disk (Nova's VolumeExtendFailed). */
   ExtendFailed: 500,
   /** Something tether does not do (yet): Nova's and Cinder's 501. */

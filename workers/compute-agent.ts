@@ -34,6 +34,7 @@ import { codecDataConverter } from '../src/security/codec-config.ts';
 import { tracingActivityInterceptors } from '../src/tracing/temporal-tracing.ts';
 import { tracedLibvirt } from '../src/tracing/traced-libvirt.ts';
 import { tracedBlockStorage } from '../src/tracing/traced-block-storage.ts';
+import { TetherService } from '../src/service/tether-service.ts';
 
 export interface ComputeAgentOptions {
   connection: NativeConnection;
@@ -55,6 +56,12 @@ export interface ComputeAgentOptions {
    * Nova's shutdown_timeout): 60 s for a booted guest, 0 for the OS-less domain (nothing answers ACPI).
    */
   cleanShutdownSeconds?: number;
+  /**
+   * Discovery (TETHER_DISCOVER_DOMAINS=1): called at each resync for every libvirt domain of this
+   * host that tether does not know (no instance has its uuid), once per domain and process — the
+   * agent's process imports it (`tether server import`).
+   */
+  discover?: (domain: { uuid: string; name: string }) => Promise<void>;
 }
 
 interface RunningWorker {
@@ -71,6 +78,8 @@ export class ComputeAgent {
   /** A sync asked for but not started yet: later requests join it (a burst of NOTIFYs = one sync). */
   private queuedSync: Promise<void> | undefined;
   private stopped = false;
+  /** Domains discovery handed over already (each once per process). */
+  private readonly discovered = new Set<string>();
   private readonly hostActivities;
   private readonly log;
 
@@ -172,6 +181,8 @@ export class ComputeAgent {
     // Worker.create waits for a round trip to the server: create many at once when many instances
     // arrive together (an agent starting on a full host, a bulk import), a bounded number at a time.
     await forEachConcurrently(missing, WORKER_CREATE_CONCURRENCY, (uuid) => this.serveInstance(uuid));
+    // not awaited: an import runs its first step on this host's queue, which the first sync precedes
+    if (this.o.discover) void this.discoverDomains(this.o.discover).catch((err: unknown) => this.log.warn({ err }, 'domain discovery failed'));
     for (const [uuid, running] of this.instanceWorkers) {
       if (wanted.has(uuid)) continue;
       this.instanceWorkers.delete(uuid);
@@ -204,6 +215,22 @@ export class ComputeAgent {
     const cleared = await clearFence(this.o.db, this.o.host, fence.epoch);
     this.log.warn({ host: this.o.host, removed: report.removed, cleared }, cleared ? 'fence cleanup done: serving again' : 'fence cleanup done, but a newer fence came meanwhile');
     return cleared;
+  }
+
+  /** Hands each domain of this host that no instance has (by uuid) to `discover`, once; a failure is logged and not retried by this process. */
+  private async discoverDomains(discover: NonNullable<ComputeAgentOptions['discover']>): Promise<void> {
+    const known = new Set((await listInstances(this.o.db)).map((i) => i.uuid));
+    for (const domain of await this.o.libvirt.listDomains()) {
+      if (known.has(domain.uuid) || this.discovered.has(domain.uuid)) continue;
+      this.discovered.add(domain.uuid);
+      if (this.stopped) return;
+      try {
+        await discover({ uuid: domain.uuid, name: domain.name });
+        this.log.info({ domain: domain.name, uuid: domain.uuid }, 'discovered a domain tether did not know: imported');
+      } catch (err) {
+        this.log.warn({ err, domain: domain.name, uuid: domain.uuid }, 'discovered a domain tether did not know: its import failed');
+      }
+    }
   }
 
   private async serveInstance(uuid: string): Promise<void> {
@@ -273,6 +300,14 @@ async function main(): Promise<void> {
       volumeEncryption: ctx.blockStorage(),
       domainTemplate: loadDomainTemplate(),
       ...(process.env.TETHER_SHUTDOWN_TIMEOUT ? { cleanShutdownSeconds: Number(process.env.TETHER_SHUTDOWN_TIMEOUT) } : {}),
+      ...(process.env.TETHER_DISCOVER_DOMAINS === '1'
+        ? {
+            discover: async (domain: { uuid: string }) => {
+              const service = new TetherService({ db: ctx.db(), client: await ctx.client(), blockStorage: ctx.blockStorage(), config: ctx.config });
+              await service.importServer({ domain: domain.uuid, host: ctx.config.computeHost });
+            },
+          }
+        : {}),
     });
     let stopped!: () => void;
     const done = new Promise<void>((resolve) => (stopped = resolve));

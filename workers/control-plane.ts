@@ -12,6 +12,8 @@ import { createRepairActivities } from '../activities/repair.ts';
 import { createReconcileActivities } from '../activities/reconcile.ts';
 import { ensureReconcileSchedule } from '../src/repair/reconcile-schedule.ts';
 import { loadReconcileConfig } from '../src/repair/reconcile-config.ts';
+import { createVolumeSwapActivities } from '../activities/volume-swap.ts';
+import { createServerImportActivities } from '../activities/server-import.ts';
 import type { Client } from '@temporalio/client';
 import type { BlockStorage, VolumeAdmin } from '../src/blockstorage/block-storage.ts';
 import type { Database } from '../src/db/database.ts';
@@ -55,6 +57,8 @@ export async function createControlPlaneWorker(o: ControlPlaneWorkerOptions): Pr
     activities: {
       ...createDatabaseActivities(deps),
       ...createVolumeServiceActivities(deps),
+      ...createVolumeSwapActivities(deps),
+      ...createServerImportActivities(deps),
       ...createOperationActivities({ client: o.client }),
       ...createRepairActivities({ db: o.db, blockStorage: deps.blockStorage, client: o.client }),
       ...createReconcileActivities({ db: o.db, blockStorage: o.blockStorage as BlockStorage & Pick<VolumeAdmin, 'listVolumes'>, client: o.client, controlTaskQueue: o.taskQueue }),

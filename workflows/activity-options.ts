@@ -13,9 +13,11 @@ import type { OperationActivities } from '../activities/operations.ts';
 import type { RepairActivities } from '../activities/repair.ts';
 import type { ReconcileActivities } from '../activities/reconcile.ts';
 import type { RepairHostActivities } from '../activities/host.ts';
+import type { VolumeSwapActivities } from '../activities/volume-swap.ts';
+import type { ServerImportActivities } from '../activities/server-import.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 
-type ControlActivities = DatabaseActivities & VolumeServiceActivities & OperationActivities & RepairActivities & ReconcileActivities;
+type ControlActivities = DatabaseActivities & VolumeServiceActivities & OperationActivities & RepairActivities & ReconcileActivities & VolumeSwapActivities & ServerImportActivities;
 
 /** The step kinds (task queues are added per instance or host). */
 export const STEP_KINDS = {

@@ -13,9 +13,11 @@ import type { OperationActivities } from '../activities/operations.ts';
 import type { DomainActivities, HostActivities, RepairHostActivities } from '../activities/host.ts';
 import type { RepairActivities } from '../activities/repair.ts';
 import type { ReconcileActivities } from '../activities/reconcile.ts';
+import type { VolumeSwapActivities } from '../activities/volume-swap.ts';
+import type { ServerImportActivities } from '../activities/server-import.ts';
 
 type ActivityName = keyof (DatabaseActivities & VolumeServiceActivities & OperationActivities & HostActivities & DomainActivities
-  & RepairActivities & RepairHostActivities & ReconcileActivities);
+  & RepairActivities & RepairHostActivities & ReconcileActivities & VolumeSwapActivities & ServerImportActivities);
 
 /** One line per activity, in the words of the saga's steps (src/domain/steps.ts). */
 export const ACTIVITY_SUMMARIES: Record<ActivityName, string> = {
@@ -99,6 +101,27 @@ export const ACTIVITY_SUMMARIES: Record<ActivityName, string> = {
   checkHostSnapshot: "Run the invariant checker on the host's snapshot",
   persistentFindings: 'Record the findings and keep those the run before saw too',
   reportReconcile: 'Count and notify what the reconciler found and did',
+  // swap (workflows/swap-volume.ts)
+  validateSwap: 'Validate the swap (server state, old volume attached and migrating, new volume available and alike)',
+  reserveSwapVolume: 'Reserve the new volume (create its block-storage attachment)',
+  initializeSwapConnection: 'Initialize the connection of the new volume (export it to the host)',
+  recordSwapPivot: 'Record that the disk pivoted to the new volume',
+  completeVolumeMigration: "End the block storage's migration (os-migrate_volume_completion)",
+  recordSwapOnBdm: 'Record the new attachment and connection info on the block device mapping',
+  abandonSwap: 'Release the new volume and end the migration with an error',
+  copyDisk: 'Copy the disk to the new volume until the copy mirrors the guest',
+  pivotDisk: 'Pivot the disk to the new volume',
+  inspectSwapDisk: 'Look whether the disk pivoted to the new volume',
+  abortDiskCopy: 'Drop the copy (the disk stays on the old volume)',
+  updatePersistentDisk: "Point the domain's persistent disk at the new volume",
+  // import (workflows/import-server.ts)
+  inspectDomain: 'Read the libvirt domain and its disks',
+  listHostDomains: "List the host's libvirt domains",
+  planServerImport: "Match the domain's disks to volumes of the block storage",
+  registerImportedInstance: 'Register the imported server',
+  forgetImportedInstance: 'Remove the imported server row',
+  adoptVolume: "Record the volume's attachment and block device mapping as the disk is",
+  releaseAdoptedVolume: "Remove the volume's block device mapping and attachment",
 };
 
 function summaryOf(activityType: string): string | undefined {

@@ -9,3 +9,5 @@ export { startServer, stopServer, rebootServer } from './server-power.ts';
 export { bootServer } from './boot-server.ts';
 export { repairVolumePair, repairVolumeStatus, repairQemuOrphans, repairLeakedSecret } from './repair-volume.ts';
 export { reconcileVolumes } from './repair-reconcile.ts';
+export { swapVolume } from './swap-volume.ts';
+export { importServer } from './import-server.ts';

@@ -11,7 +11,7 @@ const FINAL_LIBVIRT_ERRORS = new Set([
   67, // VIR_ERR_CONFIG_UNSUPPORTED
 ]);
 
-export function libvirtFailure(err: unknown, type: 'DiskAttachFailed' | 'DiskDetachFailed' | 'SpawnFailed' | 'ExtendFailed' | 'PowerFailed' | 'RepairFailed'): unknown {
+export function libvirtFailure(err: unknown, type: 'DiskAttachFailed' | 'DiskDetachFailed' | 'SpawnFailed' | 'ExtendFailed' | 'PowerFailed' | 'RepairFailed' | 'SwapFailed'): unknown {
   if (err instanceof LibvirtError) {
     const message = `libvirt: ${err.message} (code ${err.code})`;
     return FINAL_LIBVIRT_ERRORS.has(err.code) || /Permission denied/.test(err.message)

@@ -155,3 +155,18 @@ export interface VolumeStatusRepair {
 export function canRepairVolumeStatus(blockStorage: object): blockStorage is VolumeStatusRepair {
   return typeof (blockStorage as Partial<VolumeStatusRepair>).syncStatusWithAttachments === 'function';
 }
+
+/**
+ * The end of a block-storage migration that swapped an attached volume (Cinder's
+ * `os-migrate_volume_completion`, which Nova calls once its swap is done, or failed): the id the
+ * attachment keeps (`saveVolumeId`: the source's id after a migration, whose record now points at
+ * the destination's data).
+ */
+export interface VolumeMigrationCompletion {
+  migrateVolumeCompletion(volumeId: string, newVolumeId: string, error: boolean): Promise<{ saveVolumeId: string }>;
+}
+
+/** Whether the block storage ends migrations for tether (the embedded service, a Cinder client). */
+export function completesMigrations(blockStorage: object): blockStorage is VolumeMigrationCompletion {
+  return typeof (blockStorage as Partial<VolumeMigrationCompletion>).migrateVolumeCompletion === 'function';
+}

@@ -16,6 +16,7 @@ import { withTransaction, isUniqueViolation, type Database, type Queryable } fro
 import type { ConnectionInfo, HostConnector, Volume, VolumeStatus } from '../domain/types.ts';
 import {
   VOLUME_TYPES,
+  type VolumeMigrationCompletion,
   VolumeEncryptionError,
   type AttachmentRef,
   type BlockStorage,
@@ -45,6 +46,7 @@ interface VolumeRow {
   file_path: string | null;
   file_format: 'qcow2' | 'raw';
   encryption_key_id: string | null;
+  migration_status: string | null;
   created_at: Date;
 }
 
@@ -137,7 +139,7 @@ interface AttachmentRow {
   host_name: string | null;
 }
 
-export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEditing {
+export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEditing, VolumeMigrationCompletion {
   readonly kind = 'local';
 
   constructor(
@@ -178,7 +180,7 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
       description: r.description,
       metadata: r.metadata ?? {},
       updatedAt: r.updated_at.toISOString(),
-      migrationStatus: null,
+      migrationStatus: r.migration_status ?? null,
       attachments: (attachments.get(r.id) ?? []).map((a) => ({
         id: r.id,
         attachmentId: a.id,
@@ -521,6 +523,10 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
           [volumeId, instanceUuid],
         );
         if (existing.rows[0]) return { attachmentId: existing.rows[0].id, status: existing.rows[0].status };
+        // a volume whose data is moving (Cinder's reserve expects no migration in progress)
+        if (v.migration_status === 'migrating') {
+          throw new TetherError('VolumeNotAvailable', `Invalid volume: volume ${volumeId} is migrating (migration_status ${v.migration_status}).`);
+        }
         const reservable = v.status === 'available' || (v.multiattach && (v.status === 'in-use' || v.status === 'reserved' || v.status === 'attaching'));
         if (!reservable) {
           throw new TetherError('VolumeNotAvailable', `Invalid volume: volume ${volumeId} status must be available, but current status is: ${v.status}.`);
@@ -627,5 +633,93 @@ export class LocalVolumeService implements BlockStorage, VolumeAdmin, VolumeEdit
       const v = await this.lockVolume(tx, volumeId);
       if (v.status === 'detaching') await this.setStatus(tx, volumeId, 'in-use');
     });
+  }
+
+  // ---- migration (Cinder's os-migrate_volume of an in-use volume: its server's swap moves the data) ----
+
+  /**
+   * Begins moving an in-use volume's data to another volume (`newVolumeId`, available, of the same
+   * size; or a new one made like it): the source says migration_status 'migrating', the destination
+   * 'target:<source id>', as in Cinder. The server's swap (Nova's PUT os-volume_attachments, which
+   * Cinder calls) then copies the data under the running guest; migrateVolumeCompletion ends it.
+   */
+  async beginMigration(volumeId: string, newVolumeId?: string): Promise<Volume> {
+    const source = await this.getVolume(volumeId);
+    if (source.status !== 'in-use') {
+      throw new TetherError('VolumeNotAvailable', `Invalid volume: only an in-use volume migrates through its server's swap; volume ${volumeId} is ${source.status}.`);
+    }
+    const destId = newVolumeId ?? (await this.createVolume({
+      name: source.name,
+      size: source.size,
+      projectId: source.projectId,
+      availabilityZone: source.availabilityZone,
+      ...(source.encrypted ? { volumeType: VOLUME_TYPES.luks } : {}),
+    })).id;
+    await withTransaction(this.db, async (tx) => {
+      const [first, second] = [volumeId, destId].sort();
+      const locked = new Map([[first!, await this.lockVolume(tx, first!)], [second!, await this.lockVolume(tx, second!)]]);
+      const src = locked.get(volumeId)!;
+      const dest = locked.get(destId)!;
+      if (src.migration_status === 'migrating') {
+        if (dest.migration_status === `target:${volumeId}`) return;
+        throw new TetherError('VolumeNotAvailable', `Invalid volume: volume ${volumeId} is already migrating.`);
+      }
+      if (dest.status !== 'available' || dest.multiattach || (dest.migration_status !== null && !['success', 'error'].includes(dest.migration_status))) {
+        throw new TetherError('VolumeNotAvailable', `Invalid volume: the destination ${destId} must be an available, single-attach volume that is not migrating (it is ${dest.status}).`);
+      }
+      if (dest.size_gb !== src.size_gb) {
+        throw new TetherError('InvalidInput', `The destination volume ${destId} must have the size of volume ${volumeId} (${src.size_gb} GiB), not ${dest.size_gb} GiB.`);
+      }
+      await tx.query(`UPDATE volumes SET migration_status = 'migrating', updated_at = now() WHERE id = $1`, [volumeId]);
+      await tx.query(`UPDATE volumes SET migration_status = $2, updated_at = now() WHERE id = $1`, [destId, `target:${volumeId}`]);
+    });
+    return this.getVolume(destId);
+  }
+
+  /**
+   * Cinder's os-migrate_volume_completion. After a swap (error false) the two records trade their
+   * data (file, format, size, encryption): the source keeps its id and now points at the
+   * destination's file, the destination's attachment moves to the source id (its own old attachment
+   * deleted if still there), and the destination, left with the old file, is deleted. A failed swap
+   * (error true) ends the migration with 'error' on the source; the destination stays available.
+   * Idempotent: a repeat after the destination is gone answers the same.
+   */
+  async migrateVolumeCompletion(volumeId: string, newVolumeId: string, error: boolean): Promise<{ saveVolumeId: string }> {
+    const leftover = await withTransaction(this.db, async (tx) => {
+      const src = await this.lockVolume(tx, volumeId);
+      const { rows } = await tx.query<VolumeRow>('SELECT * FROM volumes WHERE id = $1 AND deleted_at IS NULL FOR UPDATE', [newVolumeId]);
+      const dest = rows[0];
+      if (!dest) {
+        if (src.migration_status === 'success') return null;
+        throw new TetherError('VolumeNotFound', `Volume ${newVolumeId} could not be found.`);
+      }
+      if (error) {
+        if (src.migration_status === 'migrating') await tx.query(`UPDATE volumes SET migration_status = 'error', updated_at = now() WHERE id = $1`, [volumeId]);
+        if (dest.migration_status === `target:${volumeId}`) await tx.query('UPDATE volumes SET migration_status = NULL, updated_at = now() WHERE id = $1', [newVolumeId]);
+        return null;
+      }
+      if (src.migration_status === 'success' && dest.migration_status === null) return dest; // traded already; only the delete is left
+      if (src.migration_status !== 'migrating' || dest.migration_status !== `target:${volumeId}`) {
+        throw new TetherError('VolumeNotAvailable', `Invalid volume: volume ${volumeId} is not migrating to ${newVolumeId}.`);
+      }
+      // the source's own attachments of the servers the destination is attached to are the ones the swap replaced
+      await tx.query(
+        `UPDATE volume_attachments SET deleted_at = now(), updated_at = now()
+         WHERE volume_id = $1 AND deleted_at IS NULL AND instance_uuid IN (SELECT instance_uuid FROM volume_attachments WHERE volume_id = $2 AND deleted_at IS NULL)`,
+        [volumeId, newVolumeId],
+      );
+      await tx.query('UPDATE volume_attachments SET volume_id = $1, updated_at = now() WHERE volume_id = $2 AND deleted_at IS NULL', [volumeId, newVolumeId]);
+      const trade = `UPDATE volumes SET file_path = $2, file_format = $3, size_gb = $4, encrypted = $5, encryption_key_id = $6, updated_at = now() WHERE id = $1`;
+      await tx.query(trade, [volumeId, dest.file_path, dest.file_format, dest.size_gb, dest.encrypted, dest.encryption_key_id]);
+      await tx.query(trade, [newVolumeId, src.file_path, src.file_format, src.size_gb, src.encrypted, src.encryption_key_id]);
+      const statuses = (await tx.query<{ status: AttachmentRef['status'] }>('SELECT status FROM volume_attachments WHERE volume_id = $1 AND deleted_at IS NULL', [volumeId])).rows.map((r) => r.status);
+      const next: VolumeStatus = statuses.length === 0 ? 'available' : statuses.includes('attached') ? 'in-use' : statuses.includes('attaching') ? 'attaching' : 'reserved';
+      await tx.query(`UPDATE volumes SET status = $2, migration_status = 'success', updated_at = now() WHERE id = $1`, [volumeId, next]);
+      await tx.query(`UPDATE volumes SET status = 'available', migration_status = NULL, updated_at = now() WHERE id = $1`, [newVolumeId]);
+      return dest;
+    });
+    // the destination record now holds the source's old data: it goes (Cinder deletes it too)
+    if (leftover) await this.deleteVolume(newVolumeId);
+    return { saveVolumeId: volumeId };
   }
 }

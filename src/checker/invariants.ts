@@ -624,7 +624,7 @@ class ActiveWorkflows {
   ofVolume(volumeId: string): Promise<string[]> {
     let found = this.volumes.get(volumeId);
     if (!found) {
-      found = this.list(`VolumeId = ${quote(volumeId)} AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume')`).then((ws) => ws.map((w) => w.id));
+      found = this.list(`VolumeId = ${quote(volumeId)} AND WorkflowType IN ('attachVolume', 'detachVolume', 'forceDetachVolume', 'swapVolume')`).then((ws) => ws.map((w) => w.id));
       this.volumes.set(volumeId, found);
     }
     return found;

@@ -194,3 +194,17 @@ export async function setBdmDeleteOnTermination(db: Queryable, uuid: string, del
   );
   return (rowCount ?? 0) > 0;
 }
+
+/** A swap ended: the BDM holds the volume the block storage kept, its new attachment and connection_info. */
+export async function setBdmSwappedVolume(
+  db: Queryable,
+  uuid: string,
+  swapped: { volumeId: string; attachmentId: string; connectionInfo: ConnectionInfo },
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE block_device_mappings SET volume_id = $2, attachment_id = $3, connection_info = $4::jsonb, updated_at = now()
+     WHERE uuid = $1 AND deleted_at IS NULL`,
+    [uuid, swapped.volumeId, swapped.attachmentId, JSON.stringify(swapped.connectionInfo)],
+  );
+  return (rowCount ?? 0) > 0;
+}

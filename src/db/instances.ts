@@ -172,3 +172,15 @@ export async function takeInstanceTask<R>(
 export async function releaseInstanceTask(db: Queryable, uuid: string, task: string): Promise<void> {
   await db.query('UPDATE instances SET task_state = NULL, updated_at = now() WHERE uuid = $1 AND task_state = $2 AND deleted_at IS NULL', [uuid, task]);
 }
+
+/**
+ * The rollback of an import: the instance row it registered goes, with the (soft-deleted) BDMs its
+ * own rollback left. Refused (false) while the instance has a live BDM.
+ */
+export async function forgetImportedInstance(db: Queryable, uuid: string): Promise<boolean> {
+  const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM block_device_mappings WHERE instance_uuid = $1 AND deleted_at IS NULL', [uuid]);
+  if (Number(rows[0]!.n) > 0) return false;
+  await db.query('DELETE FROM block_device_mappings WHERE instance_uuid = $1', [uuid]);
+  await db.query('DELETE FROM instances WHERE uuid = $1', [uuid]);
+  return true;
+}

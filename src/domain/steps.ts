@@ -71,7 +71,7 @@ export interface StepProgress {
 
 /** Values of the TetherState search attribute. */
 export type OperationState = 'attaching' | 'attached' | 'rolled-back' | 'detaching' | 'detached' | 'extending' | 'extended' | 'failed'
-  | 'repairing' | 'repaired';
+  | 'repairing' | 'repaired' | 'swapping' | 'swapped' | 'importing' | 'imported';
 
 export function attachWorkflowId(instanceUuid: string, volumeId: string): string {
   return `attach-${instanceUuid}-${volumeId}`;

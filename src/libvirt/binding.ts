@@ -96,11 +96,25 @@ const AFFECT_CONFIG = 2; // VIR_DOMAIN_AFFECT_CONFIG
 const UNDEFINE_FLAGS = 1 | 2 | 4 | 16;
 const UUID_BUFLEN = 37; // VIR_UUID_STRING_BUFLEN
 const BLOCK_RESIZE_BYTES = 1; // VIR_DOMAIN_BLOCK_RESIZE_BYTES: the size is in bytes, not KiB
+/** virDomainBlockCopyFlags: REUSE_EXT (the destination exists: the block storage made it), TRANSIENT_JOB (a persistent domain may copy; the job does not survive a restart). */
+const BLOCK_COPY_REUSE_EXT = 2;
+const BLOCK_COPY_TRANSIENT_JOB = 4;
+/** virDomainBlockJobAbortFlags: PIVOT (switch the disk to the copy). */
+const BLOCK_JOB_ABORT_PIVOT = 2;
+
+/** A block job of a disk (virDomainGetBlockJobInfo): `cur` of `end` done; a copy is ready to pivot when they are equal. */
+export interface BlockJobInfo {
+  /** virDomainBlockJobType: 2 copy, 4 active commit, … */
+  type: number;
+  cur: number;
+  end: number;
+}
 
 function loadApi() {
   const lib = koffi.load('libvirt.so.0');
   const P = 'void *';
   const virDomainBlockInfo = koffi.struct({ capacity: 'unsigned long long', allocation: 'unsigned long long', physical: 'unsigned long long' });
+  const virDomainBlockJobInfo = koffi.struct({ type: 'int', bandwidth: 'unsigned long', cur: 'unsigned long long', end: 'unsigned long long' });
   const virError = koffi.struct({
     code: 'int',
     domain: 'int',
@@ -148,6 +162,10 @@ function loadApi() {
     virDomainAttachDeviceFlags: f('virDomainAttachDeviceFlags', 'int', [P, 'str', 'uint']),
     virDomainDetachDeviceFlags: f('virDomainDetachDeviceFlags', 'int', [P, 'str', 'uint']),
     virDomainBlockResize: f('virDomainBlockResize', 'int', [P, 'str', 'unsigned long long', 'uint']),
+    virDomainBlockCopy: f('virDomainBlockCopy', 'int', [P, 'str', 'str', P, 'int', 'uint']),
+    virDomainBlockJobAbort: f('virDomainBlockJobAbort', 'int', [P, 'str', 'uint']),
+    virDomainGetBlockJobInfo: f('virDomainGetBlockJobInfo', 'int', [P, 'str', koffi.out(koffi.pointer(virDomainBlockJobInfo)), 'uint']),
+    virDomainUpdateDeviceFlags: f('virDomainUpdateDeviceFlags', 'int', [P, 'str', 'uint']),
     virDomainGetBlockInfo: f('virDomainGetBlockInfo', 'int', [P, 'str', koffi.out(koffi.pointer(virDomainBlockInfo)), 'uint']),
     virSecretDefineXML: f('virSecretDefineXML', P, [P, 'str', 'uint']),
     virSecretLookupByUUIDString: f('virSecretLookupByUUIDString', P, [P, 'str']),
@@ -476,6 +494,42 @@ export class LibvirtConnection {
     if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new RangeError(`blockResize: a positive whole number of bytes, got ${bytes}`);
     await this.run((s) => s.onDomain(uuid, (dom) =>
       s.int(libvirt().virDomainBlockResize, dom, disk, BigInt(bytes), BLOCK_RESIZE_BYTES)), false);
+  }
+
+  /**
+   * Starts copying a disk of the running domain (`disk`: target or source path) to the destination
+   * `<disk>` XML (virDomainBlockCopy with REUSE_EXT and TRANSIENT_JOB: the destination exists, the
+   * domain may be persistent). The guest keeps running; QEMU mirrors its writes once the copy caught up.
+   */
+  async blockCopy(uuid: string, disk: string, destinationXml: string): Promise<void> {
+    await this.run((s) => s.onDomain(uuid, (dom) =>
+      s.int(libvirt().virDomainBlockCopy, dom, disk, destinationXml, null, 0, BLOCK_COPY_REUSE_EXT | BLOCK_COPY_TRANSIENT_JOB)), false);
+  }
+
+  /** The disk's block job, or null when it has none (virDomainGetBlockJobInfo). */
+  async blockJobInfo(uuid: string, disk: string): Promise<BlockJobInfo | null> {
+    return this.run((s) => s.onDomain(uuid, async (dom) => {
+      const out: [Record<string, bigint | number>] = [{}];
+      const found = await s.int(libvirt().virDomainGetBlockJobInfo, dom, disk, out, 0);
+      if (found === 0) return null;
+      const { type = 0, cur = 0, end = 0 } = out[0];
+      return { type: Number(type), cur: Number(cur), end: Number(end) };
+    }), true);
+  }
+
+  /**
+   * Ends the disk's block job (virDomainBlockJobAbort, synchronous): `pivot` switches the disk to the
+   * copy (the job must be ready), otherwise the copy is dropped and the disk stays as it was.
+   */
+  async blockJobAbort(uuid: string, disk: string, options: { pivot: boolean }): Promise<void> {
+    await this.run((s) => s.onDomain(uuid, (dom) =>
+      s.int(libvirt().virDomainBlockJobAbort, dom, disk, options.pivot ? BLOCK_JOB_ABORT_PIVOT : 0)), false);
+  }
+
+  /** Replaces a device of the domain (virDomainUpdateDeviceFlags): with `config`, a disk's whole persistent definition. */
+  async updateDevice(uuid: string, xml: string, flags: AffectFlags): Promise<void> {
+    await this.run((s) => s.onDomain(uuid, (dom) =>
+      s.int(libvirt().virDomainUpdateDeviceFlags, dom, xml, affect(flags))), false);
   }
 
   /** Capacity, allocation and physical size of one disk (`sdb` or its source path), as libvirt reports them. */

@@ -20,6 +20,9 @@ import { insertVolumeBdm, liveBdm, liveBdmsOfInstance, setBdmDeleteOnTermination
 import { findFlavor } from '../domain/flavors.ts';
 import { volumeOperationRefusal } from '../domain/instance-states.ts';
 import { attachRefusal } from '../domain/attach-rules.ts';
+import { swapRefusal } from '../domain/swap-rules.ts';
+import { IMPORT_SERVER_WORKFLOW, importWorkflowId, type ImportResult, type ImportServerInput, type ImportServerWorkflow } from '../domain/contracts/import-server.ts';
+import { SWAP_VOLUME_WORKFLOW, swapWorkflowId, type SwapResult, type SwapVolumeInput, type SwapVolumeWorkflow } from '../domain/contracts/swap-volume.ts';
 import { isValidDevicePath } from '../domain/device-names.ts';
 import { attachWorkflowId, detachWorkflowId, extendWorkflowId, type StepProgress } from '../domain/steps.ts';
 import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
@@ -40,6 +43,7 @@ import { getComputeHost, getComputeHostByServiceUuid, listComputeHosts, updateCo
 import type { OperationProgress } from '../domain/contracts/operation.ts';
 import type { CreateServerInput, ServerAction, ServerActions } from '../domain/contracts/server-actions.ts';
 import {
+  completesMigrations,
   isVolumeEditing,
   type BlockStorage,
   type VolumeAdmin,
@@ -105,6 +109,16 @@ export interface StartedExtend {
   handle: WorkflowHandle;
 }
 
+export interface StartedSwap {
+  workflowId: string;
+  handle: WorkflowHandle;
+}
+
+/** The embedded service's migration (src/blockstorage/local-volume-service.ts). */
+interface LocalVolumeMigration {
+  beginMigration(volumeId: string, newVolumeId?: string): Promise<Volume>;
+}
+
 export interface StartedAttach {
   reservation: AttachReservation;
   workflowId: string;
@@ -157,9 +171,6 @@ function onlyOne<T>(found: T[], kind: 'server' | 'volume', ref: string): T {
   if (found.length === 0) throw kind === 'server' ? serverNotFound(ref) : volumeNotFound(ref);
   return found[0]!;
 }
-
-/** Nova's check_instance_state for swap_volume. */
-const SWAP_VM_STATES: readonly string[] = ['active', 'paused', 'resized'];
 
 /** Nova's events that name their subject in `tag` (without one: a 400 for that event). */
 const EVENTS_WITH_TAG = new Set(['volume-extended', 'power-update', 'accelerator-request-bound', 'volume-reimaged']);
@@ -385,6 +396,38 @@ export class TetherService {
   async awaitBuild(handle: WorkflowHandle): Promise<void> {
     try {
       await handle.result();
+    } catch (err) {
+      throw fromTemporalFailure(err);
+    }
+  }
+
+  /**
+   * `tether server import DOMAIN --host H` (admin): a libvirt domain that runs on H without tether
+   * becomes a server of the caller's project (or `projectId`), without a restart: the ImportServer
+   * saga records it and the volumes among its disks; the result lists the disks left alone.
+   */
+  async importServer(spec: { domain: string; host?: string; name?: string; projectId?: string }): Promise<ImportResult> {
+    authorize(this.caller, 'servers:import');
+    if (!spec.domain) throw new TetherError('InvalidInput', 'Name the domain to import (its name or UUID).');
+    if (spec.name !== undefined && (!spec.name || spec.name.length > 255)) throw new TetherError('InvalidInput', 'Server name must be 1 to 255 characters.');
+    const host = spec.host ?? this.deps.config.computeHost;
+    const input: ImportServerInput = {
+      domain: spec.domain,
+      host,
+      projectId: this.projectFor(spec.projectId),
+      availabilityZone: this.deps.config.availabilityZone,
+      name: spec.name ?? null,
+    };
+    const handle = await this.deps.client.workflow.start<ImportServerWorkflow>(IMPORT_SERVER_WORKFLOW, {
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowId: importWorkflowId(host, spec.domain),
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      args: [input],
+      typedSearchAttributes: [{ key: ComputeHost, value: host }],
+      ...this.action(`import domain ${spec.domain} of host ${host}`, { domain: spec.domain, host }),
+    });
+    try {
+      return (await handle.result()) as ImportResult;
     } catch (err) {
       throw fromTemporalFailure(err);
     }
@@ -1003,33 +1046,83 @@ export class TetherService {
 
   /**
    * Nova's swap volume (PUT os-volume_attachments with another volumeId), under Nova's current rule:
-   * only the block storage may ask, while it migrates the old volume (Cinder's migration_status); any
-   * other swap is a 409. The swap saga itself is not part of tether yet: a swap Cinder asks for during
-   * a migration is refused with 501.
+   * only the block storage may ask, while it migrates the old volume (Cinder's migration_status);
+   * any other swap is a 409. Refusals that need no workflow come back at once (src/domain/swap-rules.ts);
+   * otherwise the SwapVolume saga starts on the instance's queue (Nova's 202). The same swap asked
+   * again while it runs joins it.
    */
-  async swapVolume(req: { server: Ref; oldVolumeId: string; newVolumeId: string }): Promise<never> {
+  async swapVolume(req: { server: Ref; oldVolumeId: string; newVolumeId: string }): Promise<StartedSwap> {
     const instance = await this.resolveServer(req.server);
     authorize(this.caller, 'attachments:swap');
     const oldVolume = await this.resolveVolume({ id: req.oldVolumeId });
-    if (!oldVolume.migrationStatus) {
+    if (oldVolume.migrationStatus !== 'migrating') {
       throw new TetherError('VolumeNotMigrating', `volume ${req.oldVolumeId} is not migrating; this API should only be called by Cinder`);
     }
     const newVolume = await this.resolveVolume({ id: req.newVolumeId }).catch((err: unknown) => {
       // a volume named in the body, not the URL: 400 (Nova's API-WG rule)
       throw err instanceof TetherError && err.type === 'VolumeNotFound' ? new TetherError('InvalidInput', err.message) : err;
     });
-    if (instance.locked) throw new TetherError('InstanceLocked', `Instance ${instance.uuid} is locked`);
-    if (!SWAP_VM_STATES.includes(instance.vmState) || instance.taskState !== null) {
-      const why = instance.taskState !== null ? `task_state ${instance.taskState}` : `vm_state ${instance.vmState}`;
-      throw new TetherError('InstanceInvalidState', `Cannot 'swap_volume' instance ${instance.uuid} while it is in ${why}`);
+    const refusal = swapRefusal(instance, await liveBdm(this.deps.db, instance.uuid, oldVolume.id), oldVolume, newVolume);
+    if (refusal) throw refusal;
+    const workflowId = swapWorkflowId(instance.uuid, oldVolume.id);
+    const input: SwapVolumeInput = { instanceUuid: instance.uuid, oldVolumeId: oldVolume.id, newVolumeId: newVolume.id };
+    const handle = await this.deps.client.workflow.start<SwapVolumeWorkflow>(SWAP_VOLUME_WORKFLOW, {
+      workflowId,
+      taskQueue: this.deps.config.controlTaskQueue,
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      args: [input],
+      typedSearchAttributes: [
+        { key: InstanceUuid, value: instance.uuid },
+        { key: VolumeId, value: oldVolume.id },
+        { key: ComputeHost, value: instance.host ?? '' },
+        { key: TetherState, value: 'swapping' },
+      ],
+      ...this.action(`swap volume ${nameOrId(oldVolume)} for ${nameOrId(newVolume)} on server ${nameOrId(instance)}`, {
+        server: instance.uuid,
+        volume: oldVolume.id,
+        'new volume': newVolume.id,
+        host: instance.host,
+      }),
+    });
+    return { workflowId, handle };
+  }
+
+  /** Waits for a swap to finish; throws the TetherError of a failure. */
+  async awaitSwap(handle: WorkflowHandle): Promise<SwapResult> {
+    try {
+      return (await handle.result()) as SwapResult;
+    } catch (err) {
+      throw fromTemporalFailure(err);
     }
-    if (!(await liveBdm(this.deps.db, instance.uuid, oldVolume.id))) {
-      throw new TetherError('VolumeNotAttached', `No volume Block Device Mapping with id ${oldVolume.id}.`);
+  }
+
+  /**
+   * `tether volume migrate` (admin, the embedded volume service): moves an in-use volume's data to
+   * another volume (`to`, or a new one made like it) the way Cinder's migration does: the volume
+   * begins migrating, then its server's swap copies the disk under the running guest and ends the
+   * migration; the volume keeps its id.
+   */
+  async migrateVolume(req: { volume: Ref; to?: Ref }): Promise<StartedSwap & { destination: Volume }> {
+    const volume = await this.resolveVolume(req.volume);
+    authorize(this.caller, 'volumes:migrate');
+    const storage = this.deps.blockStorage as BlockStorage & Partial<Pick<LocalVolumeMigration, 'beginMigration'>>;
+    if (typeof storage.beginMigration !== 'function') {
+      throw new TetherError('NotImplemented', `The block storage (${storage.kind}) migrates its volumes itself (Cinder's os-migrate_volume), then asks tether to swap.`);
     }
-    throw new TetherError(
-      'NotImplemented',
-      `Swapping volume ${oldVolume.id} for ${newVolume.id} on server ${instance.uuid} (the block storage's migration) is not supported by tether yet.`,
-    );
+    const server = volume.attachments[0]?.serverId;
+    if (volume.status !== 'in-use' || !server) {
+      throw new TetherError('VolumeNotAvailable', `Invalid volume: only an in-use volume migrates through its server's swap; volume ${volume.id} is ${volume.status}.`);
+    }
+    const to = req.to === undefined ? undefined : (await this.resolveVolume(req.to)).id;
+    const destination = await storage.beginMigration(volume.id, to);
+    try {
+      const started = await this.swapVolume({ server: { id: server }, oldVolumeId: volume.id, newVolumeId: destination.id });
+      return { ...started, destination };
+    } catch (err) {
+      // refused before any saga ran: the migration ends as Cinder's would
+      if (completesMigrations(storage)) await storage.migrateVolumeCompletion(volume.id, destination.id, true);
+      throw err;
+    }
   }
 
   private async isRunning(workflowId: string): Promise<boolean> {

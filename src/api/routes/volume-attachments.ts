@@ -142,7 +142,8 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
           );
         }
         // below 2.85 a PUT is always a swap (Nova's original behaviour)
-        return tether.swapVolume({ server, oldVolumeId: volumeId, newVolumeId: body.volumeId });
+        await tether.swapVolume({ server, oldVolumeId: volumeId, newVolumeId: body.volumeId });
+        return reply.code(202).send();
       }
       // the attachment's own fields first (the old volume's, as during a swap), then a swap when volumeId differs
       if (body.volumeId === volumeId) {
@@ -159,7 +160,8 @@ export const volumeAttachmentRoutes: FastifyPluginAsyncTypebox<{ service: Tether
         });
         return reply.code(202).send();
       }
-      return tether.swapVolume({ server, oldVolumeId: volumeId, newVolumeId: body.volumeId });
+      await tether.swapVolume({ server, oldVolumeId: volumeId, newVolumeId: body.volumeId });
+      return reply.code(202).send();
     },
   );
 

@@ -423,6 +423,20 @@ export class CinderBlockStorage implements BlockStorage, VolumeAdmin {
     return { from: v.status, to };
   }
 
+  /**
+   * Cinder's `os-migrate_volume_completion` (admin), which Nova calls when its swap of a migrating
+   * volume is done (or failed): Cinder swaps the two volumes' records, so the attachment keeps the
+   * source's id (`save_volume_id`).
+   */
+  async migrateVolumeCompletion(volumeId: string, newVolumeId: string, error: boolean): Promise<{ saveVolumeId: string }> {
+    const { body } = await this.http
+      .request<{ save_volume_id?: string }>('POST', `/volumes/${seg(volumeId)}/action`, { 'os-migrate_volume_completion': { new_volume: newVolumeId, error } })
+      .catch((err: unknown) => {
+        throw mapCinderError(err, { volumeId });
+      });
+    return { saveVolumeId: body?.save_volume_id ?? volumeId };
+  }
+
   async rollDetaching(volumeId: string): Promise<void> {
     // Cinder changes only a detaching volume (back to in-use): repeating it is harmless.
     await this.http.request('POST', `/volumes/${seg(volumeId)}/action`, { 'os-roll_detaching': null }).catch((err: unknown) => {
