@@ -15,6 +15,7 @@
  *   docs/test-run.json                `npm test`, then `npm run docs -- --record-test-run`
  *   docs/nova/differential.json       `npm run nova:diff` (the differential test against a real Nova)
  *   docs/nova/kills.json              `npm run nova:kills` (the same kill at the same step in Nova and tether)
+ *   docs/scale.json                   `npm run scale` (the scale simulation: simulated hosts × instance queues)
  * test/docs.test.ts fails when the committed markdown differs from what this renders.
  */
 import fs from 'node:fs';
@@ -28,6 +29,7 @@ import { markdownReport, type RunSummary } from '../chaos/report.ts';
 import type { TestRunRecord } from '../test/support/summary-reporter.ts';
 import { killTable, type KillResults } from '../chaos/nova-kills-report.ts';
 import { differentialMarkdown, type DifferentialResults } from '../test/support/differential-report.ts';
+import { scaleAttachTable, scaleConnectionsTable, scaleExtrapolation, scaleIdleTable, scaleRunLine, type ScaleSimResults } from '../bench/scale-sim-report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -36,6 +38,7 @@ const CHAOS_DIR = 'docs/chaos/results';
 const TEST_RUN_JSON = 'docs/test-run.json';
 const NOVA_DIFF_JSON = 'docs/nova/differential.json';
 const NOVA_KILLS_JSON = 'docs/nova/kills.json';
+const SCALE_JSON = 'docs/scale.json';
 
 function readJson<T>(root: string, file: string): T | undefined {
   const full = path.join(root, file);
@@ -45,6 +48,13 @@ function readJson<T>(root: string, file: string): T | undefined {
 const missing = (command: string, file: string) => `_Not in the repository yet: \`${command}\` writes \`${file}\`, then \`npm run docs\` renders it here._`;
 
 type Render = (root: string) => string;
+
+function scale(render: (r: ScaleSimResults) => string): Render {
+  return (root) => {
+    const r = readJson<ScaleSimResults>(root, SCALE_JSON);
+    return r ? render(r) : missing('npm run scale', SCALE_JSON);
+  };
+}
 
 function bench(render: (r: BenchResults) => string): Render {
   return (root) => {
@@ -117,6 +127,11 @@ export const REGIONS: Record<string, Render> = {
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
   'chaos-full': chaos('full', 'npm run chaos'),
   ...Object.fromEntries(Object.entries(CHAOS_FAMILIES).map(([name, f]) => [`chaos-${name}`, chaos(name, f.command, f)])),
+  'scale-sim-run': scale((r) => `${scaleRunLine(r)}\n\nFrom [\`scale.json\`](scale.json).`),
+  'scale-sim-idle': scale(scaleIdleTable),
+  'scale-sim-connections': scale(scaleConnectionsTable),
+  'scale-sim-attaches': scale(scaleAttachTable),
+  'scale-sim-extrapolation': scale((r) => scaleExtrapolation(r)),
   'nova-diff': (root) => {
     const r = readJson<DifferentialResults>(root, NOVA_DIFF_JSON);
     return r ? `${differentialMarkdown(r)}\n\nFrom [\`${NOVA_DIFF_JSON}\`](${path.relative('docs', NOVA_DIFF_JSON)}).` : missing('npm run nova:diff', NOVA_DIFF_JSON);

@@ -33,6 +33,8 @@ describe('the dev server gets the dynamic config file as flags', () => {
     expect(flags).toContain('history.transferProcessorMaxPollRPS=10000');
     expect(flags).toContain('system.enableActivityEagerExecution=true');
     expect(flags).toContain('matching.numTaskqueueReadPartitions=1');
+    // one long poll per instance queue: the frontend's default cap of 1200 per poll kind would be the fleet's cap
+    expect(flags).toContain('frontend.namespaceCount=50000');
     expect(flags.filter((f) => f === '--dynamic-config-value')).toHaveLength(flags.length / 2);
   });
 });
