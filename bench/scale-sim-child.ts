@@ -7,49 +7,14 @@
  *     with the embedded volume service.
  * Answers `stats` (RSS, heap, CPU so far, queues served) and `idle-cpu` (CPU over a window).
  */
-import { readFileSync } from 'node:fs';
-import { Client, Connection, type TLSConfig } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
 import { ComputeAgent } from '../workers/compute-agent.ts';
 import { createControlPlaneWorker } from '../workers/control-plane.ts';
 import { SimulatedHypervisor } from './sim-hypervisor.ts';
-
-export interface SimTls {
-  caFile: string;
-  certFile: string;
-  keyFile: string;
-  serverName: string;
-}
-
-export interface SimEndpoint {
-  address: string;
-  tls?: SimTls;
-}
-
-export type SimChildConfig =
-  | { role: 'hosts'; namespace: string; databaseUrl: string; hosts: Array<{ name: string; endpoint: SimEndpoint }>; poolMax: number }
-  | { role: 'control'; namespace: string; databaseUrl: string; endpoint: SimEndpoint; taskQueue: string; volumeDir: string };
-
-export type SimParentMessage = { type: 'config'; config: SimChildConfig } | { type: 'stats'; id: number } | { type: 'idle-cpu'; id: number; ms: number } | { type: 'stop' };
-
-export interface SimChildStats {
-  rssKb: number;
-  heapUsedMb: number;
-  cpuMs: number;
-  queues: number;
-  hypervisorCalls: Record<string, number>;
-}
-
-export function tlsConfig(tls: SimTls | undefined): TLSConfig | undefined {
-  if (!tls) return undefined;
-  return {
-    serverRootCACertificate: readFileSync(tls.caFile),
-    clientCertPair: { crt: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) },
-    serverNameOverride: tls.serverName,
-  };
-}
+import { tlsConfig, type SimChildConfig, type SimChildStats, type SimEndpoint, type SimParentMessage } from './scale-sim-config.ts';
 
 function nativeConnect(endpoint: SimEndpoint): Promise<NativeConnection> {
   const tls = tlsConfig(endpoint.tls);
@@ -69,13 +34,29 @@ async function main(): Promise<void> {
 
   if (config.role === 'hosts') {
     const agents: Array<{ agent: ComputeAgent; connection: NativeConnection; db: Database }> = [];
-    await Promise.all(
-      config.hosts.map(async (h) => {
+    // A few hosts at a time, each retried: on a loaded machine a connection can time out at start.
+    let next = 0;
+    const startHost = async (h: (typeof config.hosts)[number]) => {
+      for (let attempt = 1; ; attempt++) {
         const connection = await nativeConnect(h.endpoint);
         const db = createDatabase(config.databaseUrl, { max: config.poolMax, applicationName: `tether-agent-${h.name}` });
         const agent = new ComputeAgent({ connection, namespace: config.namespace, host: h.name, db, databaseUrl: config.databaseUrl, libvirt: hypervisor.asLibvirt() });
-        await agent.start();
-        agents.push({ agent, connection, db });
+        try {
+          await agent.start();
+          agents.push({ agent, connection, db });
+          return;
+        } catch (err) {
+          console.error(`host ${h.name}: start failed (attempt ${attempt}):`, err);
+          await agent.stop().catch(() => undefined);
+          await connection.close().catch(() => undefined);
+          await db.end().catch(() => undefined);
+          if (attempt >= 3) throw err;
+        }
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(5, config.hosts.length) }, async () => {
+        while (next < config.hosts.length) await startHost(config.hosts[next++]!);
       }),
     );
     // servedQueues() lists the host queue first: count the instance queues only

@@ -34,8 +34,11 @@ export interface AttachBurst {
   hosts: number;
   /** first request → the last reservation answered (what Nova's POST waits for) */
   dispatchedMs: number | null;
-  /** first request → the last saga finished */
-  drainedMs: number;
+  /** first request → the last saga finished (null: not within timedOutAfterMs) */
+  drainedMs: number | null;
+  timedOutAfterMs?: number;
+  /** reservations answered (within the timeout) */
+  reservedInTime?: number;
   reservationMs: { p50: number | null; p99: number | null };
   completionMs: { p50: number | null; p99: number | null };
   attachesPerSecond: number;
@@ -44,6 +47,8 @@ export interface AttachBurst {
   failures: string[];
   database: { bdmsAttached: number; attachmentsAttached: number; volumesInUse: number };
   serverCpuSec: number;
+  /** CPU seconds spent during the burst by the control-plane worker, the hosts processes, the driver (API side: TetherService and its client) */
+  cpuSec?: { control: number; agents: number; driver: number };
   pollRpcs: number;
   postgresConnectionsAfter: number;
   loadAverage1m: { before: number; after: number };
@@ -51,6 +56,9 @@ export interface AttachBurst {
 
 export interface ScaleTargetResult {
   target: 'dev' | 'cluster';
+  /** the command and start of the run that measured this target (runs of one target at a time are merged) */
+  command?: string;
+  date?: string;
   description: string;
   skipped?: string;
   error?: string;
@@ -65,7 +73,14 @@ export interface ScaleSimResults {
   command: string;
   date: string;
   commit?: string;
-  machine: { cpus: number; memTotalMb: number; loadAverageAtStart: number[]; loadAverageAtEnd?: number[] };
+  machine: {
+    cpus: number;
+    memTotalMb: number;
+    loadAverageAtStart: number[];
+    loadAverageAtEnd?: number[];
+    /** the runs merged into this file before this one (--merge) */
+    earlierRuns?: Array<{ date: string; command: string; loadAverageAtStart: number[]; loadAverageAtEnd?: number[] }>;
+  };
   postgres: string;
   settings: { hosts: number; processes: number; steps: number[]; attaches: number; idleWindowMs: number; agentPoolMax: number };
   targets: ScaleTargetResult[];
@@ -84,6 +99,9 @@ export function scaleRunLine(r: ScaleSimResults): string {
       `${r.machine.cpus} cores, ${n(r.machine.memTotalMb)} MB of memory, shared with other work — load average (1/5/15 min) ${r.machine.loadAverageAtStart.join(' / ')} at the start` +
       `${r.machine.loadAverageAtEnd ? ` and ${r.machine.loadAverageAtEnd.join(' / ')} at the end` : ''}. ` +
       `${r.settings.hosts} simulated hosts in ${r.settings.processes} processes; PostgreSQL: ${r.postgres}; idle window ${r.settings.idleWindowMs / 1000} s.`,
+    ...(r.machine.earlierRuns ?? []).map(
+      (e) => `Merged with the earlier run \`${e.command}\` of ${e.date.slice(0, 16).replace('T', ' ')} UTC: load average ${e.loadAverageAtStart.join(' / ')} at its start${e.loadAverageAtEnd ? ` and ${e.loadAverageAtEnd.join(' / ')} at its end` : ''}.`,
+    ),
     '',
   ];
   for (const t of r.targets) {
@@ -91,7 +109,7 @@ export function scaleRunLine(r: ScaleSimResults): string {
     let line = `- **${NAMES[t.target] ?? t.target}**: `;
     if (t.skipped) line += `not run: ${t.skipped}.`;
     else {
-      line += `${t.description}. Steps run: ${ran || 'none'} queues`;
+      line += `${t.description}${t.command && t.command !== r.command ? ` (\`${t.command}\`, ${String(t.date).slice(0, 16).replace('T', ' ')} UTC)` : ''}. Steps run: ${ran || 'none'} queues`;
       if (t.stoppedBefore) line += `; stopped before ${n(t.stoppedBefore.queues)}: ${t.stoppedBefore.why}`;
       const missing = r.settings.steps.filter((s) => !t.steps.some((x) => x.queues >= s) && s !== t.stoppedBefore?.queues);
       if (missing.length) line += `; not reached: ${missing.map((m) => n(m)).join(', ')}`;
@@ -136,8 +154,8 @@ export function scaleConnectionsTable(r: ScaleSimResults): string {
 
 export function scaleAttachTable(r: ScaleSimResults): string {
   const rows = [
-    '| target | queues | attaches (instances, hosts) | all dispatched | all drained | reservation p50 / p99 | completion p50 / p99 | attaches/s | ok / failed | in the database (BDMs, attachments, volumes in-use) | server CPU | load avg |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|',
+    '| target | queues | attaches (instances, hosts) | all dispatched | all drained | reservation p50 / p99 | completion p50 / p99 | attaches/s | ok / failed | in the database (BDMs, attachments, volumes in-use) | CPU: server / control / agents / API side | load avg |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|',
   ];
   const workflows = new Set<string>();
   for (const t of r.targets) {
@@ -145,9 +163,9 @@ export function scaleAttachTable(r: ScaleSimResults): string {
     if (!a) continue;
     workflows.add(a.workflow);
     rows.push(
-      `| ${NAMES[t.target] ?? t.target} | ${n(t.steps.at(-1)?.queues)} | ${n(a.attaches)} (${n(a.instances)}, ${n(a.hosts)}) | ${n(a.dispatchedMs === null ? null : r1(a.dispatchedMs / 1000), ' s')} | ${n(r1(a.drainedMs / 1000), ' s')} | ` +
+      `| ${NAMES[t.target] ?? t.target} | ${n(t.steps.at(-1)?.queues)} | ${n(a.attaches)} (${n(a.instances)}, ${n(a.hosts)}) | ${n(a.dispatchedMs === null ? null : r1(a.dispatchedMs / 1000), ' s')} | ${a.drainedMs === null ? `not within ${n(r0((a.timedOutAfterMs ?? 0) / 1000), ' s')}` : n(r1(a.drainedMs / 1000), ' s')} | ` +
         `${n(a.reservationMs.p50, ' ms')} / ${n(a.reservationMs.p99, ' ms')} | ${n(a.completionMs.p50, ' ms')} / ${n(a.completionMs.p99, ' ms')} | ${n(a.attachesPerSecond)} | ${n(a.succeeded)} / ${n(a.failed)} | ` +
-        `${n(a.database.bdmsAttached)}, ${n(a.database.attachmentsAttached)}, ${n(a.database.volumesInUse)} | ${n(a.serverCpuSec, ' s')} | ${a.loadAverage1m.before}→${a.loadAverage1m.after} |`,
+        `${n(a.database.bdmsAttached)}, ${n(a.database.attachmentsAttached)}, ${n(a.database.volumesInUse)} | ${n(a.serverCpuSec, ' s')} / ${n(a.cpuSec?.control, ' s')} / ${n(a.cpuSec?.agents, ' s')} / ${n(a.cpuSec?.driver, ' s')} | ${a.loadAverage1m.before}→${a.loadAverage1m.after} |`,
     );
   }
   if (rows.length === 2) return '_No attach burst in this run._';

@@ -20,9 +20,11 @@
  * every saga finished (drained), checked against the database.
  *
  *   --targets=dev,cluster   (default both; cluster needs stack/temporal-cluster.ts)
- *   --steps=1000,5000,10000 --hosts=100 --processes=4 --attaches=1000 --idle-ms=20000
+ *   --steps=1000,5000,10000 --hosts=100 --processes=4 --attaches=1000 --idle-ms=60000 (a long poll lasts 60 s: a shorter window misses renewals)
+ *   --attach-timeout-s=900  stop waiting for the attaches after this long (the run records how many finished)
  *   --min-free-mb=3000      stop adding queues when the machine has less memory available than this
  *   --out=docs/scale.json   (then `npm run docs` renders docs/scale.md)
+ *   --merge                 keep the other targets already in the output file (run one target at a time)
  * PostgreSQL: DATABASE_URL when set, else an embedded one (max_connections raised to 2000).
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
@@ -47,7 +49,7 @@ import { findFreePort } from '../stack/free-port.ts';
 import { pendingPolls, pollRequests, scrape, type Sample } from './metrics.ts';
 import { loadAverage, pidListeningOn, sample } from './procs.ts';
 import { percentile } from './stats.ts';
-import { tlsConfig, type SimChildConfig, type SimChildStats, type SimEndpoint, type SimParentMessage, type SimTls } from './scale-sim-child.ts';
+import { tlsConfig, type SimChildConfig, type SimChildStats, type SimEndpoint, type SimParentMessage, type SimTls } from './scale-sim-config.ts';
 import type { AttachBurst, ScaleSimResults, ScaleStep, ScaleTargetResult } from './scale-sim-report.ts';
 
 const argv = process.argv.slice(2);
@@ -57,9 +59,11 @@ const steps = (opt('steps') ?? '1000,5000,10000').split(',').map(Number);
 const hostCount = Number(opt('hosts') ?? 100);
 const processCount = Number(opt('processes') ?? 4);
 const attachCount = Number(opt('attaches') ?? 1000);
-const idleMs = Number(opt('idle-ms') ?? 20_000);
+const idleMs = Number(opt('idle-ms') ?? 60_000);
 const minFreeMb = Number(opt('min-free-mb') ?? 3000);
+const attachTimeoutMs = Number(opt('attach-timeout-s') ?? 900) * 1000;
 const outFile = path.resolve(projectRoot, opt('out') ?? 'docs/scale.json');
+const merge = argv.includes('--merge');
 const NAMESPACE = 'default';
 const childScript = fileURLToPath(new URL('./scale-sim-child.ts', import.meta.url));
 
@@ -232,6 +236,10 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
   const id = `${runId}_${kind}`;
   const dir = path.join(workDir, kind);
   await fsp.mkdir(dir, { recursive: true });
+  // logs outside the work folder (removed at the end): bench-results/ is git-ignored
+  const logDir = path.join(projectRoot, 'bench-results', 'scale-logs', runId, kind);
+  await fsp.mkdir(logDir, { recursive: true });
+  log(`${kind}: logs in ${path.relative(projectRoot, logDir)}`);
   const dbName = `tether_scale_${id}`;
   {
     const admin = new pg.Client({ connectionString: adminUrl });
@@ -246,14 +254,14 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
   const db = createDatabase(databaseUrl, { max: 20, applicationName: 'tether-scale-driver' });
 
   log(`${kind}: starting Temporal`);
-  const started = kind === 'dev' ? await startDev(dir) : await startCluster(dir, adminUrl, id);
+  const started = kind === 'dev' ? await startDev(logDir) : await startCluster(dir, adminUrl, id);
   if (typeof started === 'string') {
     await db.end();
-    return { target: kind, skipped: started, description: '', steps: [] };
+    return { target: kind, command: `npm run scale -- ${argv.join(' ')}`.trim(), date: new Date().toISOString(), skipped: started, description: '', steps: [] };
   }
   const target = started;
   const children: SimChild[] = [];
-  const result: ScaleTargetResult = { target: kind, description: target.description, frontends: target.frontends.length, metricsScraped: target.metricsUrls.length, steps: [] };
+  const result: ScaleTargetResult = { target: kind, command: `npm run scale -- ${argv.join(' ')}`.trim(), date: new Date().toISOString(), description: target.description, frontends: target.frontends.length, metricsScraped: target.metricsUrls.length, steps: [] };
   try {
     const front0 = target.frontends[0]!;
     const tls = tlsConfig(front0.tls);
@@ -261,7 +269,7 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
     const client = new Client({ connection: clientConnection, namespace: NAMESPACE });
     const controlTaskQueue = `scale-control-${id}`;
     const volumeDir = path.join(dir, 'volumes');
-    const control = await startSimChild({ role: 'control', namespace: NAMESPACE, databaseUrl, endpoint: front0, taskQueue: controlTaskQueue, volumeDir }, path.join(dir, 'control.log'));
+    const control = await startSimChild({ role: 'control', namespace: NAMESPACE, databaseUrl, endpoint: front0, taskQueue: controlTaskQueue, volumeDir }, path.join(logDir, 'control.log'));
     children.push(control);
     const service = new TetherService({
       db,
@@ -297,7 +305,7 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
                 poolMax: 3,
                 hosts: hosts.slice(p * per, (p + 1) * per).map((name, i) => ({ name, endpoint: target.frontends[(p * per + i) % target.frontends.length]! })),
               },
-              path.join(dir, `hosts-${p}.log`),
+              path.join(logDir, `hosts-${p}.log`),
             ),
           ),
         );
@@ -319,7 +327,7 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
       );
       const allServingMs = Math.round(performance.now() - tStep);
       log(`${kind}: ${have} queues served after ${allServingMs} ms; settling`);
-      await sleep(10_000);
+      await sleep(15_000);
 
       const loadBefore = loadAverage();
       const serverBefore = target.serverPids().map(sample);
@@ -365,7 +373,7 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
     }
 
     if (attachCount > 0 && result.steps.length > 0) {
-      result.attaches = await attachBurst(db, service, hosts, attachCount, kind, adminUrl, target);
+      result.attaches = await attachBurst(db, service, hosts, attachCount, kind, adminUrl, target, { control: [control.pid], agents: hostChildren.map((c) => c.pid) });
     }
     await clientConnection.close();
   } catch (err) {
@@ -379,7 +387,18 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
   return result;
 }
 
-async function attachBurst(db: Database, service: TetherService, hosts: string[], count: number, kind: string, adminUrl: string, target: Target): Promise<AttachBurst> {
+const cpuOf = (pids: number[]) => pids.map(sample).reduce((a, x) => a + (x?.cpuSec ?? 0), 0);
+
+async function attachBurst(
+  db: Database,
+  service: TetherService,
+  hosts: string[],
+  count: number,
+  kind: string,
+  adminUrl: string,
+  target: Target,
+  pids: { control: number[]; agents: number[] },
+): Promise<AttachBurst> {
   // One instance per attach, spread over every host (round robin), each with a volume of its own.
   const { rows } = await db.query<{ uuid: string; host: string }>(
     `SELECT uuid, host FROM (SELECT uuid, host, row_number() OVER (PARTITION BY host ORDER BY uuid) AS r FROM instances WHERE deleted_at IS NULL) t
@@ -397,11 +416,14 @@ async function attachBurst(db: Database, service: TetherService, hosts: string[]
   const loadBefore = loadAverage();
   const serverBefore = target.serverPids().map(sample);
   const metricsBefore = await scrapeAll(target.metricsUrls);
+  const cpuBefore = { control: cpuOf(pids.control), agents: cpuOf(pids.agents), driver: process.cpuUsage() };
   const start = performance.now();
   const reserved: number[] = [];
   const finished: number[] = [];
   const failures: string[] = [];
-  await Promise.all(
+  let timedOut = false;
+  let timer: NodeJS.Timeout | undefined;
+  const all = Promise.all(
     rows.map(async (row, i) => {
       try {
         const { handle } = await service.attachVolume({ server: row.uuid, volume: volumeIds[i]! });
@@ -409,11 +431,22 @@ async function attachBurst(db: Database, service: TetherService, hosts: string[]
         await service.awaitAttach(handle);
         finished.push(performance.now() - start);
       } catch (err) {
-        failures.push((err as Error).message);
+        if (!timedOut) failures.push((err as Error).message);
       }
     }),
   );
+  const progress = setInterval(() => log(`${kind}: ${reserved.length} reserved, ${finished.length} finished, ${failures.length} failed`), 30_000);
+  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(() => ((timedOut = true), resolve()), attachTimeoutMs)))]);
+  clearTimeout(timer);
+  clearInterval(progress);
   const drainedMs = Math.round(performance.now() - start);
+  const finishedCount = finished.length;
+  const driverCpu = process.cpuUsage(cpuBefore.driver);
+  const cpuSec = {
+    control: Math.round((cpuOf(pids.control) - cpuBefore.control) * 10) / 10,
+    agents: Math.round((cpuOf(pids.agents) - cpuBefore.agents) * 10) / 10,
+    driver: Math.round((driverCpu.user + driverCpu.system) / 1e5) / 10,
+  };
   const metricsAfter = await scrapeAll(target.metricsUrls);
   const serverAfter = target.serverPids().map(sample);
   const { rows: check } = await db.query<{ bdms: string; attachments: string; inuse: string }>(
@@ -431,21 +464,24 @@ async function attachBurst(db: Database, service: TetherService, hosts: string[]
     attaches: rows.length,
     instances: new Set(rows.map((x) => x.uuid)).size,
     hosts: new Set(rows.map((x) => x.host)).size,
-    dispatchedMs: r(reserved[reserved.length - 1]),
-    drainedMs,
+    dispatchedMs: reserved.length === rows.length ? r(reserved[reserved.length - 1]) : null,
+    drainedMs: timedOut ? null : drainedMs,
+    timedOutAfterMs: timedOut ? attachTimeoutMs : undefined,
+    reservedInTime: reserved.length,
     reservationMs: { p50: r(percentile(reserved, 50)), p99: r(percentile(reserved, 99)) },
     completionMs: { p50: r(percentile(finished, 50)), p99: r(percentile(finished, 99)) },
-    attachesPerSecond: Math.round((finished.length / (drainedMs / 1000)) * 10) / 10,
-    succeeded: finished.length,
+    attachesPerSecond: Math.round((finishedCount / (drainedMs / 1000)) * 10) / 10,
+    succeeded: finishedCount,
     failed: failures.length,
     failures: [...new Set(failures)].slice(0, 5),
     database: { bdmsAttached: Number(check[0]!.bdms), attachmentsAttached: Number(check[0]!.attachments), volumesInUse: Number(check[0]!.inuse) },
+    cpuSec,
     serverCpuSec: Math.round(serverAfter.reduce((s, x, i) => s + (x && serverBefore[i] ? x.cpuSec - serverBefore[i]!.cpuSec : 0), 0) * 10) / 10,
     pollRpcs: sumPolls(metricsAfter) - sumPolls(metricsBefore),
     postgresConnectionsAfter: connections.total,
     loadAverage1m: { before: loadBefore, after: loadAverage() },
   };
-  log(`${kind}: attaches dispatched in ${burst.dispatchedMs} ms, drained in ${drainedMs} ms (${burst.succeeded} ok, ${burst.failed} failed); database: ${JSON.stringify(burst.database)}`);
+  log(`${kind}: attaches dispatched in ${burst.dispatchedMs} ms, drained in ${burst.drainedMs} ms (${burst.succeeded} ok, ${burst.failed} failed); database: ${JSON.stringify(burst.database)}`);
   return burst;
 }
 
@@ -504,9 +540,16 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  if (merge && fs.existsSync(outFile)) {
+    const previous = JSON.parse(fs.readFileSync(outFile, 'utf8')) as ScaleSimResults;
+    results.targets.push(...previous.targets.filter((t) => !targets.includes(t.target)));
+    results.machine.earlierRuns = [...(previous.machine.earlierRuns ?? []), { date: previous.date, command: previous.command, loadAverageAtStart: previous.machine.loadAverageAtStart, ...(previous.machine.loadAverageAtEnd ? { loadAverageAtEnd: previous.machine.loadAverageAtEnd } : {}) }];
+  }
   try {
     for (const kind of targets) {
+      results.targets = results.targets.filter((t) => t.target !== kind);
       results.targets.push(await runTarget(kind, adminUrl, runId, workDir));
+      results.targets.sort((a, b) => a.target.localeCompare(b.target));
       results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
       results.durationS = Math.round((performance.now() - t0) / 1000);
       await fsp.mkdir(path.dirname(outFile), { recursive: true });
