@@ -29,6 +29,8 @@ export interface ScaleStep {
 
 export interface AttachBurst {
   workflow: string;
+  /** instance queues served when the burst ran */
+  atQueues?: number;
   attaches: number;
   instances: number;
   hosts: number;
@@ -113,8 +115,9 @@ export function scaleRunLine(r: ScaleSimResults): string {
       if (t.stoppedBefore) line += `; stopped before ${n(t.stoppedBefore.queues)}: ${t.stoppedBefore.why}`;
       const missing = r.settings.steps.filter((s) => !t.steps.some((x) => x.queues >= s) && s !== t.stoppedBefore?.queues);
       if (missing.length) line += `; not reached: ${missing.map((m) => n(m)).join(', ')}`;
-      line += t.attaches ? `; ${n(t.attaches.attaches)} attaches at ${n(t.steps.at(-1)?.queues)} queues.` : '; no attach burst.';
-      if (t.error) line += ` The run failed: \`${t.error.split('\n')[0]}\`.`;
+      line += t.attaches ? `; ${n(t.attaches.attaches)} attaches at ${n(t.attaches.atQueues ?? t.steps.at(-1)?.queues)} queues.` : '; no attach burst.';
+      if (t.error?.startsWith('partial')) line += ' The run was stopped after the last step shown (results are written after every step).';
+      else if (t.error) line += ` The run failed: \`${t.error.split('\n')[0]}\`.`;
     }
     lines.push(line);
   }
@@ -163,7 +166,7 @@ export function scaleAttachTable(r: ScaleSimResults): string {
     if (!a) continue;
     workflows.add(a.workflow);
     rows.push(
-      `| ${NAMES[t.target] ?? t.target} | ${n(t.steps.at(-1)?.queues)} | ${n(a.attaches)} (${n(a.instances)}, ${n(a.hosts)}) | ${n(a.dispatchedMs === null ? null : r1(a.dispatchedMs / 1000), ' s')} | ${a.drainedMs === null ? `not within ${n(r0((a.timedOutAfterMs ?? 0) / 1000), ' s')}` : n(r1(a.drainedMs / 1000), ' s')} | ` +
+      `| ${NAMES[t.target] ?? t.target} | ${n(a.atQueues ?? t.steps.at(-1)?.queues)} | ${n(a.attaches)} (${n(a.instances)}, ${n(a.hosts)}) | ${n(a.dispatchedMs === null ? null : r1(a.dispatchedMs / 1000), ' s')} | ${a.drainedMs === null ? `not within ${n(r0((a.timedOutAfterMs ?? 0) / 1000), ' s')}` : n(r1(a.drainedMs / 1000), ' s')} | ` +
         `${n(a.reservationMs.p50, ' ms')} / ${n(a.reservationMs.p99, ' ms')} | ${n(a.completionMs.p50, ' ms')} / ${n(a.completionMs.p99, ' ms')} | ${n(a.attachesPerSecond)} | ${n(a.succeeded)} / ${n(a.failed)} | ` +
         `${n(a.database.bdmsAttached)}, ${n(a.database.attachmentsAttached)}, ${n(a.database.volumesInUse)} | ${n(a.serverCpuSec, ' s')} / ${n(a.cpuSec?.control, ' s')} / ${n(a.cpuSec?.agents, ' s')} / ${n(a.cpuSec?.driver, ' s')} | ${a.loadAverage1m.before}→${a.loadAverage1m.after} |`,
     );

@@ -21,6 +21,7 @@
  *
  *   --targets=dev,cluster   (default both; cluster needs stack/temporal-cluster.ts)
  *   --steps=1000,5000,10000 --hosts=100 --processes=4 --attaches=1000 --idle-ms=60000 (a long poll lasts 60 s: a shorter window misses renewals)
+ *   --attach-at=1000        the step after whose idle measurement the attaches run (default the first)
  *   --attach-timeout-s=900  stop waiting for the attaches after this long (the run records how many finished)
  *   --min-free-mb=3000      stop adding queues when the machine has less memory available than this
  *   --out=docs/scale.json   (then `npm run docs` renders docs/scale.md)
@@ -61,6 +62,7 @@ const processCount = Number(opt('processes') ?? 4);
 const attachCount = Number(opt('attaches') ?? 1000);
 const idleMs = Number(opt('idle-ms') ?? 60_000);
 const minFreeMb = Number(opt('min-free-mb') ?? 3000);
+const attachAt = Number(opt('attach-at') ?? steps[0]);
 const attachTimeoutMs = Number(opt('attach-timeout-s') ?? 900) * 1000;
 const outFile = path.resolve(projectRoot, opt('out') ?? 'docs/scale.json');
 const merge = argv.includes('--merge');
@@ -68,6 +70,8 @@ const NAMESPACE = 'default';
 const childScript = fileURLToPath(new URL('./scale-sim-child.ts', import.meta.url));
 
 const t0 = performance.now();
+/** What an interrupted run must stop (Temporal, the children), newest first. */
+const onInterrupt = new Set<() => Promise<void>>();
 const log = (s: string) => process.stdout.write(`[${Math.round((performance.now() - t0) / 1000)} s] ${s}\n`);
 
 // ---- processes -------------------------------------------------------------------------------
@@ -232,7 +236,7 @@ async function insertInstances(db: Database, hosts: string[], perHost: number, o
   }
 }
 
-async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: string, workDir: string): Promise<ScaleTargetResult> {
+async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: string, workDir: string, save: (partial: ScaleTargetResult) => Promise<void>): Promise<ScaleTargetResult> {
   const id = `${runId}_${kind}`;
   const dir = path.join(workDir, kind);
   await fsp.mkdir(dir, { recursive: true });
@@ -261,6 +265,11 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
   }
   const target = started;
   const children: SimChild[] = [];
+  const stopAll = async () => {
+    await Promise.all(children.map((c) => c.stop().catch(() => undefined)));
+    await target.stop().catch(() => undefined);
+  };
+  onInterrupt.add(stopAll);
   const result: ScaleTargetResult = { target: kind, command: `npm run scale -- ${argv.join(' ')}`.trim(), date: new Date().toISOString(), description: target.description, frontends: target.frontends.length, metricsScraped: target.metricsUrls.length, steps: [] };
   try {
     const front0 = target.frontends[0]!;
@@ -366,22 +375,25 @@ async function runTarget(kind: 'dev' | 'cluster', adminUrl: string, runId: strin
         machine: { loadAverage1mBefore: loadBefore, loadAverage1mAfter: loadAverage(), memAvailableMb: memAvailableMb(), cpus: os.cpus().length },
       };
       result.steps.push(step);
+      await save(result);
+      if (attachCount > 0 && !result.attaches && have >= attachAt) {
+        result.attaches = await attachBurst(db, service, hosts, attachCount, kind, adminUrl, target, { control: [control.pid], agents: hostChildren.map((c) => c.pid) });
+        result.attaches.atQueues = have;
+        await save(result);
+      }
       log(
         `${kind} ${have} queues: server RSS ${step.server.rssMb} MB CPU ${step.server.idleCpuPct}%, agents RSS ${step.agents.rssMb} MB (${step.agents.rssKbPerQueue} kB/queue) CPU ${step.agents.idleCpuPct}%, ` +
           `polls/s ${step.pollsPerSecond}, open polls ${JSON.stringify(step.pendingPolls)}, PostgreSQL ${connections.total} connections ${JSON.stringify(connections.byApplication)}, load ${loadBefore}→${step.machine.loadAverage1mAfter}`,
       );
     }
 
-    if (attachCount > 0 && result.steps.length > 0) {
-      result.attaches = await attachBurst(db, service, hosts, attachCount, kind, adminUrl, target, { control: [control.pid], agents: hostChildren.map((c) => c.pid) });
-    }
     await clientConnection.close();
   } catch (err) {
     result.error = (err as Error).stack ?? String(err);
     log(`${kind}: FAILED: ${(err as Error).message}`);
   } finally {
-    await Promise.all(children.map((c) => c.stop().catch(() => undefined)));
-    await target.stop().catch(() => undefined);
+    onInterrupt.delete(stopAll);
+    await stopAll();
     await db.end().catch(() => undefined);
   }
   return result;
@@ -536,7 +548,9 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log('interrupted: stopping');
-    void stopPostgres().finally(() => process.exit(130));
+    void Promise.all([...onInterrupt].map((f) => f()))
+      .then(() => stopPostgres())
+      .finally(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -546,10 +560,23 @@ async function main(): Promise<void> {
     results.machine.earlierRuns = [...(previous.machine.earlierRuns ?? []), { date: previous.date, command: previous.command, loadAverageAtStart: previous.machine.loadAverageAtStart, ...(previous.machine.loadAverageAtEnd ? { loadAverageAtEnd: previous.machine.loadAverageAtEnd } : {}) }];
   }
   try {
+    const write = async () => {
+      results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+      results.durationS = Math.round((performance.now() - t0) / 1000);
+      await fsp.mkdir(path.dirname(outFile), { recursive: true });
+      await fsp.writeFile(outFile, `${JSON.stringify(results, null, 2)}\n`);
+    };
     for (const kind of targets) {
-      results.targets = results.targets.filter((t) => t.target !== kind);
-      results.targets.push(await runTarget(kind, adminUrl, runId, workDir));
-      results.targets.sort((a, b) => a.target.localeCompare(b.target));
+      const place = (t: ScaleTargetResult) => {
+        results.targets = results.targets.filter((x) => x.target !== kind);
+        results.targets.push(t);
+        results.targets.sort((a, b) => a.target.localeCompare(b.target));
+      };
+      // written after every step too: an interrupted run keeps what it measured
+      place(await runTarget(kind, adminUrl, runId, workDir, async (partial) => {
+        place({ ...partial, error: partial.error ?? 'partial: the run was still going when this was written' });
+        await write();
+      }));
       results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
       results.durationS = Math.round((performance.now() - t0) / 1000);
       await fsp.mkdir(path.dirname(outFile), { recursive: true });
@@ -563,7 +590,10 @@ async function main(): Promise<void> {
   log(`wrote ${path.relative(projectRoot, outFile)}; \`npm run docs\` renders docs/scale.md from it`);
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

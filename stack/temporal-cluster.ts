@@ -52,6 +52,8 @@ export interface TemporalClusterProcess {
   pid: number;
   /** host:port of this node's frontend. */
   address: string;
+  /** This node's Prometheus endpoint, when started with `metrics`. */
+  metricsUrl?: string;
 }
 
 export interface TemporalCluster {
@@ -87,6 +89,8 @@ export interface StartTemporalClusterOptions {
   historyShards?: number;
   /** How long to wait for the nodes and the namespace; default 120 s. */
   readyTimeoutMs?: number;
+  /** Each node serves its Prometheus metrics on a port of its own (PROMETHEUS_ENDPOINT; the scale simulation reads them). */
+  metrics?: boolean;
 }
 
 /** The ports one node listens on (all on 127.0.0.1). */
@@ -100,6 +104,8 @@ interface NodePorts {
   matchingMembership: number;
   worker: number;
   workerMembership: number;
+  /** Prometheus endpoint; 0 = none */
+  metrics: number;
 }
 
 interface Node {
@@ -160,7 +166,8 @@ export async function startTemporalCluster(opts: StartTemporalClusterOptions): P
   for (let i = 1; i <= nodeCount; i++) {
     const name = `temporal-${i}`;
     await reapOrphanedNode(path.join(dataDir, `${name}.pid`), dataDir);
-    const ports = await freePorts();
+    const ports: NodePorts = { ...(await freePorts()), metrics: 0 };
+    if (opts.metrics) ports.metrics = (await freePorts()).frontend;
     nodes.push({
       name,
       ports,
@@ -241,7 +248,7 @@ export async function startTemporalCluster(opts: StartTemporalClusterOptions): P
     tls,
     namespace,
     get processes() {
-      return nodes.map((n) => ({ name: n.name, pid: n.child?.pid ?? 0, address: n.address }));
+      return nodes.map((n) => ({ name: n.name, pid: n.child?.pid ?? 0, address: n.address, ...(n.ports.metrics ? { metricsUrl: `http://127.0.0.1:${n.ports.metrics}/metrics` } : {}) }));
     },
     logFile: (name) => byName(name).logFile,
     running: (name) => byName(name).running,
@@ -346,6 +353,7 @@ function nodePortEnv(p: NodePorts): NodeJS.ProcessEnv {
     MATCHING_MEMBERSHIP_PORT: String(p.matchingMembership),
     WORKER_GRPC_PORT: String(p.worker),
     WORKER_MEMBERSHIP_PORT: String(p.workerMembership),
+    ...(p.metrics ? { PROMETHEUS_ENDPOINT: `127.0.0.1:${p.metrics}` } : {}),
   };
 }
 
@@ -367,7 +375,7 @@ async function freeLowPort(): Promise<number> {
   throw new Error('no free port between 20000 and 32000 on 127.0.0.1');
 }
 
-async function freePorts(): Promise<NodePorts> {
+async function freePorts(): Promise<Omit<NodePorts, 'metrics'>> {
   const taken = new Set<number>();
   const next = async () => {
     for (;;) {
