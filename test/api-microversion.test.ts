@@ -305,6 +305,13 @@ describe('what each microversion up to 2.104 changes in what tether serves', () 
     expect(serverView(vm, [], 'http://h', 46).flavor).toEqual({ id: 'tether.small', links: [expect.objectContaining({ rel: 'bookmark' })] });
   });
 
+  it("timestamps in Nova's layouts: created/updated in seconds with Z, OS-SRV-USG:launched_at in microseconds without a zone (gophercloud parses each with exactly that layout)", () => {
+    const view = serverView({ ...instance, vmState: 'active', createdAt: '2026-12-08T03:55:38.123Z' }, [], 'http://h', 2);
+    expect(view.created).toBe('2026-12-08T03:55:38Z');
+    expect(view['OS-SRV-USG:launched_at']).toBe('2026-12-08T03:55:38.123000');
+    expect(view['OS-SRV-USG:terminated_at']).toBeNull();
+  });
+
   it('from 2.89 an attach in flight is not listed (nor shown) before it has its attachment id (Nova bug 2160224)', async () => {
     const list = async (version: string) => (await attachApi.inject({ url: `/v2.1/servers/${instance.uuid}/os-volume_attachments`, headers: at(version) })).json().volumeAttachments;
     expect((await list('2.88')).map((a: { volumeId: string }) => a.volumeId)).toEqual([reserved, inFlight]);

@@ -18,7 +18,7 @@ export function novaTime(iso: string): string {
   return iso.replace(/\.\d+Z$/, 'Z');
 }
 
-/** Cinder's timestamps: microseconds, no zone. */
+/** Cinder's timestamps (and Nova's OS-SRV-USG:launched_at): microseconds, no zone. */
 export function cinderTime(iso: string): string {
   return iso.replace(/(\.\d{3})?Z$/, (_m, ms: string | undefined) => `${ms ?? '.000'}000`);
 }

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { Static } from '@fastify/type-provider-typebox';
 import type { BlockDeviceMapping, Instance, VmState } from '../../domain/types.ts';
 import type { Server, ServerRef } from '../schemas/compute.ts';
-import { novaTime, resourceLinks } from './links.ts';
+import { cinderTime, novaTime, resourceLinks } from './links.ts';
 import { flavorOf } from '../../domain/flavors.ts';
 import { embeddedFlavor } from './flavor.ts';
 
@@ -90,7 +90,8 @@ export function serverView(instance: Instance, bdms: BlockDeviceMapping[], base:
     'OS-EXT-AZ:availability_zone': instance.availabilityZone,
     config_drive: '',
     key_name: null,
-    'OS-SRV-USG:launched_at': instance.vmState === 'building' ? null : created,
+    // Nova's launched_at has microseconds and no zone (gophercloud parses it with exactly that layout)
+    'OS-SRV-USG:launched_at': instance.vmState === 'building' ? null : cinderTime(instance.createdAt),
     'OS-SRV-USG:terminated_at': null,
     'OS-EXT-SRV-ATTR:host': instance.host,
     'OS-EXT-SRV-ATTR:hypervisor_hostname': instance.host,
