@@ -71,6 +71,8 @@ export function createServerImportActivities(deps: { db: Database; blockStorage:
           alone(`no volume ${disk.serial} in the block storage`);
           continue;
         }
+        // recorded on this server already (an import asked again, or a disk tether attached since): nothing to adopt
+        if (existing && (await liveBdm(db, d.uuid, volume.id))) continue;
         const ours = volume.attachments.some((a) => a.serverId === d.uuid);
         if (!ours && volume.status !== 'available') alone(`volume ${volume.id} is ${volume.status}${volume.attachments[0] ? ` (attached to server ${volume.attachments[0].serverId})` : ''}`);
         else if (volume.encrypted) alone(`volume ${volume.id} is encrypted: the domain's LUKS secret is not one tether defined`);
