@@ -98,6 +98,8 @@ describe('openstack server volume list', () => {
     ['2.70', ['ID', 'Device', 'Server ID', 'Volume ID', 'Tag']],
     ['2.79', ['ID', 'Device', 'Server ID', 'Volume ID', 'Tag', 'Delete On Termination?']],
     ['2.89', ['Device', 'Server ID', 'Volume ID', 'Tag', 'Delete On Termination?', 'Attachment ID', 'BlockDeviceMapping UUID']],
+    // Debian's novaclient goes up to 2.92, below tether's newest (2.104): its newest works as 2.89
+    ['2.92', ['Device', 'Server ID', 'Volume ID', 'Tag', 'Delete On Termination?', 'Attachment ID', 'BlockDeviceMapping UUID']],
   ])('at %s shows the columns of that microversion', async (version, columns) => {
     const rows = await openstackJson<Array<Record<string, unknown>>>(cloud, ['--os-compute-api-version', version, 'server', 'volume', 'list', 'osc-list']);
     expect(rows).toHaveLength(1);
@@ -116,10 +118,10 @@ describe('openstack server volume list', () => {
     expect(rows[0]).toEqual(Object.fromEntries(columns.map((c) => [c, all[c]])));
   });
 
-  it('at 2.105 shows the 406 of the API', async () => {
+  it('beyond its own newest (2.92) the client refuses before asking: the 406 of the API past 2.104 is seen through openstacksdk below', async () => {
     const r = await openstack(cloud, ['--os-compute-api-version', '2.105', 'server', 'volume', 'list', 'osc-list']);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/Version 2\.105 is not supported by the API\. Minimum is 2\.1 and maximum is 2\.104\. \(HTTP 406\)/);
+    expect(r.stderr).toMatch(/versions supported by client: 2\.1 - 2\.92/);
   });
 });
 
