@@ -25,19 +25,13 @@ import {
   apiDetach,
   attachAndWait,
   attachWorkflowId,
-  check,
-  classify,
+  convergePair,
   describeAnswer,
   detachWorkflowId,
   newVolume,
-  pairState,
   PausePoint,
   progressOf,
   result,
-  retrying,
-  tetherState,
-  tidy,
-  waitClosed,
   type Harness,
   type HttpAnswer,
   type HttpFailure,
@@ -157,34 +151,8 @@ export async function runCompensationKill(h: Harness, c: CompensationKillCase, r
     if (await fsp.rm(failFile).then(() => true, () => false)) notes.push(`the ${failure.step} ${failure.phase} failure point was never reached`);
   }
 
-  const ends = await waitClosed(h, [watchedId]);
-  const end = ends[watchedId]!;
-  await request;
-  await h.stack.settled();
-  const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
-  const checked = await check(h);
-  const tState = end === 'FAILED' || end === 'COMPLETED' ? await tetherState(h, watchedId) : null;
-  const convergeMs = end === 'RUNNING' ? null : Date.now() - killedAt;
-  notes.push(`workflow ${end}${tState ? ` (${tState})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
-
-  const before = op === 'attach' ? 'absent' : 'attached';
-  const problems: string[] = [];
-  if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running after ${h.deadlineMs / 1000} s`);
-  else if (end !== 'FAILED') problems.push(`workflow ended ${end}, expected FAILED (rolled back)`);
-  if (end === 'FAILED' && tState !== 'rolled-back') problems.push(`the rollback did not finish (TetherState=${tState})`);
-  if (state !== before) problems.push(`after the rollback the stores say ${state}, expected ${before} as before the ${op}`);
-  if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
-  const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
-  problems.push(...(await tidy(h, [{ server, volume }])));
-
   return result(h, scenario, run, {
-    passed: problems.length === 0,
-    converged: end !== 'RUNNING' && checked.disagreements.length === 0 && checked.inFlight.length === 0,
-    outcome: state === 'absent' ? 'rolled-back' : state === 'attached' ? 'kept-attached' : state,
-    leaked,
-    convergeMs,
     triggered,
-    notes,
-    ...(problems.length ? { failure: problems.join('; ') } : {}),
+    ...(await convergePair(h, { op, server, volume, watchedId, request, answer: () => answer, since: killedAt, expect: 'rolled-back', notes })),
   });
 }

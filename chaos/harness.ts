@@ -340,3 +340,97 @@ export async function tidy(h: Harness, pairs: Array<{ server: Instance; volume: 
   }
   return problems;
 }
+
+// ---- convergence -------------------------------------------------------------------------------
+
+/** What the pair looks like at the end, named from the operation's side. */
+export function outcomeOf(op: 'attach' | 'detach', state: string): string {
+  if (op === 'attach') return state === 'attached' ? 'attached' : state === 'absent' ? 'rolled-back' : state;
+  return state === 'absent' ? 'detached' : state === 'attached' ? 'kept-attached' : state;
+}
+
+/** Where the pair must be for each way the workflow ended (a forward fault: either end is fine if the stores agree). */
+const EXPECTED_BY_END: Record<'attach' | 'detach', Partial<Record<WorkflowEnd, 'attached' | 'absent'>>> = {
+  attach: { COMPLETED: 'attached', FAILED: 'absent', NOT_STARTED: 'absent' },
+  detach: { COMPLETED: 'absent', FAILED: 'attached', NOT_STARTED: 'attached' },
+};
+
+export interface ConvergeRequest {
+  op: 'attach' | 'detach';
+  server: Instance;
+  volume: Volume;
+  /** The workflow the case watches (the attach's or the detach's id). */
+  watchedId: string;
+  /** The API request the case sent (awaited, not required to succeed). */
+  request: Promise<unknown>;
+  /** Its answer once it came. */
+  answer: () => HttpAnswer | HttpFailure | undefined;
+  /** When the fault ended or struck: time to converge counts from here. */
+  since: number;
+  /**
+   * `by-end` (default): attached or absent as the workflow's end says; `rolled-back`: the workflow
+   * FAILED with TetherState rolled-back and the pair is where it was before the operation.
+   */
+  expect?: 'by-end' | 'rolled-back';
+  /** Also fail when a FAILED workflow's TetherState says its rollback did not finish (default true). */
+  requireRollbackFinished?: boolean;
+  /** How the still-running problem reads after the deadline, e.g. `after the link healed`. */
+  runningAfter?: string;
+  /** After convergence, before the tidy-up: more problems (e.g. the guest's data). */
+  verify?: (state: string) => Promise<string[]>;
+  notes: string[];
+}
+
+/**
+ * The end of every fault case: wait for the watched workflow, settle the stack, read the three
+ * stores and the checker, require them to agree with how the workflow ended, tidy the pair up
+ * (tether must still work) and return the case's verdict fields.
+ */
+export async function convergePair(h: Harness, r: ConvergeRequest): Promise<Omit<CaseResult, 'scenario' | 'run' | 'seed' | 'triggered'>> {
+  const { op, server, volume, watchedId, notes } = r;
+  const ends = await waitClosed(h, [watchedId]);
+  const end = ends[watchedId]!;
+  await r.request;
+  await h.stack.settled();
+  const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
+  const checked = await check(h);
+  const tState = end === 'FAILED' || end === 'COMPLETED' ? await tetherState(h, watchedId) : null;
+  const convergeMs = end === 'RUNNING' ? null : Date.now() - r.since;
+  const answer = r.answer();
+  notes.push(`workflow ${end}${tState && (end === 'FAILED' || r.expect === 'rolled-back') ? ` (${tState})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
+
+  const problems: string[] = [];
+  if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running ${r.runningAfter ?? `after ${h.deadlineMs / 1000} s`}`);
+  else if (r.expect === 'rolled-back') {
+    const before = op === 'attach' ? 'absent' : 'attached';
+    if (end !== 'FAILED') problems.push(`workflow ended ${end}, expected FAILED (rolled back)`);
+    if (end === 'FAILED' && tState !== 'rolled-back') problems.push(`the rollback did not finish (TetherState=${tState})`);
+    if (state !== before) problems.push(`after the rollback the stores say ${state}, expected ${before} as before the ${op}`);
+  } else {
+    const expected = EXPECTED_BY_END[op][end];
+    if (expected === undefined) problems.push(`workflow ended ${end}`);
+    else if (state !== expected) problems.push(`workflow ${end} but the stores say ${state}`);
+    if ((r.requireRollbackFinished ?? true) && end === 'FAILED' && tState === 'failed') problems.push('the rollback did not finish (TetherState=failed)');
+  }
+  if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
+  const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
+
+  if (r.verify) {
+    try {
+      problems.push(...(await r.verify(state)));
+    } catch (err) {
+      problems.push(`the guest's data could not be verified: ${(err as Error).message}`);
+    }
+  }
+  problems.push(...(await tidy(h, [{ server, volume }])));
+
+  return {
+    passed: problems.length === 0,
+    converged: end !== 'RUNNING' && checked.disagreements.length === 0 && checked.inFlight.length === 0,
+    outcome: outcomeOf(op, state),
+    leaked,
+    convergeMs,
+    notes,
+    ...(problems.length ? { failure: problems.join('; ') } : {}),
+  };
+}

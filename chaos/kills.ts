@@ -21,19 +21,13 @@ import {
   attachAndWait,
   attachWorkflowId,
   CHECK_POINTS,
-  check,
-  classify,
+  convergePair,
   describeAnswer,
   detachWorkflowId,
   newVolume,
-  pairState,
   PausePoint,
   progressOf,
   result,
-  retrying,
-  tetherState,
-  tidy,
-  waitClosed,
   type Harness,
   type HttpAnswer,
   type HttpFailure,
@@ -164,48 +158,18 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
     await point?.release();
   }
 
-  // Converge.
-  const ends = await waitClosed(h, [watchedId]);
-  const end = ends[watchedId]!;
-  await request;
-  await h.stack.settled();
-  const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
-  const checked = await check(h);
-  const convergeMs = end === 'RUNNING' ? null : Date.now() - killedAt;
-  notes.push(`workflow ${end}${end === 'FAILED' ? ` (${await tetherState(h, watchedId)})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
-
-  const expected: Record<Op, Partial<Record<string, string>>> = {
-    attach: { COMPLETED: 'attached', FAILED: 'absent', NOT_STARTED: 'absent' },
-    detach: { COMPLETED: 'absent', FAILED: 'attached', NOT_STARTED: 'attached' },
-  };
-  const outcomeName = (s: string) => (c.op === 'attach' ? (s === 'attached' ? 'attached' : s === 'absent' ? 'rolled-back' : s) : s === 'absent' ? 'detached' : s === 'attached' ? 'kept-attached' : s);
-  const problems: string[] = [];
-  if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running after ${h.deadlineMs / 1000} s`);
-  else if (expected[c.op][end] === undefined) problems.push(`workflow ended ${end}`);
-  else if (state !== expected[c.op][end]) problems.push(`workflow ${end} but the stores say ${state}`);
-  if (end === 'FAILED' && (await tetherState(h, watchedId)) === 'failed') problems.push('the rollback did not finish (TetherState=failed)');
-  if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
-  const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
-
-  if (hooks.verify) {
-    try {
-      problems.push(...(await hooks.verify(server, volume, state)));
-    } catch (err) {
-      problems.push(`the guest's data could not be verified: ${(err as Error).message}`);
-    }
-  }
-
-  // tether must still work: whatever is attached is detached again.
-  problems.push(...(await tidy(h, [{ server, volume }])));
-
   return result(h, scenario, run, {
-    passed: problems.length === 0,
-    converged: end !== 'RUNNING' && checked.disagreements.length === 0 && checked.inFlight.length === 0,
-    outcome: outcomeName(state),
-    leaked,
-    convergeMs,
     triggered,
-    notes,
-    ...(problems.length ? { failure: problems.join('; ') } : {}),
+    ...(await convergePair(h, {
+      op: c.op,
+      server,
+      volume,
+      watchedId,
+      request,
+      answer: () => answer,
+      since: killedAt,
+      ...(hooks.verify ? { verify: (state: string) => hooks.verify!(server, volume, state) } : {}),
+      notes,
+    })),
   });
 }

@@ -23,18 +23,12 @@ import {
   apiDetach,
   attachAndWait,
   attachWorkflowId,
-  check,
-  classify,
+  convergePair,
   describeAnswer,
   detachWorkflowId,
   newVolume,
-  pairState,
   PausePoint,
   result,
-  retrying,
-  tetherState,
-  tidy,
-  waitClosed,
   type Harness,
   type HttpAnswer,
   type HttpFailure,
@@ -115,35 +109,8 @@ export async function runPartition(h: Harness, c: PartitionCase, run: number, se
   }
   notes.push(`proxy ${proxy.name}: ${proxy.counts.accepted} connections accepted, ${proxy.counts.reset} reset`);
 
-  const ends = await waitClosed(h, [watchedId]);
-  const end = ends[watchedId]!;
-  await request;
-  await h.stack.settled();
-  const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
-  const checked = await check(h);
-  const convergeMs = end === 'RUNNING' ? null : Date.now() - healedAt;
-  notes.push(`workflow ${end}${end === 'FAILED' ? ` (${await tetherState(h, watchedId)})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
-  const expected: Record<string, Partial<Record<string, string>>> = {
-    attach: { COMPLETED: 'attached', FAILED: 'absent', NOT_STARTED: 'absent' },
-    detach: { COMPLETED: 'absent', FAILED: 'attached', NOT_STARTED: 'attached' },
-  };
-  const problems: string[] = [];
-  if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running ${h.deadlineMs / 1000} s after the link healed`);
-  else if (expected[c.op]![end] === undefined) problems.push(`workflow ended ${end}`);
-  else if (state !== expected[c.op]![end]) problems.push(`workflow ${end} but the stores say ${state}`);
-  if (end === 'FAILED' && (await tetherState(h, watchedId)) === 'failed') problems.push('the rollback did not finish (TetherState=failed)');
-  if (checked.disagreements.length > 0 || checked.inFlight.length > 0) problems.push(`checker:\n${checked.text}`);
-  const leaked = checked.disagreements.length + checked.inFlight.length + (state.startsWith('in-between') ? 1 : 0) + (end === 'RUNNING' ? 1 : 0);
-  problems.push(...(await tidy(h, [{ server, volume }])));
-  const outcome = c.op === 'attach' ? (state === 'attached' ? 'attached' : state === 'absent' ? 'rolled-back' : state) : state === 'absent' ? 'detached' : state === 'attached' ? 'kept-attached' : state;
   return result(h, scenario, run, {
-    passed: problems.length === 0,
-    converged: end !== 'RUNNING' && checked.disagreements.length === 0 && checked.inFlight.length === 0,
-    outcome,
-    leaked,
-    convergeMs,
     triggered,
-    notes,
-    ...(problems.length ? { failure: problems.join('; ') } : {}),
+    ...(await convergePair(h, { op: c.op, server, volume, watchedId, request, answer: () => answer, since: healedAt, runningAfter: `${h.deadlineMs / 1000} s after the link healed`, notes })),
   });
 }
