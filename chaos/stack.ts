@@ -2,6 +2,9 @@
  * The chaos runner's own tether stack, every part a separate OS process it can SIGKILL, SIGSTOP and
  * restart:
  *   - the Temporal dev server with a persistent SQLite file (a killed server restarts with its workflows),
+ *     or with `temporalCluster` a cluster of two nodes on the stack's PostgreSQL with mTLS
+ *     (stack/temporal-cluster.ts: nodes `temporal-1`, `temporal-2`; every tether process and the
+ *     runner's own client fail over between the frontends through a FrontendRelay),
  *   - the embedded PostgreSQL (or DATABASE_URL: then PostgreSQL is never killed: it is not ours),
  *   - the control-plane worker, the compute agent and the API server (`node --import tsx workers/<x>.ts`),
  *   - the system libvirtd (qemu:///system; killed by the pid in /run/libvirtd.pid, restarted with `libvirtd -d`).
@@ -27,6 +30,8 @@ import { listInstances } from '../src/db/instances.ts';
 import { findFreePort } from '../stack/free-port.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../stack/embedded-postgres.ts';
 import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
+import { clusterClientEnv, clusterTlsConfig, startTemporalCluster, type TemporalCluster } from '../stack/temporal-cluster.ts';
+import { FrontendRelay } from '../src/temporal/frontend-relay.ts';
 import { ensureLibvirtd, isLibvirtAvailable } from '../stack/libvirtd.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 
@@ -61,6 +66,13 @@ export interface ChaosStackOptions {
    * hour ahead); CLOCK_MONOTONIC is left alone, as an NTP step leaves it.
    */
   fakeTime?: string;
+  /**
+   * Temporal as production runs it: two nodes of the server on the stack's PostgreSQL (databases
+   * `<tether's>_temporal`, `…_visibility`) with mTLS, instead of the dev server. The target
+   * `temporal` is then not offered: the nodes are signalled one by one (signalTemporalNode,
+   * restartTemporalNode; chaos/temporal-node-kills.ts). Not with `proxies`.
+   */
+  temporalCluster?: boolean;
 }
 
 export const PROXIED_WORKERS = ['control-plane', 'compute-agent', 'api'] as const;
@@ -114,6 +126,29 @@ function childrenOf(pid: number): number[] {
     }
   }
   return found;
+}
+
+/** How many established TCP connections process `pid` has to each of `addresses` (127.0.0.1:port), from /proc. */
+async function establishedTo(pid: number, addresses: string[]): Promise<Record<string, number>> {
+  const inodes = new Set<string>();
+  for (const fd of await fsp.readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+    const link = await fsp.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(m[1]!);
+  }
+  const byPort = new Map(addresses.map((a) => [Number(a.slice(a.lastIndexOf(':') + 1)), a]));
+  const counts: Record<string, number> = Object.fromEntries(addresses.map((a) => [a, 0]));
+  for (const table of ['tcp', 'tcp6']) {
+    const text = await fsp.readFile(`/proc/${pid}/net/${table}`, 'utf8').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      if (f.length < 10 || f[3] !== '01' || !inodes.has(f[9]!)) continue;
+      const address = byPort.get(Number.parseInt(f[2]!.split(':')[1]!, 16));
+      if (address) counts[address]!++;
+    }
+  }
+  return counts;
 }
 
 /** One tether process (`node --import tsx workers/<script>`), logging to <logs>/<name>.log. */
@@ -259,6 +294,9 @@ export class ChaosStack {
   service!: TetherService;
 
   private temporal: TemporalDevServer | undefined;
+  /** With `temporalCluster`: the nodes, and the runner's own relay between their frontends. */
+  cluster: TemporalCluster | undefined;
+  private relay: FrontendRelay | undefined;
   private temporalPort = 0;
   private postgres: EmbeddedPostgres | undefined;
   private pgPort = 0;
@@ -313,6 +351,7 @@ export class ChaosStack {
       DATABASE_URL: databaseUrl,
       TEMPORAL_ADDRESS: viaTemporal ? `127.0.0.1:${viaTemporal.port}` : this.temporalAddress,
       TEMPORAL_NAMESPACE: 'default',
+      ...(this.cluster ? clusterClientEnv(this.cluster) : {}),
       TETHER_CONTROL_TASK_QUEUE: this.controlTaskQueue,
       TETHER_COMPUTE_HOST: this.host,
       TETHER_API_HOST: '127.0.0.1',
@@ -347,10 +386,12 @@ export class ChaosStack {
     if (!/^qemu(\+unix)?:\/\/\/system/.test(this.libvirtUri)) this.libvirtdUnavailable = `LIBVIRT_URI=${this.libvirtUri} is not the local system daemon`;
     else if ((await this.libvirtdPid()) === undefined) this.libvirtdUnavailable = 'no libvirtd pid in /run/libvirtd.pid (a modular daemon, or systemd socket activation?)';
 
+    if (this.o.temporalCluster && this.o.proxies) throw new Error('ChaosStack: temporalCluster and proxies exclude each other');
     this.temporalPort = await findFreePort();
     const external = process.env.DATABASE_URL;
     await Promise.all([
-      this.startTemporal(),
+      // the cluster lives on the stack's PostgreSQL: started once that is up
+      this.o.temporalCluster ? undefined : this.startTemporal(),
       (async () => {
         if (external) {
           // A database of our own on that server, so nothing of anybody else's is touched.
@@ -367,17 +408,25 @@ export class ChaosStack {
         }
       })(),
     ]);
-    this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
+    if (this.o.temporalCluster) await this.startCluster();
+    else this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
     // Chosen once the dev server is up: it binds further ports of its own (history, matching, worker
     // services) at random, and one of them once took the API's port number chosen before it started.
     this.apiPort = await findFreePort();
     this.apiUrl = `http://127.0.0.1:${this.apiPort}`;
     await migrate(this.databaseUrl);
-    this.o.log(`  ✓ Temporal dev server ${this.temporalAddress} (SQLite ${path.join(this.baseDir, 'temporal', 'temporal.sqlite')}), PostgreSQL ${this.ownsPostgres ? `embedded on port ${this.pgPort}` : 'from DATABASE_URL (not ours: never killed)'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const temporalLine = this.cluster
+      ? `Temporal cluster ${this.cluster.processes.map((p) => `${p.name} ${p.address}`).join(', ')} (PostgreSQL, mTLS)`
+      : `Temporal dev server ${this.temporalAddress} (SQLite ${path.join(this.baseDir, 'temporal', 'temporal.sqlite')})`;
+    this.o.log(`  ✓ ${temporalLine}, PostgreSQL ${this.ownsPostgres ? `embedded on port ${this.pgPort}` : 'from DATABASE_URL (not ours: never killed)'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 
     this.db = createDatabase(this.databaseUrl, { max: 12, applicationName: 'tether-chaos' });
     this.blockStorage = this.o.blockStorage?.client ?? new LocalVolumeService(this.db, { volumeDir: this.volumeDir, availabilityZone: 'nova' });
-    this.clientConnection = await Connection.connect({ address: this.temporalAddress });
+    if (this.cluster) {
+      const tls = clusterTlsConfig(this.cluster.tls);
+      this.relay = await FrontendRelay.start({ frontends: this.cluster.frontends, tls, prefer: 0 });
+      this.clientConnection = await Connection.connect({ address: this.relay.address, tls });
+    } else this.clientConnection = await Connection.connect({ address: this.temporalAddress });
     this.client = new Client({ connection: this.clientConnection, namespace: 'default' });
     this.libvirt = await LibvirtConnection.open(this.libvirtUri);
     this.service = new TetherService({
@@ -419,6 +468,51 @@ export class ChaosStack {
     });
   }
 
+  private async startCluster(): Promise<void> {
+    const url = new URL(this.databaseUrl);
+    url.pathname = `${url.pathname.replace(/\/$/, '')}_temporal`;
+    this.cluster = await startTemporalCluster({ dataDir: path.join(this.baseDir, 'temporal-cluster'), databaseUrl: url.toString(), namespace: 'default', readyTimeoutMs: 180_000 });
+    this.temporalAddress = this.cluster.frontends.join(',');
+  }
+
+  /** The cluster's nodes (`temporal-1`, …) with pid and frontend; empty on the dev server. */
+  temporalNodes(): Array<{ name: string; pid: number; address: string }> {
+    return this.cluster?.processes ?? [];
+  }
+
+  /**
+   * The frontend a worker's relay carries its connections to, read from the OS: the established TCP
+   * connections of the worker's process to each frontend port. Every relay keeps one health-check
+   * connection to every frontend; the one in use also carries the SDK connections, so it has the most.
+   */
+  async frontendOf(worker: WorkerName): Promise<{ node: string; address: string; connections: Record<string, number> }> {
+    const pid = this.workers[worker].pid;
+    if (pid === undefined) throw new Error(`${worker} is not running`);
+    const nodes = this.temporalNodes();
+    if (nodes.length === 0) throw new Error('no Temporal cluster in this stack');
+    const connections = await establishedTo(pid, nodes.map((n) => n.address));
+    const ranked = [...nodes].sort((x, y) => (connections[y.address] ?? 0) - (connections[x.address] ?? 0));
+    const [top, next] = ranked;
+    if (!top || (connections[top.address] ?? 0) === 0 || (next && connections[next.address] === connections[top.address])) {
+      throw new Error(`cannot tell which frontend ${worker} (pid ${pid}) uses: connections ${JSON.stringify(connections)}`);
+    }
+    return { node: top.name, address: top.address, connections };
+  }
+
+  /** Sends `sig` to a cluster node; SIGKILL waits until it is gone. */
+  async signalTemporalNode(name: string, sig: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): Promise<void> {
+    const cluster = this.cluster;
+    if (!cluster) throw new Error('no Temporal cluster in this stack');
+    const pid = cluster.processes.find((p) => p.name === name)?.pid;
+    cluster.kill(name, sig);
+    if (sig === 'SIGKILL' && pid) await waitGone(pid, 15_000);
+  }
+
+  /** Starts a killed node again and waits until its frontend serves the namespace. */
+  async restartTemporalNode(name: string): Promise<void> {
+    await this.cluster!.restart(name);
+  }
+
   private async startPostgres(): Promise<void> {
     // embedded-postgres hooks SIGINT/SIGTERM/SIGHUP to exit the process; the runner handles those itself
     // (stopping the whole stack first), so only the listeners added from here on are removed again.
@@ -455,6 +549,7 @@ export class ChaosStack {
     if (target === 'compute-agent-b' && !this.o.secondAgent) return 'no second compute agent in this stack';
     if (target === 'postgres' && !this.ownsPostgres) return 'PostgreSQL comes from DATABASE_URL and is not ours to kill';
     if (target === 'libvirtd') return this.libvirtdUnavailable;
+    if (target === 'temporal' && this.cluster) return 'Temporal is a cluster here: its nodes are the targets (npm run chaos -- --temporal-nodes)';
     return undefined;
   }
 
@@ -584,14 +679,21 @@ export class ChaosStack {
     await Promise.all(Object.values(this.workers).map((w) => step(w.name, () => w.kill('SIGTERM', 10_000))));
     await step('libvirt connection', async () => this.libvirt?.close());
     await step('Temporal client', async () => this.clientConnection?.close());
+    await step('Temporal relay', async () => this.relay?.close());
     await step('database pool', async () => this.db?.end());
     for (const p of this.proxies.values()) await step(`proxy ${p.name}`, () => p.stop());
     await step('Temporal dev server', async () => this.temporal?.stop());
+    await step('Temporal cluster', async () => this.cluster?.stop());
     await step('PostgreSQL', async () => this.postgres?.stop());
     if (!this.ownsPostgres && process.env.DATABASE_URL) {
       await step('chaos database', async () => {
         const admin = createDatabase(process.env.DATABASE_URL!, { max: 1 });
-        await admin.query(`DROP DATABASE IF EXISTS tether_chaos_${this.o.id}`).finally(() => admin.end());
+        const names = [`tether_chaos_${this.o.id}`, ...(this.cluster ? [`tether_chaos_${this.o.id}_temporal`, `tether_chaos_${this.o.id}_temporal_visibility`] : [])];
+        try {
+          for (const name of names) await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+        } finally {
+          await admin.end();
+        }
       });
     }
     if (!this.o.keep) await step('folder', () => fsp.rm(this.baseDir, { recursive: true, force: true }));
