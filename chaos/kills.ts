@@ -66,7 +66,7 @@ type Trigger =
   | { kind: 'pause'; point: 'before' | 'after'; thenDelayMs?: number }
   | { kind: 'progress'; until: 'current' | 'completed'; jitterMs: number };
 
-function triggerFor(h: Harness, c: KillCase): Trigger {
+function triggerFor(h: Harness, c: { step: string; phase: Phase }): Trigger {
   const points = CHECK_POINTS[c.step] ?? [];
   if (c.phase === 'before') return points.includes('before') ? { kind: 'pause', point: 'before' } : { kind: 'progress', until: 'current', jitterMs: 0 };
   if (c.phase === 'during') {
@@ -93,11 +93,50 @@ export interface CaseHooks {
 
 export async function runKillCase(h: Harness, c: KillCase, run: number, server: Instance, hooks: CaseHooks = {}): Promise<CaseResult> {
   const scenario = `${hooks.prefix ?? ''}${killCaseName(c)}`;
-  const notes: string[] = [];
   const why = h.stack.cannotKill(c.target);
   if (why) return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [why] });
+  // Kill, restart, release (the hold goes before or after the restart).
+  return runPointCase(h, c, { scenario, label: c.target, run, server, hooks }, async ({ held, heldBy, release, notes }) => {
+    const releaseAfterRestart = held && h.rnd.bool();
+    const killedAt = Date.now();
+    await h.stack.kill(c.target);
+    notes.push(`killed ${c.target}${heldBy ? ` (activity held in pid ${heldBy})` : ''}, release ${releaseAfterRestart ? 'after' : 'before'} restart`);
+    if (!releaseAfterRestart) await release();
+    await h.stack.restart(c.target);
+    if (releaseAfterRestart) await release();
+    return killedAt;
+  });
+}
 
-  const volume = await newVolume(h, `chaos-${c.op}-${c.step}-${c.phase}-${c.target}`.slice(0, 60));
+/** What a fault at a point of an attach or detach gets: the hold (if the point is a pause point) and the case's notes. */
+export interface StrikeContext {
+  /** A pause point was armed for the case (it may or may not hold an activity now). */
+  held: boolean;
+  /** The process whose activity holds the point. */
+  heldBy: number | undefined;
+  /** Lets the held activity go on (no-op when nothing holds it). */
+  release: () => Promise<void>;
+  notes: string[];
+}
+
+/** The fault: returns the moment it struck (time to converge counts from there). */
+export type Strike = (s: StrikeContext) => Promise<number>;
+
+/**
+ * One case at a point of attach or detach: a fresh volume (attached first for a detach), the point
+ * armed, the request sent through the API, the point reached (kills.ts's placing: before / during /
+ * after the step), `strike` run there, then convergePair: the workflow closed, the pair attached
+ * everywhere or absent everywhere as its end says, the checker clean, tether still working.
+ */
+export async function runPointCase(
+  h: Harness,
+  c: { op: Op; step: string; phase: Phase },
+  o: { scenario: string; label: string; run: number; server: Instance; hooks?: CaseHooks },
+  strike: Strike,
+): Promise<CaseResult> {
+  const { server, hooks = {} } = o;
+  const notes: string[] = [];
+  const volume = await newVolume(h, `chaos-${c.op}-${c.step}-${c.phase}-${o.label}`.slice(0, 60));
   const attachId = attachWorkflowId(server.uuid, volume.id);
   const detachId = detachWorkflowId(server.uuid, volume.id);
   if (c.op === 'detach') await attachAndWait(h, server, volume, hooks.device);
@@ -114,8 +153,7 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
 
   // Wait for the point.
   let triggered = false;
-  let killedAt = 0;
-  let releaseAfterRestart = false;
+  let struckAt = 0;
   try {
     if (point) {
       triggered = await point.waitClaimed(60_000, () => answer !== undefined && answer.status !== 0 && answer.status >= 400);
@@ -141,24 +179,15 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
         if (closed || (answer && answer.status >= 400)) break;
         await sleep(10);
       }
-      if (!triggered) notes.push(`the workflow never showed ${c.step} ${trigger.until}; killed anyway`);
+      if (!triggered) notes.push(`the workflow never showed ${c.step} ${trigger.until}; struck anyway`);
       await sleep(trigger.jitterMs);
     }
-
-    // Kill, restart, release (the hold goes before or after the restart).
-    releaseAfterRestart = point !== undefined && h.rnd.bool();
-    const heldBy = point?.claimedByPid;
-    killedAt = Date.now();
-    await h.stack.kill(c.target);
-    notes.push(`killed ${c.target}${heldBy ? ` (activity held in pid ${heldBy})` : ''}, release ${releaseAfterRestart ? 'after' : 'before'} restart`);
-    if (!releaseAfterRestart) await point?.release();
-    await h.stack.restart(c.target);
-    if (releaseAfterRestart) await point?.release();
+    struckAt = await strike({ held: point !== undefined, heldBy: point?.claimedByPid, release: async () => point?.release(), notes });
   } finally {
     await point?.release();
   }
 
-  return result(h, scenario, run, {
+  return result(h, o.scenario, o.run, {
     triggered,
     ...(await convergePair(h, {
       op: c.op,
@@ -167,7 +196,7 @@ export async function runKillCase(h: Harness, c: KillCase, run: number, server: 
       watchedId,
       request,
       answer: () => answer,
-      since: killedAt,
+      since: struckAt,
       ...(hooks.verify ? { verify: (state: string) => hooks.verify!(server, volume, state) } : {}),
       notes,
     })),

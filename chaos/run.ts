@@ -34,12 +34,17 @@
  *                   hold, slow) during an attach or a detach (chaos/partitions.ts)
  *   --clock         a worker's wall clock stepped an hour ahead / back or a day ahead during an attach
  *                   or a detach (libfaketime; chaos/clock.ts)
+ *   --temporal-nodes  the stack on a two-node Temporal cluster with mTLS; SIGKILL and SIGSTOP of each
+ *                   node and of the frontend the step's worker is connected to, before/during/after
+ *                   every attach and detach step (chaos/temporal-node-kills.ts; --all-targets: every
+ *                   point × every target). Skipped, case by case, without the server binary
  *
  * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
  * converge), the failures, and the closing line `N passed, N failed, N skipped`. The JSON goes to
  * docs/chaos/results/<name>.json (committed) and chaos-results/latest.json. Exit code 0 when none failed.
  */
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -57,6 +62,8 @@ import { lifecycleCaseName, lifecycleMatrix, runLifecycleKill } from './lifecycl
 import { closeGuestConsoles, guestAgentEnv, guestCases } from './guest-kills.ts';
 import { partitionCaseName, partitionMatrix, runPartition } from './partitions.ts';
 import { clockCaseName, clockMatrix, fakeTimeLibrary, runClockJump } from './clock.ts';
+import { runTemporalNodeKill, temporalNodeCaseName, temporalNodeMatrix } from './temporal-node-kills.ts';
+import { temporalServerBinaries } from '../stack/temporal-binaries.ts';
 import { Random } from './random.ts';
 import { formatFailures, formatTable, statusOf, countByStatus, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
@@ -82,10 +89,10 @@ interface Options {
   allTargets: boolean;
 }
 
-export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock'] as const;
+export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock', 'temporal-nodes'] as const;
 type Family = (typeof FAMILIES)[number];
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions | --clock] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions | --clock | --temporal-nodes [--all-targets]] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -163,6 +170,7 @@ function parseArgs(argv: string[]): Options {
       case '--guest': family('guest'); break;
       case '--partitions': family('partitions'); break;
       case '--clock': family('clock'); break;
+      case '--temporal-nodes': family('temporal-nodes'); break;
       case '--all-targets': o.allTargets = true; break;
       case '--requests': o.requests = int('--requests', value(), 1); break;
       case '--instances': o.instances = int('--instances', value(), 1); break;
@@ -242,7 +250,8 @@ async function main(): Promise<void> {
     }
   }
   const fakeTime = o.family === 'clock' ? fakeTimeLibrary() : undefined;
-  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', ...(fakeTime ? { fakeTime } : {}), ...(agentEnv ? { agentEnv } : {}) });
+  const temporalCluster = o.family === 'temporal-nodes';
+  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', temporalCluster, ...(fakeTime ? { fakeTime } : {}), ...(agentEnv ? { agentEnv } : {}) });
   let stopping = false;
   const stopAndExit = async (code: number) => {
     if (stopping) process.exit(code);
@@ -274,6 +283,21 @@ async function main(): Promise<void> {
     ...(incomplete ? { incomplete } : {}),
     results: rs,
   });
+  // Without the server binary the family cannot run: every case is reported skipped, with the reason.
+  const noServer = temporalCluster && !fs.existsSync(temporalServerBinaries().server)
+    ? `no temporal-server at ${temporalServerBinaries().server} (npm run setup builds it: scripts/build-temporal.sh server)`
+    : undefined;
+  if (noServer) {
+    let cases = temporalNodeMatrix({ all: o.allTargets }).map(temporalNodeCaseName);
+    if (o.only) cases = cases.filter((n) => o.only!.test(n));
+    for (const scenario of cases) {
+      results.push({ scenario, run: 1, seed: o.seed, passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [noServer] });
+      skipped.push(`${scenario}: ${noServer}`);
+    }
+    await writeJson(resultsFile(o), summaryOf(results));
+    process.stdout.write(`${summaryLine(results)}\n`);
+    process.exit(0);
+  }
   try {
     await stack.start();
     if (!o.libvirtd) stack.libvirtdUnavailable = 'not killed (--no-libvirtd)';
@@ -306,6 +330,7 @@ async function main(): Promise<void> {
     else if (o.family === 'concurrent') plan.push({ name: concurrentName(o), run: (hh, r) => runConcurrentAttaches(hh, r, { instances: o.instances, attaches: o.attaches }) });
     else if (o.family === 'partitions') plan.push(...sampled(partitionMatrix().map((c, i) => ({ name: partitionCaseName(c), run: (hh: Harness, r: number) => runPartition(hh, c, r, servers[i % servers.length]!) }))));
     else if (o.family === 'clock') plan.push(...sampled(clockMatrix().map((c, i) => ({ name: clockCaseName(c), run: (hh: Harness, r: number) => runClockJump(hh, c, r, servers[i % servers.length]!, fakeTime !== undefined) }))));
+    else if (o.family === 'temporal-nodes') plan.push(...sampled(temporalNodeMatrix({ all: o.allTargets }).map((c, i) => ({ name: temporalNodeCaseName(c), run: (hh: Harness, r: number) => runTemporalNodeKill(hh, c, r, servers[i % servers.length]!) }))));
     else if (o.family === 'guest') plan.push(...sampled(guestCases(servers, { allTargets: o.allTargets })));
     else if (o.family === 'long') {
       // Drawn with replacement from every matrix; each draw its own random stream (timing, release order).

@@ -81,6 +81,7 @@ const CHAOS_FAMILIES: Record<string, { command: string; notes?: boolean; bySteps
   guest: { command: 'npm run chaos -- --guest', bySteps: true, notes: true },
   partitions: { command: 'npm run chaos -- --partitions', notes: true },
   clock: { command: 'npm run chaos -- --clock', notes: true },
+  'temporal-nodes': { command: 'npm run chaos -- --temporal-nodes', bySteps: true, notes: true },
 };
 
 function testRun(root: string): string {
