@@ -36,6 +36,8 @@ export interface HttpAnswer {
   text: string;
   json: unknown;
   ms: number;
+  /** The Retry-After header (a 503's or a 429's), when there is one. */
+  retryAfter?: string;
 }
 
 export interface HttpFailure {
@@ -73,7 +75,8 @@ export async function http(
     } catch {
       json = null;
     }
-    return { status: res.status, text, json, ms: Date.now() - t0 };
+    const retryAfter = res.headers.get('retry-after');
+    return { status: res.status, text, json, ms: Date.now() - t0, ...(retryAfter !== null ? { retryAfter } : {}) };
   } catch (err) {
     const e = err as Error & { cause?: Error };
     const timedOut = e.name === 'TimeoutError' || e.name === 'AbortError';

@@ -362,13 +362,17 @@ export interface ConcurrentOptions {
   attaches: number;
 }
 
+/** How many times one attach is POSTed when the API keeps answering 503 with Retry-After. */
+const POST_ATTEMPTS = 60;
+
 export function concurrentName(o: ConcurrentOptions): string {
   return `concurrent ${o.attaches} attaches over ${o.instances} instances at once`;
 }
 
 /**
- * `attaches` volumes POSTed to `instances` servers all at once (no kill): every POST must answer 200
- * with a device, no server may get a device name twice (in the answers, the BDMs, the persistent and
+ * `attaches` volumes POSTed to `instances` servers all at once (no kill): every POST must end
+ * answered 200 with a device (a 503 with Retry-After is the API's "not confirmed yet": asked again,
+ * it must join the attach in flight), never a 500 or a dropped connection, no server may get a device name twice (in the answers, the BDMs, the persistent and
  * the live XML), every pair must end attached everywhere, the checker clean; then all of them are
  * detached at once, which must also converge. Reported: answers by status, devices per server, the
  * time until every workflow closed.
@@ -394,21 +398,35 @@ export async function runConcurrentAttaches(h: Harness, run: number, o: Concurre
   notes.push(`${servers.length} servers and ${volumes.length} volumes made in ${((Date.now() - tBoot) / 1000).toFixed(1)} s`);
   const pairs: Pair[] = volumes.map((volume, i) => ({ server: servers[i % servers.length]!, volume }));
 
+  // Every answer counted; a 503 with Retry-After is asked again after that many seconds (a client that
+  // follows the protocol), the same request: it must join the attach in flight, never attach twice.
   const answers = new Tally();
+  const finals = new Tally();
+  let retried = 0;
   const t0 = Date.now();
-  const results = await Promise.all(pairs.map(({ server, volume }) =>
-    http(h, 'POST', `/v2.1/servers/${server.uuid}/os-volume_attachments`, {
-      headers: COMPUTE_MICROVERSION,
-      body: { volumeAttachment: { volumeId: volume.id } },
-      timeoutMs: 600_000,
-    }).then((a) => (answers.add(a.status === 0 ? 'none' : String(a.status)), a)),
-  ));
+  const results = await Promise.all(pairs.map(async ({ server, volume }) => {
+    for (let attempt = 1; ; attempt++) {
+      const a = await http(h, 'POST', `/v2.1/servers/${server.uuid}/os-volume_attachments`, {
+        headers: COMPUTE_MICROVERSION,
+        body: { volumeAttachment: { volumeId: volume.id } },
+        timeoutMs: 600_000,
+      });
+      answers.add(a.status === 0 ? 'none' : String(a.status));
+      const retryAfter = a.status === 503 ? Number((a as HttpAnswer).retryAfter) : NaN;
+      if (!(retryAfter >= 0) || attempt >= POST_ATTEMPTS) {
+        finals.add(a.status === 0 ? 'none' : String(a.status));
+        return a;
+      }
+      retried++;
+      await sleep(retryAfter * 1000);
+    }
+  }));
   const answeredMs = Date.now() - t0;
   const ends = await waitClosed(h, pairs.map((p) => attachWorkflowId(p.server.uuid, p.volume.id)), Math.max(h.deadlineMs, 900_000));
   const closedMs = Date.now() - t0;
   const endTally = new Tally();
   for (const e of Object.values(ends)) endTally.add(e);
-  notes.push(`POST answers: ${answers.format()} (all in ${(answeredMs / 1000).toFixed(1)} s); attach workflows: ${endTally.format()} (all closed in ${(closedMs / 1000).toFixed(1)} s)`);
+  notes.push(`POST answers: ${answers.format()}; ${retried} asked again after a 503's Retry-After; last answers: ${finals.format()} (all in ${(answeredMs / 1000).toFixed(1)} s); attach workflows: ${endTally.format()} (all closed in ${(closedMs / 1000).toFixed(1)} s)`);
   results.forEach((a, i) => {
     if (a.status !== 200) problems.push(`POST ${pairs[i]!.volume.id} to ${pairs[i]!.server.name}: ${a.status === 0 ? (a as HttpFailure).error : `${a.status} ${(a as HttpAnswer).text.slice(0, 160)}`}`);
   });

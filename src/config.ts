@@ -53,6 +53,8 @@ export interface TetherConfig {
   libvirtUri: string;
   /** How long a force detach waits for the instance's host to detach the disk itself before it fences the host. */
   forceDetachHostWaitSeconds: number;
+  /** How long an attach's answer (the reservation) waits for Temporal before it is a 503 with Retry-After (src/service/attach-reservation.ts). */
+  attachAnswerWaitMs: number;
   /** Default disk bus for new instances (their guests decide which unplugs work; scsi is safe for OS-less domains). */
   defaultDiskBus: 'scsi' | 'virtio';
   availabilityZone: string;
@@ -205,6 +207,7 @@ export function loadConfig(): TetherConfig {
     libvirtUri: str('LIBVIRT_URI', 'qemu:///system'),
     defaultDiskBus: bus,
     forceDetachHostWaitSeconds: int('TETHER_FORCE_DETACH_HOST_WAIT_SECONDS', 30),
+    attachAnswerWaitMs: int('TETHER_ATTACH_ANSWER_WAIT_MS', 30_000),
     availabilityZone: str('TETHER_AVAILABILITY_ZONE', 'nova'),
     apiHost: str('TETHER_API_HOST', '127.0.0.1'),
     apiPort: int('TETHER_API_PORT', 8774),

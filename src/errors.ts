@@ -49,6 +49,8 @@ export const ERROR_STATUS = {
   HostUnavailable: 503,
   /** The host is fenced: its agent cleans up before it changes anything again. */
   HostFenced: 503,
+  /** Temporal did not confirm an attach's reservation in time (src/service/attach-reservation.ts): retry the same request. */
+  AttachNotConfirmed: 503,
   /** No compute service by that id or host (Nova's ServiceNotFound). */
   ServiceNotFound: 404,
   /** No action of the server with that request id (Nova's "Action %s not found"). */
@@ -63,11 +65,16 @@ export function isTetherErrorType(type: unknown): type is TetherErrorType {
 
 export class TetherError extends Error {
   override readonly name = 'TetherError';
+  /** Seconds the client should wait before it asks again (a 503's Retry-After), when the answer says. */
+  readonly retryAfterSeconds: number | undefined;
+
   constructor(
     readonly type: TetherErrorType,
     message: string,
+    options: { retryAfterSeconds?: number } = {},
   ) {
     super(message);
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
   get status(): number {
     return ERROR_STATUS[this.type];

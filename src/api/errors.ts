@@ -65,6 +65,7 @@ export function installErrorHandlers(app: FastifyInstance): void {
       return reply.code(500).send(faultBody(500, `Unexpected API Error. Details are in the tether API log (request ${request.id}).`));
     }
     if (code >= 500) request.log.error({ err }, 'request failed');
+    if (err instanceof TetherError && err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(err.retryAfterSeconds));
     return reply.code(code).send(faultBody(code, message));
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send(faultBody(404, 'The resource could not be found.')));

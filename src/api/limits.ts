@@ -2,7 +2,8 @@
  * Limits of the HTTP API (README, "Configuration"):
  *   TETHER_API_BODY_LIMIT             request bodies up to this many bytes (default 114688 = Nova's 112 KiB); more: 413
  *   TETHER_API_REQUEST_TIMEOUT_MS     a client must send its whole request within this time (default 30000)
- *   TETHER_API_CONNECTION_TIMEOUT_MS  an idle connection is closed after this time (default 120000; longer than any answer)
+ *   TETHER_API_CONNECTION_TIMEOUT_MS  an idle connection is closed after this time (default 120000; longer than any
+ *                                     answer: a POST attach answers within TETHER_ATTACH_ANSWER_WAIT_MS, 30 s)
  *   TETHER_RATE_LIMIT                 `N/<window>` requests per token (per client IP without one), e.g. `100/10s`,
  *                                     `600/1m`; `off` disables (default 1000/10s); more: 429 with Retry-After
  */

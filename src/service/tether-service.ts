@@ -29,7 +29,6 @@ import type { BlockDeviceMapping, Instance, Volume } from '../domain/types.ts';
 import {
   ATTACH_VOLUME_WORKFLOW,
   attachProgressQuery,
-  reservationUpdate,
   type AttachProgress,
   type AttachReservation,
   type AttachResult,
@@ -58,6 +57,7 @@ import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/se
 import { OPERATOR, type Caller } from '../auth/caller.ts';
 import { authorize, canSee, isAdmin, type Action } from '../auth/policy.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
+import { DEFAULT_RESERVATION_WAIT, reservationOnBdm, reserveWithStart } from './attach-reservation.ts';
 import { actionEvents, actionStart, listActions, nameOrId, newRequestId, type ActionStartOptions } from './instance-actions.ts';
 import type { ActionEvent, InstanceAction } from '../domain/instance-actions.ts';
 
@@ -135,7 +135,7 @@ export interface TetherServiceDeps {
   db: Database;
   client: Client;
   blockStorage: BlockStorage & Partial<VolumeAdmin>;
-  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'> & Partial<Pick<TetherConfig, 'forceDetachHostWaitSeconds'>>;
+  config: Pick<TetherConfig, 'controlTaskQueue' | 'computeHost' | 'availabilityZone' | 'defaultDiskBus'> & Partial<Pick<TetherConfig, 'forceDetachHostWaitSeconds' | 'attachAnswerWaitMs'>>;
 }
 
 /** Nova's compute service filter (GET /os-services?host=&binary=). */
@@ -828,8 +828,14 @@ export class TetherService {
       ],
     });
     try {
-      const reservation = await this.deps.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation });
-      const handle = await startWorkflowOperation.workflowHandle();
+      const { reservation, handle } = await reserveWithStart({
+        client: this.deps.client,
+        operation: startWorkflowOperation,
+        workflowId,
+        readBack: async () => reservationOnBdm(await liveBdm(this.deps.db, instance.uuid, volume.id), workflowId),
+        wait: { ...DEFAULT_RESERVATION_WAIT, ...(this.deps.config.attachAnswerWaitMs ? { budgetMs: this.deps.config.attachAnswerWaitMs } : {}) },
+        what: `the attach of volume ${volume.id} to server ${instance.uuid}`,
+      });
       return { reservation, workflowId, handle };
     } catch (err) {
       throw fromTemporalFailure(err);

@@ -23,6 +23,8 @@ export interface FakeWorld {
   blockStorageSize?: () => number;
   /** Awaited by resizeDisk before it answers (a test holds the host step there). */
   beforeResize?: () => Promise<void>;
+  /** Awaited by reserveDeviceName before it answers (a slow host: the attach's reservation waits). */
+  beforeReserveDeviceName?: () => Promise<void>;
   /** Other servers a multiattach volume is attached to (validateExtend). */
   otherInstances?: { instanceUuid: string; host: string | null }[];
 }
@@ -80,12 +82,15 @@ export function tetherFakes(world: FakeWorld = {}) {
     growVolume: async () => ({ outcome: 'held-by-qemu' as const }),
     finishExtending: async () => undefined,
     // the instance's host (instance-<uuid>)
-    reserveDeviceName: async (input: { bdmUuid: string; withConnector?: boolean }) => ({
-      bdmUuid: input.bdmUuid,
-      deviceName: '/dev/sdb',
-      diskBus: 'scsi',
-      ...(input.withConnector && !world.oldAgent ? { connector: CONNECTOR } : {}),
-    }),
+    reserveDeviceName: async (input: { bdmUuid: string; withConnector?: boolean }) => {
+      await world.beforeReserveDeviceName?.();
+      return {
+        bdmUuid: input.bdmUuid,
+        deviceName: '/dev/sdb',
+        diskBus: 'scsi',
+        ...(input.withConnector && !world.oldAgent ? { connector: CONNECTOR } : {}),
+      };
+    },
     assignDeviceName: async () => ({ deviceName: '/dev/sdc' }),
     getHostConnector: async () => CONNECTOR,
     attachDisk: async () => ({ target: 'sdb', live: true }),

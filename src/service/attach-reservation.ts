@@ -1,0 +1,100 @@
+/**
+ * The attach's answer (Nova's POST os-volume_attachments): update-with-start of the AttachVolume
+ * workflow's `reservation` update, bounded in time.
+ *
+ * A Temporal slow to answer (an overloaded frontend, a control worker far behind) must never turn
+ * the POST into a 500, nor hold the connection past the API's connection timeout. So the wait has a
+ * budget (`TETHER_ATTACH_ANSWER_WAIT_MS`). When it runs out, or Temporal answers with its own RPC
+ * deadline or an unavailable frontend:
+ *   - the reservation is read back from the database by the workflow id (the BDM the run made
+ *     carries it as operation id, with the device and the attachment id once the volume is
+ *     reserved): found, the answer is the one the update would have given;
+ *   - not found, the answer is a 503 with Retry-After (TetherError `AttachNotConfirmed`). The same
+ *     request, retried, joins the same run (the workflow id is the pair's, conflict policy
+ *     USE_EXISTING) and the same update (its id is fixed per run, so Temporal deduplicates it): a
+ *     retried POST never attaches twice and never piles up updates on the run.
+ */
+import { isGrpcServiceError, ServiceError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client, type WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
+import { TetherError } from '../errors.ts';
+import { reservationUpdate, type AttachReservation, type AttachVolumeWorkflow } from '../domain/contracts/attach-volume.ts';
+import type { BlockDeviceMapping } from '../domain/types.ts';
+
+/** The update's id in every run: a retried request is the same update (Temporal answers it from the first). */
+export const RESERVATION_UPDATE_ID = 'reservation';
+
+/** How long the POST waits for the reservation, and what a 503 tells the client. */
+export interface ReservationWait {
+  budgetMs: number;
+  retryAfterSeconds: number;
+}
+
+export const DEFAULT_RESERVATION_WAIT: ReservationWait = { budgetMs: 30_000, retryAfterSeconds: 5 };
+
+/** gRPC's CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE (@grpc/grpc-js `status`, not a dependency of tether's own). */
+const SLOW_GRPC_CODES = new Set([1, 4, 8, 14]);
+
+/** Temporal did not answer in time, or could not take the call now: worth a retry, not a 500. */
+export function isTemporalSlow(err: unknown): boolean {
+  if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) return true;
+  const grpc = err instanceof ServiceError ? err.cause : err;
+  return isGrpcServiceError(grpc) && SLOW_GRPC_CODES.has(grpc.code);
+}
+
+/** The reservation a run recorded on its BDM (operation id = the workflow id), once the volume is reserved. */
+export function reservationOnBdm(bdm: BlockDeviceMapping | null, workflowId: string): AttachReservation | null {
+  if (!bdm || bdm.operationId !== workflowId || !bdm.attachmentId || !bdm.volumeId) return null;
+  return {
+    bdmUuid: bdm.uuid,
+    device: bdm.deviceName,
+    attachmentId: bdm.attachmentId,
+    instanceUuid: bdm.instanceUuid,
+    volumeId: bdm.volumeId,
+    tag: bdm.tag,
+    deleteOnTermination: bdm.deleteOnTermination,
+  };
+}
+
+export interface ReservationRequest {
+  client: Client;
+  operation: WithStartWorkflowOperation<AttachVolumeWorkflow>;
+  workflowId: string;
+  /** The reservation as the database has it now (reservationOnBdm of the pair's live BDM), or null. */
+  readBack: () => Promise<AttachReservation | null>;
+  wait: ReservationWait;
+  /** What the 503 names ("the attach of volume v to server s"). */
+  what: string;
+}
+
+/** Resolves after `ms` with `value`; the timer does not keep the process alive. */
+function after<T>(ms: number, value: T): Promise<T> {
+  return new Promise((resolve) => setTimeout(resolve, ms, value).unref());
+}
+
+/**
+ * Update-with-start of the reservation within the budget: the reservation and the run's handle,
+ * or the TetherError of a refusal, or `AttachNotConfirmed` (503) when Temporal was too slow and the
+ * database has no reservation of this run yet. Any other failure is thrown as it came.
+ */
+export async function reserveWithStart(req: ReservationRequest): Promise<{ reservation: AttachReservation; handle: WorkflowHandle }> {
+  const controller = new AbortController();
+  const timedOut = Symbol('timed out');
+  const update = req.client.withAbortSignal(controller.signal, () =>
+    req.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation: req.operation, updateId: RESERVATION_UPDATE_ID }),
+  );
+  // Ends with the race's loser too: nothing left unhandled when the budget wins.
+  update.catch(() => undefined);
+  try {
+    const reservation = await Promise.race([update, after(req.wait.budgetMs, timedOut)]);
+    if (reservation !== timedOut) return { reservation, handle: await req.operation.workflowHandle() };
+    controller.abort();
+  } catch (err) {
+    if (!isTemporalSlow(err)) throw err;
+  }
+  const known = await req.readBack();
+  if (known) return { reservation: known, handle: req.client.workflow.getHandle(req.workflowId) };
+  throw new TetherError(
+    'AttachNotConfirmed',
+    `Temporal did not confirm ${req.what} within ${Math.round(req.wait.budgetMs / 1000)} s; it may still go through. Retry the same request: it joins the attach in flight.`,
+    { retryAfterSeconds: req.wait.retryAfterSeconds },
+  );
+}
