@@ -12,6 +12,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { isAlive, readTail } from './pid.ts';
 
 export interface EmbeddedPostgresOptions {
   /** Cluster directory (PGDATA); created and initialised when it holds no PG_VERSION. */
@@ -172,15 +173,6 @@ async function ensureDatabase(adminUrl: string, database: string): Promise<void>
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function readProc(pid: number, what: string): Promise<string | undefined> {
   try {
     return what === 'cwd' ? await fsp.readlink(`/proc/${pid}/cwd`) : await fsp.readFile(`/proc/${pid}/${what}`, 'utf8');
@@ -277,14 +269,5 @@ async function checkPostgresUserCanReach(dataDir: string): Promise<void> {
       if (parent === dir) break;
       dir = parent;
     }
-  }
-}
-
-async function readTail(file: string, bytes = 3000): Promise<string> {
-  try {
-    const content = await fsp.readFile(file, 'utf8');
-    return content.slice(-bytes).trim();
-  } catch {
-    return '';
   }
 }

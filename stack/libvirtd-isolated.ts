@@ -23,7 +23,8 @@ import { readFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isAlive, isLibvirtAvailable, runningPid, stopDaemon, waitForPidFile } from './libvirtd.ts';
+import { isLibvirtAvailable, runningPid, stopDaemon, waitForPidFile } from './libvirtd.ts';
+import { isAlive } from './pid.ts';
 
 export interface IsolatedLibvirtdOptions {
   /** The compute host's name (letters, digits, '-', '_'): names its directories and its host_uuid. */

@@ -5,9 +5,9 @@
  * qemu+tcp://host/system, ...) are left alone.
  */
 import { execFile, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isAlive } from './pid.ts';
 
 export interface LibvirtdHandle {
   /** True when this call started libvirtd (and/or virtlogd). */
@@ -90,25 +90,6 @@ function runDaemonize(name: string): Promise<void> {
       else reject(new Error(`'${name} -d' failed (${signal ?? `code ${code}`}): ${stderr.trim()}`));
     });
   });
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A zombie (exited, not yet reaped by its new parent) counts as gone.
-  return !isZombie(pid);
-}
-
-function isZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return false;
-  }
 }
 
 /** The pid in pidFile when that process is alive and is `name` (not a reused pid). */

@@ -26,6 +26,8 @@ import { msToTs } from '@temporalio/common/lib/time.js';
 import { projectRoot } from '../src/config.ts';
 import { ensureClusterCertificates, type ClusterCertificates } from './cluster-certificates.ts';
 import { temporalServerBinaries } from './temporal-binaries.ts';
+import { readTail, reapOrphan } from './pid.ts';
+import { waitForFrontend } from './temporal-frontend.ts';
 import { DYNAMIC_CONFIG_FILE, SEARCH_ATTRIBUTES, ensureSearchAttributes } from './temporal-dev-server.ts';
 
 const execFileAsync = promisify(execFile);
@@ -226,9 +228,9 @@ export async function startTemporalCluster(opts: StartTemporalClusterOptions): P
     // metadata, and a node that loses that race exits ("failed to initialize current cluster metadata").
     const [first, ...others] = nodes;
     await launch(first!);
-    await waitForFrontend(first!, tls, deadline());
+    await waitForNode(first!, tls, deadline());
     await Promise.all(others.map(launch));
-    await Promise.all(others.map((n) => waitForFrontend(n, tls, deadline())));
+    await Promise.all(others.map((n) => waitForNode(n, tls, deadline())));
     await registerNamespace(nodes[0]!.address, tls, namespace, deadline());
     await Promise.all(nodes.map((n) => waitForNamespace(n, tls, namespace, deadline())));
   } catch (err) {
@@ -260,7 +262,7 @@ export async function startTemporalCluster(opts: StartTemporalClusterOptions): P
       const node = byName(name);
       await stopNode(node, 5_000);
       await launch(node);
-      await waitForFrontend(node, tls, deadline());
+      await waitForNode(node, tls, deadline());
       await waitForNamespace(node, tls, namespace, deadline());
     },
     stop,
@@ -404,23 +406,8 @@ async function connect(address: string, tls: TemporalClusterTls): Promise<Connec
 }
 
 /** Until the node's frontend answers GetSystemInfo over mTLS (fails at once when the node exits). */
-async function waitForFrontend(node: Node, tls: TemporalClusterTls, deadline: number): Promise<void> {
-  let last: unknown;
-  while (Date.now() < deadline) {
-    if (!node.running) throw new Error(`${node.name} exited during startup`);
-    let connection: Connection | undefined;
-    try {
-      connection = await connect(node.address, tls);
-      await connection.withDeadline(Date.now() + 5_000, () => connection!.workflowService.getSystemInfo({}));
-      return;
-    } catch (err) {
-      last = err;
-      await sleep(250);
-    } finally {
-      await connection?.close().catch(() => undefined);
-    }
-  }
-  throw new Error(`${node.name}'s frontend at ${node.address} did not answer: ${(last as Error)?.message ?? 'timeout'}`);
+function waitForNode(node: Node, tls: TemporalClusterTls, deadline: number): Promise<void> {
+  return waitForFrontend({ name: node.name, address: node.address, tls: clusterTlsConfig(tls), deadline, exited: () => !node.running });
 }
 
 const RETENTION_DAYS = 7;
@@ -480,50 +467,16 @@ async function waitForNamespace(node: Node, tls: TemporalClusterTls, namespace: 
   throw new Error(`${node.name} does not serve namespace ${namespace} with tether's search attributes: ${(last as Error)?.message ?? 'timeout'}`);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * A node left running by a parent that was SIGKILLed (children survive it) holds its ports and its
  * place in the ring: the pid file "nodePid parentPid" finds it, its environment proves it is this
  * cluster's. Stopped when its parent is gone; refused when the parent still runs.
  */
-async function reapOrphanedNode(pidFile: string, dataDir: string): Promise<void> {
-  let content: string;
-  try {
-    content = await fsp.readFile(pidFile, 'utf8');
-  } catch {
-    return;
-  }
-  const [pid, owner] = content.trim().split(/\s+/).map(Number);
-  if (pid && isAlive(pid)) {
-    const environ = await fsp.readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
-    if (environ.split('\0').includes(`${CLUSTER_MARK}=${dataDir}`)) {
-      if (owner && owner !== process.pid && isAlive(owner)) {
-        throw new Error(`a Temporal node (pid ${pid}, started by pid ${owner}) already runs for ${dataDir}`);
-      }
-      process.kill(pid, 'SIGCONT');
-      process.kill(pid, 'SIGTERM');
-      const until = Date.now() + 15_000;
-      while (isAlive(pid) && Date.now() < until) await sleep(100);
-      if (isAlive(pid)) process.kill(pid, 'SIGKILL');
-      while (isAlive(pid)) await sleep(50);
-    }
-  }
-  await fsp.rm(pidFile, { force: true });
-}
-
-async function readTail(file: string, bytes = 3000): Promise<string> {
-  try {
-    const content = await fsp.readFile(file, 'utf8');
-    return content.slice(-bytes).trim();
-  } catch {
-    return '';
-  }
+function reapOrphanedNode(pidFile: string, dataDir: string): Promise<void> {
+  return reapOrphan(pidFile, {
+    what: 'a Temporal node',
+    on: dataDir,
+    graceMs: 15_000,
+    isOurs: async (pid) => (await fsp.readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '')).split('\0').includes(`${CLUSTER_MARK}=${dataDir}`),
+  });
 }

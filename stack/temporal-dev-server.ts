@@ -6,12 +6,12 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { parse as parseYaml } from 'yaml';
 import { projectRoot } from '../src/config.ts';
+import { readTail, reapOrphan } from './pid.ts';
+import { waitForFrontend } from './temporal-frontend.ts';
 
 /** deploy/temporal/dynamicconfig/tether.yaml */
 export const DYNAMIC_CONFIG_FILE = path.join(projectRoot, 'deploy', 'temporal', 'dynamicconfig', 'tether.yaml');
@@ -149,7 +149,7 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
     });
   });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
-  const tail = async () => (o.logFile !== undefined ? await readTail(o.logFile) : memoryTail).trim();
+  const tail = async () => (o.logFile !== undefined ? await readTail(o.logFile, 4096) : memoryTail.trim());
 
   // Wait for the pid (or a spawn error).
   const pid = child.pid;
@@ -178,7 +178,7 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
 
   const deadline = Date.now() + readyTimeoutMs;
   try {
-    await waitUntilReady(address, ip, o.port, deadline, () => exited);
+    await waitForFrontend({ name: 'Temporal dev server', address, deadline, exited: () => exited });
   } catch (err) {
     const early = exited;
     await stop();
@@ -202,43 +202,6 @@ export async function startTemporalDevServer(o: StartTemporalDevServerOptions): 
   };
   if (o.uiPort !== undefined) server.uiUrl = `http://${hostForUrl(ip)}:${o.uiPort}`;
   return server;
-}
-
-/** Poll: TCP port open, then the frontend answers GetSystemInfo. */
-async function waitUntilReady(address: string, ip: string, port: number, deadline: number, hasExited: () => boolean): Promise<void> {
-  let lastError: unknown = new Error('not tried');
-  while (Date.now() < deadline) {
-    if (hasExited()) throw new Error('exited');
-    if (!(await tcpOpen(ip, port))) {
-      await sleep(50);
-      continue;
-    }
-    let connection: Connection | undefined;
-    try {
-      connection = await Connection.connect({ address, connectTimeout: 2_000 });
-      await connection.withDeadline(Date.now() + 2_000, () => connection!.workflowService.getSystemInfo({}));
-      return;
-    } catch (err) {
-      lastError = err;
-      await sleep(100);
-    } finally {
-      await connection?.close().catch(() => undefined);
-    }
-  }
-  throw lastError instanceof Error ? lastError : new Error(String(lastError));
-}
-
-function tcpOpen(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }
 
 /** Numeric values of temporal.api.enums.v1.IndexedValueType. */
@@ -283,63 +246,20 @@ function hostForUrl(ip: string): string {
   return ip.includes(':') ? `[${ip}]` : ip;
 }
 
-async function readTail(file: string, bytes = 4096): Promise<string> {
-  try {
-    const handle = await fsp.open(file, 'r');
-    try {
-      const { size } = await handle.stat();
-      const start = Math.max(0, size - bytes);
-      const buf = Buffer.alloc(size - start);
-      await handle.read(buf, 0, buf.length, start);
-      return buf.toString('utf8');
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    return '';
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * A dev server left running by a process that was killed (SIGKILL does not take children
  * along) still holds the db file and the port. The pid file next to the db file records
  * "serverPid ownerPid": when the owner is gone and the server still runs on this db file,
  * stop it; when the owner is alive, refuse (two servers must never share one SQLite file).
  */
-async function reapOrphanedServer(pidFile: string, dbFile: string): Promise<void> {
-  let content: string;
-  try {
-    content = await fsp.readFile(pidFile, 'utf8');
-  } catch {
-    return;
-  }
-  const [serverPid, ownerPid] = content.trim().split(/\s+/).map(Number);
-  if (serverPid && isAlive(serverPid)) {
-    let cmdline = '';
-    try {
-      cmdline = (await fsp.readFile(`/proc/${serverPid}/cmdline`, 'utf8')).split('\0').join(' ');
-    } catch {
-      /* not Linux or gone */
-    }
-    if (cmdline.includes('start-dev') && cmdline.includes(dbFile)) {
-      if (ownerPid && ownerPid !== process.pid && isAlive(ownerPid)) {
-        throw new Error(`a Temporal dev server (pid ${serverPid}, started by pid ${ownerPid}) is already running on ${dbFile}`);
-      }
-      process.kill(serverPid, 'SIGTERM');
-      const deadline = Date.now() + 10_000;
-      while (isAlive(serverPid) && Date.now() < deadline) await sleep(50);
-      if (isAlive(serverPid)) process.kill(serverPid, 'SIGKILL');
-      while (isAlive(serverPid)) await sleep(50);
-    }
-  }
-  await fsp.rm(pidFile, { force: true });
+function reapOrphanedServer(pidFile: string, dbFile: string): Promise<void> {
+  return reapOrphan(pidFile, {
+    what: 'a Temporal dev server',
+    on: dbFile,
+    graceMs: 10_000,
+    isOurs: async (pid) => {
+      const cmdline = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ');
+      return cmdline.includes('start-dev') && cmdline.includes(dbFile);
+    },
+  });
 }

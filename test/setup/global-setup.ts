@@ -9,10 +9,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { Connection } from '@temporalio/client';
 import { loadConfig, projectRoot } from '../../src/config.ts';
 import { findFreePort } from '../../stack/free-port.ts';
-import { ensureSearchAttributes, startTemporalDevServer } from '../../stack/temporal-dev-server.ts';
+import { startStackTemporal } from '../../stack/temporal.ts';
 import type { PostgresReady } from './postgres-process.ts';
 import { ensureLibvirtd, isLibvirtAvailable } from '../../stack/libvirtd.ts';
 
@@ -42,22 +41,15 @@ export default async function setup(project: TestProject) {
   const temporal = async () => {
     const t0 = performance.now();
     const external = process.env.TEMPORAL_ADDRESS;
-    if (external) {
-      const connection = await Connection.connect({ address: external });
-      try {
-        await ensureSearchAttributes(connection, config.temporalNamespace);
-      } finally {
-        await connection.close();
-      }
-      say(`temporal: using TEMPORAL_ADDRESS=${external} (${ms(t0)})`);
-      project.provide('temporalAddress', external);
-      return;
-    }
     const logFile = path.join(logDir, 'temporal.log');
-    fs.rmSync(logFile, { force: true }); // keep only this run's log
-    const server = await startTemporalDevServer({ binary: config.temporalBinary, port: await findFreePort(), logFile });
+    if (!external) fs.rmSync(logFile, { force: true }); // keep only this run's log
+    const server = await startStackTemporal(external ? { address: external } : { dev: { logFile } }, {
+      binary: config.temporalBinary,
+      namespace: config.temporalNamespace,
+      postgresAdminUrl: '',
+    });
     teardowns.push(() => server.stop());
-    say(`temporal: dev server (in memory) at ${server.address} ready in ${ms(t0)} (log: ${path.relative(projectRoot, logFile)})`);
+    say(external ? `temporal: using TEMPORAL_ADDRESS=${external} (${ms(t0)})` : `temporal: dev server (in memory) at ${server.address} ready in ${ms(t0)} (log: ${path.relative(projectRoot, logFile)})`);
     project.provide('temporalAddress', server.address);
   };
 

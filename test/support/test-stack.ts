@@ -1,45 +1,28 @@
 /**
- * An in-process tether stack for integration tests: a fresh database (migrated) on the suite's
- * PostgreSQL, the suite's real Temporal dev server, the real libvirt daemon, a control-plane worker
- * and a compute agent with a unique host name and task queue, so test files never see each other.
+ * An in-process tether stack for integration tests, built by stack/builder.ts: a fresh database
+ * (migrated) on the suite's PostgreSQL, the suite's real Temporal dev server (or a cluster a test
+ * started), the real libvirt daemon, a control-plane worker and a compute agent in this process
+ * with a unique host name and task queue, so test files never see each other.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { inject } from 'vitest';
-import { createTestDatabase } from './test-database.ts';
-import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { createDatabase, type Database } from '../../src/db/database.ts';
+import type { Client } from '@temporalio/client';
+import type { Database } from '../../src/db/database.ts';
 import { LocalVolumeService } from '../../src/blockstorage/local-volume-service.ts';
 import type { BlockStorage } from '../../src/blockstorage/block-storage.ts';
 import { volumeKeyStore } from '../../src/blockstorage/index.ts';
-import { LibvirtConnection } from '../../src/libvirt/binding.ts';
+import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import type { DomainTemplate } from '../../src/libvirt/domain-xml.ts';
-import { FaultInjector } from '../../faults/injector.ts';
-import { TetherService } from '../../src/service/tether-service.ts';
-import { createControlPlaneWorker, workflowsPath } from '../../workers/control-plane.ts';
-import { workflowInterceptorModules } from '../../src/temporal/workflow-interceptor-modules.ts';
-import { ComputeAgent } from '../../workers/compute-agent.ts';
+import type { TemporalConnectionOptions } from '../../src/temporal/client.ts';
+import type { FaultInjector } from '../../faults/injector.ts';
+import type { TetherService } from '../../src/service/tether-service.ts';
+import type { ComputeAgent } from '../../workers/compute-agent.ts';
 import { listInstances } from '../../src/db/instances.ts';
-import { clientOptions, dialOptions } from '../../src/temporal/client.ts';
-import type { TemporalTlsSettings } from '../../src/config.ts';
-import { codecDataConverter } from '../../src/security/codec-config.ts';
+import { buildStack } from '../../stack/builder.ts';
 
-const bundles = new Map<string, Promise<WorkflowBundleWithSourceMap>>();
-let runtimeInstalled = false;
-
-/** Bundles the workflows once per test file (and codec setting: with the codec on, failures are encoded in the sandbox too). */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  const { failureConverterPath } = codecDataConverter();
-  const key = failureConverterPath ?? '';
-  let bundle = bundles.get(key);
-  if (!bundle) {
-    bundle = bundleWorkflowCode({ workflowsPath, workflowInterceptorModules: workflowInterceptorModules(), failureConverterPath, logger: { log: () => undefined, info: () => undefined, warn: () => undefined, error: console.error, debug: () => undefined, trace: () => undefined } });
-    bundles.set(key, bundle);
-  }
-  return bundle;
-}
+export { workflowBundle } from '../../stack/in-process.ts';
 
 export const TEST_VOLUME_ROOT = process.env.TETHER_TEST_VOLUME_DIR ?? '/var/lib/libvirt/images/tether-test';
 
@@ -50,7 +33,7 @@ export interface TestStack<B extends BlockStorage = LocalVolumeService> {
   temporalAddress: string;
   namespace: string;
   /** What an SDK connection of this process dials to reach the stack's Temporal (the relay's address for a cluster), with TLS. */
-  dial: Awaited<ReturnType<typeof dialOptions>>;
+  dial: TemporalConnectionOptions;
   controlTaskQueue: string;
   host: string;
   volumeDir: string;
@@ -115,102 +98,67 @@ export interface TestStackOptions {
 export function startTestStack(options?: TestStackOptions): Promise<TestStack>;
 export function startTestStack<B extends BlockStorage>(options: TestStackOptions & { blockStorage: BlockStorageFactory<B> }): Promise<TestStack<B>>;
 export async function startTestStack(options: TestStackOptions & { blockStorage?: BlockStorageFactory<BlockStorage> } = {}): Promise<TestStack<BlockStorage>> {
-  if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger('ERROR') });
-    runtimeInstalled = true;
-  }
   const id = randomBytes(4).toString('hex');
-  const temporalAddress = options.temporal ? options.temporal.frontends.join(',') : inject('temporalAddress');
-  const namespace = options.temporal?.namespace ?? 'default';
-  const temporalTls: TemporalTlsSettings | undefined = options.temporal?.tls ? { enabled: true, ...options.temporal.tls } : undefined;
-  const dial = await dialOptions({ temporalAddress, ...(temporalTls ? { temporalTls } : {}) });
-  const databaseUrl = await createTestDatabase('tether_test', id);
-  const db = createDatabase(databaseUrl, { max: 20 });
-
-  const storage = await (options.blockStorage ?? localVolumes)({ id, db });
-  const { blockStorage, volumeDir } = storage;
-  const faults = new FaultInjector();
-
-  const clientConnection = await Connection.connect(dial);
-  const client = new Client({ connection: clientConnection, namespace, ...clientOptions() });
-  const workerConnection = await NativeConnection.connect(dial);
-  const controlTaskQueue = `control-${id}`;
-  const host = `test-host-${id}`;
-
-  const worker: Worker = await createControlPlaneWorker({
-    connection: workerConnection,
-    client,
-    namespace,
-    taskQueue: controlTaskQueue,
-    db,
-    blockStorage,
-    faults,
-    workflowBundle: await workflowBundle(),
+  // The suite's global setup started Temporal (search attributes registered), PostgreSQL and libvirtd.
+  const stack = await buildStack({
+    postgres: { url: inject('databaseAdminUrl') },
+    database: `tether_test_${id}`,
+    keepDatabase: true,
+    temporal: options.temporal
+      ? { address: options.temporal.frontends.join(','), ...(options.temporal.tls ? { tls: options.temporal.tls } : {}), registered: true }
+      : { address: inject('temporalAddress'), registered: true },
+    namespace: options.temporal?.namespace ?? 'default',
   });
-  const workerDone = worker.run();
-
-  const libvirt = await LibvirtConnection.open(process.env.LIBVIRT_URI ?? 'qemu:///system');
-  const agent = new ComputeAgent({
-    connection: workerConnection,
-    namespace,
-    host,
-    db,
-    databaseUrl,
-    libvirt,
-    faults,
-    detach: { unplugWaitMs: options.detachUnplugWaitMs ?? 3_000, unplugRequests: 2 },
-    volumeEncryption: blockStorage,
-    ...(options.domainTemplate ? { domainTemplate: options.domainTemplate } : {}),
-  });
-  await agent.start();
-
-  const service = new TetherService({
-    db,
-    client,
-    blockStorage,
-    config: { controlTaskQueue, computeHost: host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
-  });
-
-  return {
-    id,
-    databaseUrl,
-    temporalAddress,
-    namespace,
-    dial,
-    controlTaskQueue,
-    host,
-    volumeDir,
-    db,
-    client,
-    libvirt,
-    blockStorage,
-    faults,
-    service,
-    agent,
-    env: {
-      DATABASE_URL: databaseUrl,
-      TEMPORAL_ADDRESS: temporalAddress,
-      ...(options.temporal ? { TEMPORAL_NAMESPACE: namespace } : {}),
-      ...(temporalTls
-        ? { TEMPORAL_TLS: 'true', TEMPORAL_TLS_CA: temporalTls.caFile!, TEMPORAL_TLS_CERT: temporalTls.certFile!, TEMPORAL_TLS_KEY: temporalTls.keyFile!, TEMPORAL_TLS_SERVER_NAME: temporalTls.serverName! }
-        : {}),
-      TETHER_CONTROL_TASK_QUEUE: controlTaskQueue,
-      TETHER_COMPUTE_HOST: host,
-      ...storage.env,
-    },
-    async stop() {
+  try {
+    const { db, client } = await stack.connect({ max: 20 });
+    const storage = await (options.blockStorage ?? localVolumes)({ id, db });
+    if (storage.stop) stack.onStop('block storage', storage.stop);
+    const { blockStorage, volumeDir } = storage;
+    const controlTaskQueue = `control-${id}`;
+    const host = `test-host-${id}`;
+    const tether = await stack.startInProcess({
+      db,
+      client,
+      blockStorage,
+      controlTaskQueue,
+      host,
+      libvirtUri: process.env.LIBVIRT_URI ?? 'qemu:///system',
+      ...(options.detachUnplugWaitMs !== undefined ? { detachUnplugWaitMs: options.detachUnplugWaitMs } : {}),
+      ...(options.domainTemplate ? { domainTemplate: options.domainTemplate } : {}),
+    });
+    const { libvirt } = tether;
+    stack.onStop('domains', async () => {
       for (const instance of await listInstances(db)) {
         await libvirt.destroyDomain(instance.uuid).catch(() => undefined);
         await libvirt.undefineDomain(instance.uuid).catch(() => undefined);
       }
-      await agent.stop();
-      worker.shutdown();
-      await workerDone;
-      await libvirt.close();
-      await workerConnection.close();
-      await clientConnection.close();
-      await db.end();
-      await storage.stop?.();
-    },
-  };
+    });
+    return {
+      id,
+      databaseUrl: stack.databaseUrl,
+      temporalAddress: stack.temporal.address,
+      namespace: stack.namespace,
+      dial: stack.temporal.dial,
+      controlTaskQueue,
+      host,
+      volumeDir,
+      db,
+      client,
+      libvirt,
+      blockStorage,
+      faults: tether.faults,
+      service: stack.service({ db, client, blockStorage, controlTaskQueue, host }),
+      agent: tether.agent,
+      env: {
+        ...stack.env,
+        TETHER_CONTROL_TASK_QUEUE: controlTaskQueue,
+        TETHER_COMPUTE_HOST: host,
+        ...storage.env,
+      },
+      stop: () => stack.stop(),
+    };
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
 }

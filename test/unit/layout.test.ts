@@ -58,4 +58,18 @@ describe('the layout', () => {
       .filter((f) => /proxy(Local)?Activities\s*[<(]/.test(fs.readFileSync(path.join(root, f), 'utf8')));
     expect(inventing).toEqual([]);
   });
+
+  it('one stack builder: outside stack/, nothing starts Temporal or PostgreSQL but stack/builder.ts (and the tests of those parts themselves)', () => {
+    const starts = /(?<!function )\b(startTemporalDevServer|startTemporalCluster|startEmbeddedPostgres)\s*\(/;
+    // The parts' own tests, the suite's PostgreSQL process (kept out of vitest's main process), the
+    // scale simulation (it measures Temporal itself), and the chaos runner and the benchmark until they are moved onto the builder.
+    const allowed = new Set(['test/stack.test.ts', 'test/temporal-cluster.test.ts', 'test/cluster-topology.test.ts', 'test/compose.test.ts', 'test/setup/postgres-process.ts', 'bench/scale-sim.ts', 'chaos/stack.ts', 'bench/stack.ts']);
+    const assemblies = ['src', 'workers', 'activities', 'workflows', 'cli', 'faults', 'chaos', 'bench', 'test', 'scripts']
+      .filter((dir) => fs.existsSync(path.join(root, dir)))
+      .flatMap((dir) => filesUnder(dir))
+      .filter((f) => !allowed.has(f) && starts.test(fs.readFileSync(path.join(root, f), 'utf8')));
+    expect(assemblies).toEqual([]);
+    const inStack = filesUnder('stack').filter((f) => starts.test(fs.readFileSync(path.join(root, f), 'utf8')));
+    expect(inStack.sort()).toEqual(['stack/postgres.ts', 'stack/temporal.ts']);
+  });
 });
