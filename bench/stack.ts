@@ -1,6 +1,7 @@
 /**
- * The embedded stack the benchmark runs on, assembled like test/support/test-stack.ts but with the
- * control-plane worker and the compute agent in their own Node processes (as `npm start` runs them):
+ * The embedded stack the benchmark runs on, built by stack/builder.ts (as the tests' stack is) but with
+ * the control-plane worker and the compute agent in their own Node processes (bench/child.ts, which
+ * can run variants of them):
  *   PostgreSQL: DATABASE_URL when set (a fresh database tether_bench_<id> on it), else an embedded
  *     PostgreSQL in a temporary folder;
  *   Temporal: a dev server of our own (in memory, free ports, tether's dynamic config);
@@ -13,25 +14,21 @@ import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { Client, Connection } from '@temporalio/client';
-import { loadConfig, projectRoot } from '../src/config.ts';
-import { createDatabase, type Database } from '../src/db/database.ts';
-import { migrate } from '../src/db/migrate.ts';
+import type { Client } from '@temporalio/client';
+import { projectRoot } from '../src/config.ts';
+import type { Database } from '../src/db/database.ts';
 import { listInstances } from '../src/db/instances.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
-import { TetherService } from '../src/service/tether-service.ts';
-import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
-import { startEmbeddedPostgres } from '../stack/embedded-postgres.ts';
-import { ensureLibvirtd, type LibvirtdHandle } from '../stack/libvirtd.ts';
-import { findFreePort } from '../stack/free-port.ts';
+import type { TetherService } from '../src/service/tether-service.ts';
+import type { TemporalDevServer } from '../stack/temporal-dev-server.ts';
+import { ensureLibvirtd } from '../stack/libvirtd.ts';
+import { buildStack } from '../stack/builder.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
 import type { AgentVariant, ChildConfig, ChildStats, ControlVariant, ParentMessage } from './child.ts';
 import { pidFromFile, pidListeningOn, withDescendants, type ProcGroup } from './procs.ts';
@@ -152,103 +149,45 @@ export interface BenchStackOptions {
 
 export async function startBenchStack(options: BenchStackOptions): Promise<BenchStack> {
   const say = options.log;
-  const config = loadConfig();
   const id = randomBytes(4).toString('hex');
   const logDir = path.join(projectRoot, 'bench-results', 'logs', id);
   await fsp.mkdir(logDir, { recursive: true });
-  const cleanups: Array<{ name: string; fn: () => Promise<unknown> }> = [];
-  const cleanup = async () => {
-    for (const c of cleanups.reverse()) {
-      await c.fn().catch((err: unknown) => say(`cleanup ${c.name}: ${(err as Error).message}`));
-    }
-    cleanups.length = 0;
-  };
+  const temporalLog = path.join(logDir, 'temporal.log');
+  // A database of its own (dropped at the end) on DATABASE_URL, else an embedded PostgreSQL in a
+  // temporary folder; a dev server of its own (in memory), its metrics port printed in its log.
+  const built = await buildStack({
+    log: say,
+    libvirtUri: LIBVIRT_URI,
+    postgres: process.env.DATABASE_URL ? { url: process.env.DATABASE_URL } : { embedded: {} },
+    database: `tether_bench_${id}`,
+    temporal: { dev: { logFile: temporalLog } },
+    namespace: 'default',
+  });
+  const cleanup = async () => built.stop();
 
   try {
-    // libvirt
-    const libvirtd: LibvirtdHandle = await ensureLibvirtd(LIBVIRT_URI);
-    if (libvirtd.startedByUs) cleanups.push({ name: 'libvirtd', fn: () => libvirtd.stop() });
-
-    // PostgreSQL
-    let adminUrl: string;
-    let databaseKind: BenchStack['databaseKind'];
-    let postgresPid: () => number | undefined;
-    if (process.env.DATABASE_URL) {
-      databaseKind = 'DATABASE_URL';
-      adminUrl = process.env.DATABASE_URL;
-      const u = new URL(adminUrl);
-      const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(u.hostname);
-      const port = Number(u.port || 5432);
-      postgresPid = () => (local ? pidListeningOn(port) : undefined);
-    } else {
-      databaseKind = 'embedded';
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-bench-pg-'));
-      fs.chmodSync(dir, 0o755); // PostgreSQL runs as `postgres` when we are root
-      cleanups.push({ name: 'embedded PostgreSQL folder', fn: () => fsp.rm(dir, { recursive: true, force: true }) });
-      const t0 = performance.now();
-      const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), port: await findFreePort(), database: 'tether' });
-      // embedded-postgres hooks SIGINT/SIGTERM to stop itself and exit; our own handler cleans up everything.
-      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(signal);
-      cleanups.push({ name: 'embedded PostgreSQL', fn: () => embedded.stop() });
-      const u = new URL(embedded.url);
-      u.pathname = '/postgres';
-      adminUrl = u.toString();
-      postgresPid = () => pidFromFile(path.join(dir, 'data', 'postmaster.pid'));
-      say(`  embedded PostgreSQL ready in ${Math.round(performance.now() - t0)} ms`);
-    }
-    const dbName = `tether_bench_${id}`;
-    {
-      const admin = new pg.Client({ connectionString: adminUrl });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${dbName}`);
-      await admin.end();
-    }
-    cleanups.push({
-      name: `database ${dbName}`,
-      fn: async () => {
-        const admin = new pg.Client({ connectionString: adminUrl });
-        await admin.connect();
-        try {
-          await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-        } finally {
-          await admin.end();
-        }
-      },
-    });
-    const dbUrl = new URL(adminUrl);
-    dbUrl.pathname = `/${dbName}`;
-    const databaseUrl = dbUrl.toString();
-    await migrate(databaseUrl);
-    const db = createDatabase(databaseUrl, { max: 20, applicationName: 'tether-bench-driver' });
-    cleanups.push({ name: 'database pool', fn: () => db.end() });
-
-    // Temporal dev server (in memory); its metrics port is printed in its log.
-    const temporalLog = path.join(logDir, 'temporal.log');
-    const temporal = await startTemporalDevServer({ binary: config.temporalBinary, port: await findFreePort(), logFile: temporalLog });
-    cleanups.push({ name: 'Temporal dev server', fn: () => temporal.stop() });
+    const databaseKind: BenchStack['databaseKind'] = built.postgres.kind === 'url' ? 'DATABASE_URL' : 'embedded';
+    const { databaseUrl } = built;
+    const pgPort = built.postgres.port;
+    const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(new URL(databaseUrl).hostname);
+    const postgresPid = databaseKind === 'embedded' ? () => pidFromFile(path.join(built.postgres.dataDir!, 'postmaster.pid')) : () => (local ? pidListeningOn(pgPort) : undefined);
+    const { db, client } = await built.connect({ max: 20, applicationName: 'tether-bench-driver' });
+    const temporal = built.temporal.devServer!;
     let metricsUrl: string | undefined;
     for (let i = 0; i < 100 && !metricsUrl; i++) {
       metricsUrl = /Metrics:\s+(http:\/\/\S+\/metrics)/.exec(await fsp.readFile(temporalLog, 'utf8'))?.[1]?.replace('localhost', '127.0.0.1');
       if (!metricsUrl) await sleep(50);
     }
-    const clientConnection = await Connection.connect({ address: temporal.address });
-    cleanups.push({ name: 'Temporal client', fn: () => clientConnection.close() });
-    const client = new Client({ connection: clientConnection, namespace: 'default' });
 
     const volumeDir = `/var/lib/libvirt/images/tether-bench-${id}`;
     await fsp.mkdir(volumeDir, { recursive: true });
-    cleanups.push({ name: 'volume folder', fn: () => fsp.rm(volumeDir, { recursive: true, force: true }) });
+    built.onStop('volume folder', () => fsp.rm(volumeDir, { recursive: true, force: true }));
     const blockStorage = new LocalVolumeService(db, { volumeDir, availabilityZone: 'nova' });
     const libvirt = await LibvirtConnection.open(LIBVIRT_URI, { poolSize: 8 });
 
     const host = `bench-${id}`;
     const controlTaskQueue = `bench-control-${id}`;
-    const service = new TetherService({
-      db,
-      client,
-      blockStorage,
-      config: { controlTaskQueue, computeHost: host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
-    });
+    const service = built.service({ db, client, blockStorage, controlTaskQueue, host });
 
     const controlConfig = (variant: ControlVariant, taskQueue = controlTaskQueue): ChildConfig => ({
       role: 'control',
@@ -308,12 +247,7 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
       childConfig: (_role, agentHost, variant) => agentConfig(agentHost, variant),
       async startVariantControl(variant, taskQueue, variantBlockStorage = blockStorage) {
         const child = await startChild(controlConfig(variant, taskQueue), path.join(logDir, `control-${taskQueue}.log`));
-        const variantService = new TetherService({
-          db,
-          client,
-          blockStorage: variantBlockStorage,
-          config: { controlTaskQueue: taskQueue, computeHost: host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
-        });
+        const variantService = built.service({ db, client, blockStorage: variantBlockStorage, controlTaskQueue: taskQueue, host });
         return { child, service: variantService };
       },
       async ensureInstances(n) {
@@ -359,29 +293,26 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
       cleanup,
     };
 
-    cleanups.push({ name: 'libvirt connection', fn: () => libvirt.close() });
-    cleanups.push({
-      name: 'domains',
-      fn: async () => {
-        // libvirtd is shared: another user may have restarted it meanwhile; make sure it answers
-        await ensureLibvirtd(LIBVIRT_URI).catch(() => undefined);
-        const left: string[] = [];
-        for (const instance of await listInstances(db).catch(() => [] as Instance[])) {
-          if (!instance.libvirtDomain?.startsWith('tether-')) continue;
-          try {
-            await libvirt.destroyDomain(instance.uuid);
-            await libvirt.undefineDomain(instance.uuid);
-          } catch {
-            // the connection may have died with the daemon: virsh, once more
-            await run('virsh', ['-c', LIBVIRT_URI, 'destroy', instance.uuid]).catch(() => undefined);
-            await run('virsh', ['-c', LIBVIRT_URI, 'undefine', instance.uuid]).catch(() => left.push(instance.libvirtDomain!));
-          }
+    built.onStop('libvirt connection', () => libvirt.close());
+    built.onStop('domains', async () => {
+      // libvirtd is shared: another user may have restarted it meanwhile; make sure it answers
+      await ensureLibvirtd(LIBVIRT_URI).catch(() => undefined);
+      const left: string[] = [];
+      for (const instance of await listInstances(db).catch(() => [] as Instance[])) {
+        if (!instance.libvirtDomain?.startsWith('tether-')) continue;
+        try {
+          await libvirt.destroyDomain(instance.uuid);
+          await libvirt.undefineDomain(instance.uuid);
+        } catch {
+          // the connection may have died with the daemon: virsh, once more
+          await run('virsh', ['-c', LIBVIRT_URI, 'destroy', instance.uuid]).catch(() => undefined);
+          await run('virsh', ['-c', LIBVIRT_URI, 'undefine', instance.uuid]).catch(() => left.push(instance.libvirtDomain!));
         }
-        if (left.length) say(`cleanup: could not undefine ${left.join(', ')}`);
-      },
+      }
+      if (left.length) say(`cleanup: could not undefine ${left.join(', ')}`);
     });
-    cleanups.push({ name: 'compute agent', fn: () => stack.agent.stop() });
-    cleanups.push({ name: 'control-plane worker', fn: () => stack.control.stop() });
+    built.onStop('compute agent', () => stack.agent.stop());
+    built.onStop('control-plane worker', () => stack.control.stop());
     return stack;
   } catch (err) {
     await cleanup();
