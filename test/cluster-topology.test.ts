@@ -15,10 +15,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { NativeConnection } from '@temporalio/worker';
 import { needs } from './support/skips.ts';
+import { projectRoot } from '../src/config.ts';
 import { startTestStack, workflowBundle, type TestStack } from './support/test-stack.ts';
 import { ComputeAgent } from '../workers/compute-agent.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
@@ -36,7 +39,11 @@ const missing = fs.existsSync(server) ? null : `no temporal-server at ${server} 
 interface Host {
   name: string;
   libvirt: LibvirtConnection;
+  /** The daemon's URI, for a CLI process (LIBVIRT_URI). */
+  uri: string;
 }
+
+const run = promisify(execFile);
 
 describe('tether on a Temporal cluster with mTLS and two libvirt daemons', needs('temporal-server', missing), () => {
   let cluster: TemporalCluster;
@@ -58,8 +65,8 @@ describe('tether on a Temporal cluster with mTLS and two libvirt daemons', needs
       workflowBundle(), // made once per file: meanwhile
     ]);
     stack = await startTestStack({ temporal: { frontends: cluster.frontends, namespace: cluster.namespace, tls: cluster.tls } });
-    a = { name: stack.host, libvirt: stack.libvirt };
-    b = { name: `${stack.host}-b`, libvirt: await LibvirtConnection.open(hypervisor.uri) };
+    a = { name: stack.host, libvirt: stack.libvirt, uri: process.env.LIBVIRT_URI ?? 'qemu:///system' };
+    b = { name: `${stack.host}-b`, libvirt: await LibvirtConnection.open(hypervisor.uri), uri: hypervisor.uri };
     connectionB = await NativeConnection.connect(stack.dial);
     agentB = new ComputeAgent({
       connection: connectionB,
@@ -107,6 +114,21 @@ describe('tether on a Temporal cluster with mTLS and two libvirt daemons', needs
         host: host.name,
       });
       expect(report.disagreements).toEqual([]);
+    }
+  }
+
+  /** `tether check --host <host>` as a user runs it: its own process, over mTLS through its own relay to the frontends. */
+  async function tetherCheck(host: Host): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await run(process.execPath, ['bin/tether.js', 'check', '--host', host.name], {
+        cwd: projectRoot,
+        env: { ...process.env, ...stack.env, LIBVIRT_URI: host.uri },
+        timeout: 120_000,
+      });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
     }
   }
 
@@ -165,5 +187,12 @@ describe('tether on a Temporal cluster with mTLS and two libvirt daemons', needs
     const done = await stack.service.awaitAttach((await stack.service.attachVolume({ server: servers[1]!.uuid, volume: after.id })).handle);
     expect(done.device).toMatch(/^\/dev\/sd/);
     await expectClean();
-  }, 180_000);
+    // the CLI too, while the killed node is still down: its relay finds the frontend that answers
+    expect(cluster.running(victim.name)).toBe(false);
+    for (const host of [a, b]) {
+      const check = await tetherCheck(host);
+      expect(check, check.stderr).toMatchObject({ code: 0 });
+      expect(check.stdout).toContain('no disagreements');
+    }
+  }, 240_000);
 });
