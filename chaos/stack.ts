@@ -165,7 +165,7 @@ class WorkerProcess {
   constructor(
     readonly name: WorkerName,
     private readonly env: () => NodeJS.ProcessEnv,
-    private readonly logFile: string,
+    readonly logFile: string,
     private readonly log: (line: string) => void,
   ) {}
 
@@ -481,22 +481,33 @@ export class ChaosStack {
   }
 
   /**
-   * The frontend a worker's relay carries its connections to, read from the OS: the established TCP
-   * connections of the worker's process to each frontend port. Every relay keeps one health-check
-   * connection to every frontend; the one in use also carries the SDK connections, so it has the most.
+   * The frontend a worker is connected to. Read two ways: from the OS — the established TCP
+   * connections of the worker's process to each frontend port (its relay keeps one health-check
+   * connection to every frontend; the one in use also carries the SDK connections, so it has the
+   * most) — and from the relay's own account: the frontend its pid picks at start (FrontendRelay's
+   * default, process.pid modulo the count), then the last `Temporal: moving from frontend X to Y`
+   * it logged since the worker's latest start. The connections decide when one frontend has the
+   * most; on a tie the relay's account does.
    */
-  async frontendOf(worker: WorkerName): Promise<{ node: string; address: string; connections: Record<string, number> }> {
-    const pid = this.workers[worker].pid;
+  async frontendOf(worker: WorkerName): Promise<{ node: string; address: string; connections: Record<string, number>; relaySays: string; decidedBy: 'connections' | 'relay log' }> {
+    const w = this.workers[worker];
+    const pid = w.pid;
     if (pid === undefined) throw new Error(`${worker} is not running`);
     const nodes = this.temporalNodes();
     if (nodes.length === 0) throw new Error('no Temporal cluster in this stack');
+    const frontends = this.cluster!.frontends;
+    let relaySays = frontends[pid % frontends.length]!;
+    const log = await fsp.readFile(w.logFile, 'utf8').catch(() => '');
+    const sinceStart = log.slice(Math.max(0, log.lastIndexOf(` start ${worker}`)));
+    for (const m of sinceStart.matchAll(/Temporal: moving from frontend \S+ to (\S+):/g)) relaySays = m[1]!;
     const connections = await establishedTo(pid, nodes.map((n) => n.address));
     const ranked = [...nodes].sort((x, y) => (connections[y.address] ?? 0) - (connections[x.address] ?? 0));
     const [top, next] = ranked;
-    if (!top || (connections[top.address] ?? 0) === 0 || (next && connections[next.address] === connections[top.address])) {
-      throw new Error(`cannot tell which frontend ${worker} (pid ${pid}) uses: connections ${JSON.stringify(connections)}`);
-    }
-    return { node: top.name, address: top.address, connections };
+    const strict = top && (connections[top.address] ?? 0) > 0 && (!next || (connections[next.address] ?? 0) < (connections[top.address] ?? 0));
+    const address = strict ? top.address : relaySays;
+    const node = nodes.find((n) => n.address === address);
+    if (!node) throw new Error(`cannot tell which frontend ${worker} (pid ${pid}) uses: connections ${JSON.stringify(connections)}, relay ${relaySays}`);
+    return { node: node.name, address, connections, relaySays, decidedBy: strict ? 'connections' : 'relay log' };
   }
 
   /** Sends `sig` to a cluster node; SIGKILL waits until it is gone. */

@@ -12,7 +12,8 @@
  *                                             the node whose frontend the worker running the step
  *                                             (the compute agent for getHostConnector, attachDisk,
  *                                             detachDisk; the control plane otherwise) is connected to,
- *                                             read from that process's TCP connections (ChaosStack.frontendOf).
+ *                                             read from that process's TCP connections, and from its
+ *                                             relay's log on a tie (ChaosStack.frontendOf).
  *
  * An activity held at a pause point is let go at a random moment: before or after the restart, during
  * the stop or after the SIGCONT, so its completion races a node that is down, hung or back. Each case
@@ -88,7 +89,7 @@ async function resolveNode(h: Harness, c: TemporalNodeCase, heldBy: number | und
   for (let attempt = 0; attempt < 15; attempt++) {
     try {
       const f = await h.stack.frontendOf(worker);
-      notes.push(`${worker} (pid ${h.stack.workers[worker].pid}) is connected to ${f.node} ${f.address} (established connections per frontend ${JSON.stringify(f.connections)})`);
+      notes.push(`${worker} (pid ${h.stack.workers[worker].pid}) is connected to ${f.node} ${f.address} (by the ${f.decidedBy}; established connections per frontend ${JSON.stringify(f.connections)}, its relay's log says ${f.relaySays})`);
       return f.node;
     } catch (err) {
       last = err as Error;
