@@ -73,8 +73,10 @@ export async function startEmbeddedPostgres(o: EmbeddedPostgresOptions): Promise
     // Without an explicit encoding initdb follows $LANG, and with LANG unset that is SQL_ASCII.
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
     // TCP on loopback only; no Unix socket (nothing uses it, and a stale socket lock in /tmp
-    // could block a restart on the same port).
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    // could block a restart on the same port). 400 connections: a Temporal cluster of two nodes
+    // alone may hold 96 (4 services × (10 + 2), deploy/temporal/config/tether.yaml), and the test
+    // files that start one each share the suite's server (the default 100 refused the second).
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=400'],
     onLog: log,
     onError: log,
   });
