@@ -1,0 +1,69 @@
+/**
+ * A POST attach whose reservation comes late (issue 20's concurrent run: a slow Temporal turned 21
+ * POSTs into 500s and held 62 past the API's connection timeout). On the real stack, with an API
+ * whose attach answer waits 300 ms and a host step that fails three times before it reserves the
+ * device name: the POST answers 503 with Retry-After, never a 500; the same POST, repeated until it
+ * is answered, gets the reservation of the one run, and the volume is attached once (one BDM, one
+ * attachment at the block storage, one update in the run's history).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestStack, type TestStack } from './support/test-stack.ts';
+import { runningServer, volume } from './support/fixtures.ts';
+import { buildApiServer, type ApiServer } from '../src/api/server.ts';
+import { TetherService } from '../src/service/tether-service.ts';
+import { RESERVATION_UPDATE_ID } from '../src/service/attach-reservation.ts';
+import { liveBdmsOfVolume } from '../src/db/block-device-mappings.ts';
+import { attachWorkflowId } from '../src/domain/steps.ts';
+import type { Instance } from '../src/domain/types.ts';
+
+let stack: TestStack;
+let api: ApiServer;
+let vm: Instance;
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  vm = await runningServer(stack, 'vm-answer');
+  const service = new TetherService({
+    db: stack.db,
+    client: stack.client,
+    blockStorage: stack.blockStorage,
+    config: { controlTaskQueue: stack.controlTaskQueue, computeHost: stack.host, availabilityZone: 'nova', defaultDiskBus: 'scsi', attachAnswerWaitMs: 300 },
+  });
+  api = await buildApiServer({ service, db: stack.db, client: stack.client, config: { controlTaskQueue: stack.controlTaskQueue, computeHost: stack.host } });
+});
+
+afterAll(async () => {
+  stack?.faults.clear();
+  await api?.close();
+  await stack?.stop();
+});
+
+describe('the attach answer when the reservation comes late', () => {
+  it('503 with Retry-After while unconfirmed, then the reservation of the one run; attached once', async () => {
+    const v = await volume(stack, 'late-answer');
+    // the host fails to reserve the device name three times (retried with backoff): seconds, not 300 ms
+    stack.faults.inject('reserveDeviceName', 'before', { times: 3, nonRetryable: false });
+    const answers: { status: number; retryAfter: string | undefined }[] = [];
+    let last;
+    for (let i = 0; i < 200; i++) {
+      last = await api.inject({ method: 'POST', url: `/v2.1/servers/${vm.uuid}/os-volume_attachments`, payload: { volumeAttachment: { volumeId: v.id } } });
+      answers.push({ status: last.statusCode, retryAfter: last.headers['retry-after'] as string | undefined });
+      if (last.statusCode !== 503) break;
+      expect(last.json().serviceUnavailable.message).toMatch(/Retry the same request/);
+    }
+    expect(answers[0]).toEqual({ status: 503, retryAfter: '5' });
+    expect(answers.every((a) => a.status === 503 || a.status === 200)).toBe(true);
+    expect(last!.statusCode).toBe(200);
+    const { volumeAttachment } = last!.json() as { volumeAttachment: { device: string; volumeId: string; serverId: string } };
+    expect(volumeAttachment).toMatchObject({ serverId: vm.uuid, volumeId: v.id, device: expect.stringMatching(/^\/dev\//) });
+
+    const handle = stack.client.workflow.getHandle(attachWorkflowId(vm.uuid, v.id));
+    await handle.result();
+    const bdms = await liveBdmsOfVolume(stack.db, v.id);
+    expect(bdms).toHaveLength(1);
+    expect(bdms[0]!.deviceName).toBe(volumeAttachment.device);
+    expect(await stack.blockStorage.listAttachments({ volumeId: v.id })).toHaveLength(1);
+    const accepted = ((await handle.fetchHistory()).events ?? []).filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
+    expect(accepted.map((e) => e.workflowExecutionUpdateAcceptedEventAttributes!.acceptedRequest!.meta!.updateId)).toEqual([RESERVATION_UPDATE_ID]);
+  });
+});
