@@ -33,11 +33,21 @@ export const DEFAULT_RESERVATION_WAIT: ReservationWait = { budgetMs: 30_000, ret
 /** gRPC's CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE (@grpc/grpc-js `status`, not a dependency of tether's own). */
 const SLOW_GRPC_CODES = new Set([1, 4, 8, 14]);
 
-/** Temporal did not answer in time, or could not take the call now: worth a retry, not a 500. */
+/** gRPC's FAILED_PRECONDITION, and what it says when the run's workflow task is being retried. */
+const FAILED_PRECONDITION = 9;
+const TASK_IN_FAILED_STATE = /workflow task in failed state/i;
+
+/**
+ * Temporal did not answer in time, or could not take the call now: worth a retry, not a 500. That
+ * includes an update refused while the run's workflow task is being retried (FAILED_PRECONDITION
+ * "Workflow Task in failed state": a task that timed out on a loaded worker; seen in the chaos
+ * concurrent run at 500 attaches) — the next attempt of the task clears it.
+ */
 export function isTemporalSlow(err: unknown): boolean {
   if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) return true;
   const grpc = err instanceof ServiceError ? err.cause : err;
-  return isGrpcServiceError(grpc) && SLOW_GRPC_CODES.has(grpc.code);
+  if (!isGrpcServiceError(grpc)) return false;
+  return SLOW_GRPC_CODES.has(grpc.code) || (grpc.code === FAILED_PRECONDITION && TASK_IN_FAILED_STATE.test(`${grpc.message} ${grpc.details}`));
 }
 
 /** The reservation a run recorded on its BDM (operation id = the workflow id), once the volume is reserved. */

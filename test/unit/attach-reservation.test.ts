@@ -20,8 +20,8 @@ import { tetherFakes } from './support/fakes.ts';
 
 const WAIT = { budgetMs: 300, retryAfterSeconds: 5 };
 
-function grpcError(code: number): Error {
-  return Object.assign(new Error(`grpc ${code}`), { code, details: `grpc ${code}`, metadata: {} });
+function grpcError(code: number, message = `grpc ${code}`): Error {
+  return Object.assign(new Error(message), { code, details: message, metadata: {} });
 }
 
 function operation(workflowId: string, taskQueue: string, input: AttachVolumeInput): WithStartWorkflowOperation<AttachVolumeWorkflow> {
@@ -74,6 +74,9 @@ describe('the attach answer when Temporal is slow (fake client)', () => {
     expect(isTemporalSlow(grpcError(4))).toBe(true);
     expect(isTemporalSlow(new ServiceError('Update-With-Start failed', { cause: grpcError(14) }))).toBe(true);
     expect(isTemporalSlow(new ServiceError('Update-With-Start failed', { cause: grpcError(3) }))).toBe(false);
+    // what the server answers while the run's workflow task is retried (a task timed out on a loaded worker)
+    expect(isTemporalSlow(grpcError(9, 'Unable to perform workflow execution update due to Workflow Task in failed state.'))).toBe(true);
+    expect(isTemporalSlow(grpcError(9, 'some other precondition'))).toBe(false);
     expect(isTemporalSlow(new WorkflowUpdateFailedError('failed', ApplicationFailure.nonRetryable('no', 'VolumeNotAvailable')))).toBe(false);
   });
 
