@@ -171,7 +171,7 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
     const pgPort = built.postgres.port;
     const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(new URL(databaseUrl).hostname);
     const postgresPid = databaseKind === 'embedded' ? () => pidFromFile(path.join(built.postgres.dataDir!, 'postmaster.pid')) : () => (local ? pidListeningOn(pgPort) : undefined);
-    const { db, client } = await built.connect({ max: 20, applicationName: 'tether-bench-driver' });
+    const { db, client } = await built.connect({ max: 20, applicationName: 'tether-bench-driver', plain: true });
     const temporal = built.temporal.devServer!;
     let metricsUrl: string | undefined;
     for (let i = 0; i < 100 && !metricsUrl; i++) {

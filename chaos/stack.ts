@@ -8,31 +8,30 @@
  *   - the embedded PostgreSQL (or DATABASE_URL: then PostgreSQL is never killed: it is not ours),
  *   - the control-plane worker, the compute agent and the API server (`node --import tsx workers/<x>.ts`),
  *   - the system libvirtd (qemu:///system; killed by the pid in /run/libvirtd.pid, restarted with `libvirtd -d`).
+ * The stack is built by stack/builder.ts (as `npm start`'s, the benchmark's and the tests' are); what
+ * is the runner's own here is killing and restarting its parts, the TCP proxies and fake clocks.
  * Everything it creates is named after one run id: task queue and compute host `chaos-<id>`, the
  * folder /var/lib/libvirt/images/tether-chaos-<id>/ (reachable by QEMU and by the postgres user), and
  * the domains of its servers, which it removes at the end.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import readline from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Connection } from '@temporalio/client';
-import { loadConfig, projectRoot } from '../src/config.ts';
-import { createDatabase, type Database } from '../src/db/database.ts';
-import { migrate } from '../src/db/migrate.ts';
+import type { Client } from '@temporalio/client';
+import { projectRoot } from '../src/config.ts';
+import type { Database } from '../src/db/database.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
 import type { BlockStorage, VolumeAdmin } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
-import { TetherService } from '../src/service/tether-service.ts';
+import type { TetherService } from '../src/service/tether-service.ts';
 import { listInstances } from '../src/db/instances.ts';
 import { findFreePort } from '../stack/free-port.ts';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../stack/embedded-postgres.ts';
-import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
-import { clusterClientEnv, clusterTlsConfig, startTemporalCluster, type TemporalCluster } from '../stack/temporal-cluster.ts';
-import { FrontendRelay } from '../src/temporal/frontend-relay.ts';
-import { ensureLibvirtd, isLibvirtAvailable } from '../stack/libvirtd.ts';
+import { buildStack, type ProcessSpec, type Stack } from '../stack/builder.ts';
+import type { TetherProcess } from '../stack/tether-process.ts';
+import { clusterClientEnv, type TemporalCluster } from '../stack/temporal-cluster.ts';
+import { isLibvirtAvailable } from '../stack/libvirtd.ts';
+import { childrenOf, isAlive, waitGone } from '../stack/pid.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 
 export const TARGETS = ['control-plane', 'compute-agent', 'api', 'temporal', 'postgres', 'libvirtd'] as const;
@@ -80,54 +79,6 @@ export const PROXIED_DEPENDENCIES = ['temporal', 'postgres'] as const;
 export type ProxiedWorker = (typeof PROXIED_WORKERS)[number];
 export type ProxiedDependency = (typeof PROXIED_DEPENDENCIES)[number];
 
-const WORKERS: Record<WorkerName, { script: string; ready: string }> = {
-  'control-plane': { script: 'control-plane.ts', ready: '"msg":"control-plane worker polling"' },
-  'compute-agent': { script: 'compute-agent.ts', ready: '"msg":"compute agent ready"' },
-  api: { script: 'api-server.ts', ready: '"msg":"API listening"' },
-  'compute-agent-b': { script: 'compute-agent.ts', ready: '"msg":"compute agent ready"' },
-};
-
-const READY_TIMEOUT_MS = 180_000;
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid)) {
-    if (Date.now() > deadline) return false;
-    await sleep(20);
-  }
-  return true;
-}
-
-/** Direct children of `pid` (from /proc). */
-function childrenOf(pid: number): number[] {
-  const found: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) found.push(Number(entry));
-    } catch {
-      /* gone */
-    }
-  }
-  return found;
-}
-
 /** How many established TCP connections process `pid` has to each of `addresses` (127.0.0.1:port), from /proc. */
 async function establishedTo(pid: number, addresses: string[]): Promise<Record<string, number>> {
   const inodes = new Set<string>();
@@ -151,123 +102,6 @@ async function establishedTo(pid: number, addresses: string[]): Promise<Record<s
   return counts;
 }
 
-/** One tether process (`node --import tsx workers/<script>`), logging to <logs>/<name>.log. */
-class WorkerProcess {
-  child: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
-  private killedByUs = false;
-  /** Extra environment of the current incarnation (TETHER_FAULTS, …). */
-  extraEnv: Record<string, string> = {};
-  /** Unexpected exits (not our kill), each "code N" / "signal S" with a time. */
-  readonly crashes: string[] = [];
-  private restarting: Promise<void> | undefined;
-
-  constructor(
-    readonly name: WorkerName,
-    private readonly env: () => NodeJS.ProcessEnv,
-    readonly logFile: string,
-    private readonly log: (line: string) => void,
-  ) {}
-
-  get pid(): number | undefined {
-    return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
-  }
-
-  /**
-   * Starts the process and waits for its ready line. It restarts by itself if it dies unasked, as
-   * `npm start` does (recorded in `crashes`); a start that dies so is waited for through the restarts.
-   */
-  async start(): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.startOnce();
-        return;
-      } catch (err) {
-        if (!this.restarting || attempt >= 5) throw err;
-        await this.settled();
-        if (this.pid !== undefined) return;
-      }
-    }
-  }
-
-  private async startOnce(): Promise<void> {
-    const { script, ready } = WORKERS[this.name];
-    const out = fs.createWriteStream(this.logFile, { flags: 'a' });
-    out.write(`\n=== ${new Date().toISOString()} start ${this.name}${Object.keys(this.extraEnv).length ? ` ${JSON.stringify(this.extraEnv)}` : ''}\n`);
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', path.join(projectRoot, 'workers', script)],
-      { cwd: projectRoot, env: { ...this.env(), ...this.extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.child = child;
-    this.killedByUs = false;
-    let readyResolve!: () => void;
-    let readyReject!: (err: Error) => void;
-    const isReady = new Promise<void>((resolve, reject) => {
-      readyResolve = resolve;
-      readyReject = reject;
-    });
-    const lines = readline.createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
-      out.write(`${line}\n`);
-      if (line.includes(ready)) readyResolve();
-    });
-    child.stderr!.on('data', (chunk: Buffer) => out.write(chunk));
-    this.exited = new Promise<void>((resolve) => {
-      child.once('exit', (code, signal) => {
-        out.write(`=== ${new Date().toISOString()} exit ${signal ?? `code ${code}`}\n`);
-        out.end();
-        readyReject(new Error(`${this.name} exited (${signal ?? `code ${code}`}) before it was ready; see ${this.logFile}`));
-        resolve();
-        if (!this.killedByUs && this.child === child) {
-          const what = `${new Date().toISOString()} ${signal ? `signal ${signal}` : `code ${code}`}`;
-          this.crashes.push(what);
-          this.log(`  ! ${this.name} exited by itself (${what}); restarting it in 1 s — see ${this.logFile}`);
-          this.restarting = sleep(1000).then(() => (this.child === child ? this.startOnce() : undefined)).catch((err: unknown) => {
-            this.log(`  ! ${this.name} restart failed: ${(err as Error).message}`);
-          });
-        }
-      });
-    });
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        isReady,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`${this.name} not ready within ${READY_TIMEOUT_MS / 1000} s; see ${this.logFile}`)), READY_TIMEOUT_MS);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Waits for a self-restart in progress (after an unexpected exit). */
-  async settled(): Promise<void> {
-    while (this.restarting) {
-      const r = this.restarting;
-      await r;
-      if (this.restarting === r) this.restarting = undefined;
-    }
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    if (this.pid !== undefined) process.kill(this.pid, sig);
-  }
-
-  /** Sends `sig` (default SIGKILL) and waits for the exit; no restart follows. */
-  async kill(sig: NodeJS.Signals = 'SIGKILL', escalateAfterMs = 15_000): Promise<void> {
-    await this.settled();
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    this.killedByUs = true;
-    child.kill(sig);
-    const timer = setTimeout(() => child.kill('SIGKILL'), escalateAfterMs);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
-
 export class ChaosStack {
   readonly baseDir: string;
   readonly pauseDir: string;
@@ -278,7 +112,6 @@ export class ChaosStack {
   /** The second compute agent's host (only served with `secondAgent`). */
   readonly hostB: string;
   readonly libvirtUri: string;
-  readonly config = loadConfig();
   databaseUrl = '';
   temporalAddress = '';
   apiUrl = '';
@@ -293,16 +126,13 @@ export class ChaosStack {
   blockStorage!: BlockStorage & VolumeAdmin;
   service!: TetherService;
 
-  private temporal: TemporalDevServer | undefined;
-  /** With `temporalCluster`: the nodes, and the runner's own relay between their frontends. */
+  /** The stack as stack/builder.ts built it (PostgreSQL, Temporal, one stop for everything). */
+  private built: Stack | undefined;
+  /** With `temporalCluster`: the nodes (the runner's own client reaches them through the builder's relay). */
   cluster: TemporalCluster | undefined;
-  private relay: FrontendRelay | undefined;
-  private temporalPort = 0;
-  private postgres: EmbeddedPostgres | undefined;
-  private pgPort = 0;
   private apiPort = 0;
-  private clientConnection: Connection | undefined;
-  readonly workers: Record<WorkerName, WorkerProcess>;
+  /** The tether processes, once started (compute-agent-b only with `secondAgent`). */
+  workers = {} as Record<WorkerName, TetherProcess>;
 
   constructor(private readonly o: ChaosStackOptions) {
     this.baseDir = `/var/lib/libvirt/images/tether-chaos-${o.id}`;
@@ -313,14 +143,17 @@ export class ChaosStack {
     this.host = `chaos-${o.id}`;
     this.hostB = `chaos-${o.id}-b`;
     this.libvirtUri = process.env.LIBVIRT_URI ?? 'qemu:///system';
-    const env = (name: ProxiedWorker) => () => this.workerEnv(name);
-    const agentEnv = () => ({ ...this.workerEnv('compute-agent'), ...o.agentEnv });
-    this.workers = {
-      'control-plane': new WorkerProcess('control-plane', env('control-plane'), path.join(this.logDir, 'control-plane.log'), o.log),
-      'compute-agent': new WorkerProcess('compute-agent', agentEnv, path.join(this.logDir, 'compute-agent.log'), o.log),
-      api: new WorkerProcess('api', env('api'), path.join(this.logDir, 'api-server.log'), o.log),
-      'compute-agent-b': new WorkerProcess('compute-agent-b', () => ({ ...this.workerEnv(), ...o.agentEnv, TETHER_COMPUTE_HOST: this.hostB }), path.join(this.logDir, 'compute-agent-b.log'), o.log),
-    };
+  }
+
+  /** The tether processes of this stack: which script, and the environment of each incarnation. */
+  private processSpecs(): ProcessSpec[] {
+    const spec = (name: WorkerName, script: ProcessSpec['script'], env: () => NodeJS.ProcessEnv, logName: string = name): ProcessSpec => ({ name, script, env, logFile: path.join(this.logDir, `${logName}.log`) });
+    return [
+      spec('control-plane', 'control-plane', () => this.workerEnv('control-plane')),
+      spec('compute-agent', 'compute-agent', () => ({ ...this.workerEnv('compute-agent'), ...this.o.agentEnv })),
+      spec('api', 'api-server', () => this.workerEnv('api'), 'api-server'),
+      ...(this.o.secondAgent ? [spec('compute-agent-b', 'compute-agent', () => ({ ...this.workerEnv(), ...this.o.agentEnv, TETHER_COMPUTE_HOST: this.hostB }))] : []),
+    ];
   }
 
   /** The proxies between each worker and its dependencies (with `proxies`), by `<worker> <dependency>`. */
@@ -380,99 +213,80 @@ export class ChaosStack {
       await fsp.mkdir(dir, { recursive: true });
       await fsp.chmod(dir, 0o755);
     }
-    // As `npm start` does: start virtlogd + libvirtd when the local system daemon does not answer. They
-    // are left running afterwards (the runner kills and restarts libvirtd, so the pids change anyway).
-    await ensureLibvirtd(this.libvirtUri);
+    if (this.o.temporalCluster && this.o.proxies) throw new Error('ChaosStack: temporalCluster and proxies exclude each other');
+    const external = process.env.DATABASE_URL;
+    this.built = await buildStack({
+      log: this.o.log,
+      dataDir: this.baseDir,
+      removeDataDir: !this.o.keep,
+      // As `npm start` does: start virtlogd + libvirtd when the local system daemon does not answer. They
+      // are left running afterwards (the runner kills and restarts libvirtd, so the pids change anyway).
+      libvirtUri: this.libvirtUri,
+      keepLibvirtd: true,
+      // On DATABASE_URL, a database of our own (and the cluster's next to it), so nothing of anybody
+      // else's is touched; dropped at the end.
+      postgres: external ? { url: external } : { embedded: { dataDir: path.join(this.baseDir, 'pg') } },
+      ...(external ? { database: `tether_chaos_${this.o.id}` } : {}),
+      temporal: this.o.temporalCluster
+        ? { cluster: { dataDir: path.join(this.baseDir, 'temporal-cluster'), readyTimeoutMs: 180_000 } }
+        : { dev: { dbFile: path.join(this.baseDir, 'temporal', 'temporal.sqlite'), logFile: path.join(this.logDir, 'temporal.log'), readyTimeoutMs: 120_000 } },
+      namespace: 'default',
+    });
+    const built = this.built;
     if (!/^qemu(\+unix)?:\/\/\/system/.test(this.libvirtUri)) this.libvirtdUnavailable = `LIBVIRT_URI=${this.libvirtUri} is not the local system daemon`;
     else if ((await this.libvirtdPid()) === undefined) this.libvirtdUnavailable = 'no libvirtd pid in /run/libvirtd.pid (a modular daemon, or systemd socket activation?)';
-
-    if (this.o.temporalCluster && this.o.proxies) throw new Error('ChaosStack: temporalCluster and proxies exclude each other');
-    this.temporalPort = await findFreePort();
-    const external = process.env.DATABASE_URL;
-    await Promise.all([
-      // the cluster lives on the stack's PostgreSQL: started once that is up
-      this.o.temporalCluster ? undefined : this.startTemporal(),
-      (async () => {
-        if (external) {
-          // A database of our own on that server, so nothing of anybody else's is touched.
-          this.ownsPostgres = false;
-          const admin = createDatabase(external, { max: 1 });
-          const name = `tether_chaos_${this.o.id}`;
-          await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end());
-          const url = new URL(external);
-          url.pathname = `/${name}`;
-          this.databaseUrl = url.toString();
-        } else {
-          this.pgPort = await findFreePort();
-          await this.startPostgres();
-        }
-      })(),
-    ]);
-    if (this.o.temporalCluster) await this.startCluster();
-    else this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
+    this.ownsPostgres = built.postgres.kind === 'embedded';
+    this.databaseUrl = built.databaseUrl;
+    this.temporalAddress = built.temporal.address;
+    this.cluster = built.temporal.cluster;
     // Chosen once the dev server is up: it binds further ports of its own (history, matching, worker
     // services) at random, and one of them once took the API's port number chosen before it started.
     this.apiPort = await findFreePort();
     this.apiUrl = `http://127.0.0.1:${this.apiPort}`;
-    await migrate(this.databaseUrl);
     const temporalLine = this.cluster
       ? `Temporal cluster ${this.cluster.processes.map((p) => `${p.name} ${p.address}`).join(', ')} (PostgreSQL, mTLS)`
       : `Temporal dev server ${this.temporalAddress} (SQLite ${path.join(this.baseDir, 'temporal', 'temporal.sqlite')})`;
-    this.o.log(`  ✓ ${temporalLine}, PostgreSQL ${this.ownsPostgres ? `embedded on port ${this.pgPort}` : 'from DATABASE_URL (not ours: never killed)'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    this.o.log(`  ✓ ${temporalLine}, PostgreSQL ${this.ownsPostgres ? `embedded on port ${built.postgres.port}` : 'from DATABASE_URL (not ours: never killed)'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 
-    this.db = createDatabase(this.databaseUrl, { max: 12, applicationName: 'tether-chaos' });
+    // The runner's client is plain: its processes run without the TETHER_* settings (codec) of this one.
+    const { db, client } = await built.connect({ max: 12, applicationName: 'tether-chaos', plain: true });
+    this.db = db;
+    this.client = client;
     this.blockStorage = this.o.blockStorage?.client ?? new LocalVolumeService(this.db, { volumeDir: this.volumeDir, availabilityZone: 'nova' });
-    if (this.cluster) {
-      const tls = clusterTlsConfig(this.cluster.tls);
-      this.relay = await FrontendRelay.start({ frontends: this.cluster.frontends, tls, prefer: 0 });
-      this.clientConnection = await Connection.connect({ address: this.relay.address, tls });
-    } else this.clientConnection = await Connection.connect({ address: this.temporalAddress });
-    this.client = new Client({ connection: this.clientConnection, namespace: 'default' });
-    this.libvirt = await LibvirtConnection.open(this.libvirtUri);
-    this.service = new TetherService({
-      db: this.db,
-      client: this.client,
-      blockStorage: this.blockStorage,
-      config: { controlTaskQueue: this.controlTaskQueue, computeHost: this.host, availabilityZone: 'nova', defaultDiskBus: 'scsi' },
-    });
+    const libvirt = await LibvirtConnection.open(this.libvirtUri);
+    this.libvirt = libvirt;
+    built.onStop('libvirt connection', () => libvirt.close());
+    this.service = built.service({ db, client, blockStorage: this.blockStorage, controlTaskQueue: this.controlTaskQueue, host: this.host });
 
     if (this.o.fakeTime) {
       await fsp.mkdir(path.join(this.baseDir, 'faketime'), { recursive: true });
       for (const w of PROXIED_WORKERS) await fsp.writeFile(this.clockFile(w), '+0\n');
     }
     if (this.o.proxies) {
+      built.onStop('proxies', async () => {
+        for (const p of this.proxies.values()) await p.stop();
+      });
+      const temporalPort = Number(this.temporalAddress.slice(this.temporalAddress.lastIndexOf(':') + 1));
       for (const w of PROXIED_WORKERS) {
         for (const d of PROXIED_DEPENDENCIES) {
           if (d === 'postgres' && !this.ownsPostgres) continue;
-          const p = new TcpProxy(`${w} ${d}`, d === 'temporal' ? this.temporalPort : this.pgPort);
+          const p = new TcpProxy(`${w} ${d}`, d === 'temporal' ? temporalPort : built.postgres.port);
           await p.start();
           this.proxies.set(`${w} ${d}`, p);
         }
       }
     }
     const t1 = Date.now();
-    await Promise.all(Object.values(this.workers).filter((w) => w.name !== 'compute-agent-b' || this.o.secondAgent).map((w) => w.start()));
+    this.workers = Object.fromEntries(await built.startProcesses(this.processSpecs(), { waitReady: true })) as Record<WorkerName, TetherProcess>;
+    // Stopped first: the domains of this run's servers.
+    built.onStop('the domains', async () => {
+      for (const i of [...(await listInstances(db, { host: this.host })), ...(await listInstances(db, { host: this.hostB }))]) {
+        await libvirt.destroyDomain(i.uuid).catch(() => undefined);
+        await libvirt.undefineDomain(i.uuid).catch(() => undefined);
+      }
+    });
     await this.waitHealthy(120_000);
     this.o.log(`  ✓ control-plane worker, compute agent ${this.host} and API ${this.apiUrl} ready (${((Date.now() - t1) / 1000).toFixed(1)} s)`);
-  }
-
-  private async startTemporal(): Promise<void> {
-    await fsp.mkdir(path.join(this.baseDir, 'temporal'), { recursive: true });
-    this.temporal = await startTemporalDevServer({
-      binary: this.config.temporalBinary,
-      port: this.temporalPort,
-      dbFile: path.join(this.baseDir, 'temporal', 'temporal.sqlite'),
-      logFile: path.join(this.logDir, 'temporal.log'),
-      namespace: 'default',
-      readyTimeoutMs: 120_000,
-    });
-  }
-
-  private async startCluster(): Promise<void> {
-    const url = new URL(this.databaseUrl);
-    url.pathname = `${url.pathname.replace(/\/$/, '')}_temporal`;
-    this.cluster = await startTemporalCluster({ dataDir: path.join(this.baseDir, 'temporal-cluster'), databaseUrl: url.toString(), namespace: 'default', readyTimeoutMs: 180_000 });
-    this.temporalAddress = this.cluster.frontends.join(',');
   }
 
   /** The cluster's nodes (`temporal-1`, …) with pid and frontend; empty on the dev server. */
@@ -524,27 +338,6 @@ export class ChaosStack {
     await this.cluster!.restart(name);
   }
 
-  private async startPostgres(): Promise<void> {
-    // embedded-postgres hooks SIGINT/SIGTERM/SIGHUP to exit the process; the runner handles those itself
-    // (stopping the whole stack first), so only the listeners added from here on are removed again.
-    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-    const before = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
-    // A killed postmaster leaves backends that exit on their own within moments; a start before that fails.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        this.postgres = await startEmbeddedPostgres({ dataDir: path.join(this.baseDir, 'pg'), port: this.pgPort, database: 'tether', password: 'tether' });
-        break;
-      } catch (err) {
-        if (attempt >= 5) throw err;
-        await sleep(1000 * attempt);
-      }
-    }
-    for (const signal of signals) {
-      for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
-    }
-    this.databaseUrl = this.postgres.url;
-  }
-
   private async libvirtdPid(): Promise<number | undefined> {
     try {
       const pid = Number.parseInt((await fsp.readFile('/run/libvirtd.pid', 'utf8')).trim(), 10);
@@ -574,15 +367,15 @@ export class ChaosStack {
         await this.workers[target].kill('SIGKILL');
         return;
       case 'temporal': {
-        const server = this.temporal!;
+        const server = this.built!.temporal.devServer!;
         server.kill('SIGKILL');
         await waitGone(server.pid, 15_000);
         await server.stop();
         return;
       }
       case 'postgres': {
-        const pidFile = path.join(this.baseDir, 'pg', 'postmaster.pid');
-        const pid = Number.parseInt((await fsp.readFile(pidFile, 'utf8')).split('\n')[0] ?? '', 10);
+        const pid = await this.built!.postgres.postmasterPid();
+        if (pid === undefined) throw new Error('PostgreSQL is not running');
         const backends = childrenOf(pid);
         process.kill(pid, 'SIGKILL');
         await waitGone(pid, 15_000);
@@ -611,10 +404,10 @@ export class ChaosStack {
         await this.workers[target].start();
         return;
       case 'temporal':
-        await this.startTemporal();
+        await this.built!.temporal.restart();
         return;
       case 'postgres':
-        await this.startPostgres();
+        await this.built!.postgres.restart();
         return;
       case 'libvirtd': {
         // Another process (a test's global setup) may have started one meanwhile: then ours fails, which is fine.
@@ -670,44 +463,9 @@ export class ChaosStack {
     return Object.values(this.workers).flatMap((w) => w.crashes.map((c) => `${w.name}: ${c}`));
   }
 
+  /** Stops everything the stack started (the domains of its servers first), in reverse order; removes its folder unless `keep`. */
   async stop(): Promise<void> {
-    const log = this.o.log;
-    const step = async (what: string, fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        log(`  ! stopping: ${what}: ${(err as Error).message}`);
-      }
-    };
-    if (this.db && this.libvirt) {
-      await step('removing the domains', async () => {
-        for (const i of [...(await listInstances(this.db, { host: this.host })), ...(await listInstances(this.db, { host: this.hostB }))]) {
-          await this.libvirt.destroyDomain(i.uuid).catch(() => undefined);
-          await this.libvirt.undefineDomain(i.uuid).catch(() => undefined);
-        }
-      });
-    }
-    await Promise.all(Object.values(this.workers).map((w) => step(w.name, () => w.kill('SIGTERM', 10_000))));
-    await step('libvirt connection', async () => this.libvirt?.close());
-    await step('Temporal client', async () => this.clientConnection?.close());
-    await step('Temporal relay', async () => this.relay?.close());
-    await step('database pool', async () => this.db?.end());
-    for (const p of this.proxies.values()) await step(`proxy ${p.name}`, () => p.stop());
-    await step('Temporal dev server', async () => this.temporal?.stop());
-    await step('Temporal cluster', async () => this.cluster?.stop());
-    await step('PostgreSQL', async () => this.postgres?.stop());
-    if (!this.ownsPostgres && process.env.DATABASE_URL) {
-      await step('chaos database', async () => {
-        const admin = createDatabase(process.env.DATABASE_URL!, { max: 1 });
-        const names = [`tether_chaos_${this.o.id}`, ...(this.cluster ? [`tether_chaos_${this.o.id}_temporal`, `tether_chaos_${this.o.id}_temporal_visibility`] : [])];
-        try {
-          for (const name of names) await admin.query(`DROP DATABASE IF EXISTS ${name}`);
-        } finally {
-          await admin.end();
-        }
-      });
-    }
-    if (!this.o.keep) await step('folder', () => fsp.rm(this.baseDir, { recursive: true, force: true }));
+    await this.built?.stop();
   }
 
   /** Runs the tether CLI against this stack: exit code, stdout, stderr (killed after timeoutMs). */

@@ -32,8 +32,9 @@ export interface StackOptions {
   dataDir?: string;
   /** Remove `dataDir` at stop. */
   removeDataDir?: boolean;
-  /** Make sure the local system libvirt daemon answers at this URI (started when none does, and then stopped at stop). */
+  /** Make sure the local system libvirt daemon answers at this URI (started when none does, and then stopped at stop unless keepLibvirtd). */
   libvirtUri?: string;
+  keepLibvirtd?: boolean;
   postgres: PostgresChoice;
   /** A fresh database of this name for tether (on a given server: dropped at stop unless keepDatabase). */
   database?: string;
@@ -70,8 +71,12 @@ export interface Stack {
   env: Record<string, string>;
   /** This process's environment with the stack's (and `extra`) over it, for a child. */
   childEnv(extra?: Record<string, string | undefined>): NodeJS.ProcessEnv;
-  /** A pool on tether's database and a Temporal client for this process (closed at stop). */
-  connect(pool: { max: number; applicationName?: string }): Promise<{ db: Database; client: Client }>;
+  /**
+   * A pool on tether's database and a Temporal client for this process (closed at stop); the client
+   * with tether's codec and tracing from this process's settings, or `plain` (for processes started
+   * without them).
+   */
+  connect(pool: { max: number; applicationName?: string; plain?: boolean }): Promise<{ db: Database; client: Client }>;
   /** The service layer (as the API server holds it) over `connect`'s pool and client. */
   service(o: { db: Database; client: Client; blockStorage: BlockStorage; controlTaskQueue: string; host: string }): TetherService;
   /** Starts tether's processes as children (restarted when they die unasked); with waitReady, until each logs that it serves. */
@@ -118,7 +123,7 @@ export async function buildStack(o: StackOptions): Promise<Stack> {
     if (o.libvirtUri) {
       const uri = o.libvirtUri;
       const libvirtd = await timed(() => `libvirt at ${uri}`, () => ensureLibvirtd(uri));
-      if (libvirtd.startedByUs) onStop('libvirtd', () => libvirtd.stop());
+      if (libvirtd.startedByUs && !o.keepLibvirtd) onStop('libvirtd', () => libvirtd.stop());
       o.signal?.throwIfAborted();
     }
 
@@ -130,10 +135,10 @@ export async function buildStack(o: StackOptions): Promise<Stack> {
         onStop('PostgreSQL', () => p.stop());
         return p;
       });
-    const temporalStep = (postgresAdminUrl: string) =>
+    const temporalStep = (postgresAdminUrl: string, clusterDatabase?: string) =>
       timed(
         (t) => (t.kind === 'dev' ? `Temporal dev server on ${t.address}` : t.kind === 'cluster' ? `Temporal cluster: ${t.cluster!.frontends.length} nodes on PostgreSQL, mTLS` : `Temporal at ${t.address}`),
-        () => startStackTemporal(o.temporal, { binary: 'dev' in o.temporal ? loadConfig().temporalBinary : '', namespace, postgresAdminUrl }),
+        () => startStackTemporal('cluster' in o.temporal && clusterDatabase ? { cluster: { ...o.temporal.cluster, database: clusterDatabase } } : o.temporal, { binary: 'dev' in o.temporal ? loadConfig().temporalBinary : '', namespace, postgresAdminUrl }),
       ).then((t) => {
         onStop(t.kind === 'cluster' ? 'Temporal cluster' : 'Temporal', () => t.stop());
         return t;
@@ -141,10 +146,15 @@ export async function buildStack(o: StackOptions): Promise<Stack> {
     let postgres: StackPostgres;
     let temporal: StackTemporal;
     if ('cluster' in o.temporal) {
-      // The cluster keeps its databases on the stack's PostgreSQL.
+      // The cluster keeps its databases on the stack's PostgreSQL: next to a fresh database of the
+      // stack's, `<it>_temporal` (dropped with it from a given server), else `temporal`.
       postgres = await postgresStep();
       o.signal?.throwIfAborted();
-      temporal = await temporalStep(postgres.adminUrl);
+      const database = o.temporal.cluster.database ?? (o.database ? `${o.database}_temporal` : undefined);
+      if (database && postgres.kind === 'url' && o.database && !o.keepDatabase) {
+        onStop("Temporal's databases", () => postgres.dropDatabases([database, `${database}_visibility`]));
+      }
+      temporal = await temporalStep(postgres.adminUrl, database);
     } else {
       const [p, t] = await Promise.allSettled([postgresStep(), temporalStep('')]);
       if (p.status === 'rejected') throw p.reason;
@@ -178,7 +188,7 @@ export async function buildStack(o: StackOptions): Promise<Stack> {
         onStop('database pool', () => db.end());
         const connection = await Connection.connect(temporal.dial);
         onStop('Temporal client', () => connection.close());
-        return { db, client: new Client({ connection, namespace, ...clientOptions() }) };
+        return { db, client: new Client({ connection, namespace, ...(pool.plain ? {} : clientOptions()) }) };
       },
       service: ({ db, client, blockStorage, controlTaskQueue, host }) =>
         new TetherService({ db, client, blockStorage, config: { controlTaskQueue, computeHost: host, availabilityZone: 'nova', defaultDiskBus: 'scsi' } }),

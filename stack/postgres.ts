@@ -34,6 +34,8 @@ export interface StackPostgres {
   dataDir?: string;
   /** The embedded server's postmaster, from its postmaster.pid. */
   postmasterPid(): Promise<number | undefined>;
+  /** Drops these databases (IF EXISTS, WITH FORCE). */
+  dropDatabases(names: string[]): Promise<void>;
   /** Starts the embedded server again (after a kill); retried while the killed server's backends exit. */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -59,9 +61,10 @@ async function givenPostgres(given: string, o: StackPostgresOptions): Promise<St
     adminUrl: admin.toString(),
     port: Number(url.port || 5432),
     postmasterPid: async () => undefined,
+    dropDatabases: (names) => dropDatabases(admin.toString(), names),
     restart: () => Promise.reject(new Error('PostgreSQL comes from a URL: not the stack\'s to restart')),
     async stop() {
-      if (o.database && !o.keepDatabase) await adminQuery(admin.toString(), `DROP DATABASE IF EXISTS ${o.database} WITH (FORCE)`);
+      if (o.database && !o.keepDatabase) await dropDatabases(admin.toString(), [o.database]);
     },
   };
 }
@@ -114,6 +117,7 @@ async function embeddedPostgres(e: { dataDir?: string; port?: number }, o: Stack
       const pid = Number.parseInt((await fsp.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0] ?? '', 10);
       return pid > 0 ? pid : undefined;
     },
+    dropDatabases: (names) => dropDatabases(admin.toString(), names),
     async restart() {
       await start();
     },
@@ -132,4 +136,8 @@ async function adminQuery(adminUrl: string, sql: string): Promise<void> {
   } finally {
     await admin.end();
   }
+}
+
+async function dropDatabases(adminUrl: string, names: string[]): Promise<void> {
+  for (const name of names) await adminQuery(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
 }

@@ -8,14 +8,19 @@ import { Connection } from '@temporalio/client';
 import { dialOptions, type TemporalConnectionConfig, type TemporalConnectionOptions } from '../src/temporal/client.ts';
 import type { TemporalTlsSettings } from '../src/config.ts';
 import { ensureSearchAttributes, startTemporalDevServer, type StartTemporalDevServerOptions, type TemporalDevServer } from './temporal-dev-server.ts';
-import { clusterClientEnv, startTemporalCluster, type TemporalCluster, type TemporalClusterTls } from './temporal-cluster.ts';
+import { FrontendRelay } from '../src/temporal/frontend-relay.ts';
+import { clusterClientEnv, clusterTlsConfig, startTemporalCluster, type TemporalCluster, type TemporalClusterTls } from './temporal-cluster.ts';
 import { findFreePort } from './free-port.ts';
 
 export type TemporalChoice =
   /** The dev server: on `port` (default: a free one), in memory unless `dbFile`, headless unless `uiPort`. */
   | { dev: Omit<StartTemporalDevServerOptions, 'binary' | 'port' | 'namespace'> & { port?: number } }
-  /** A cluster of `nodes` (default 2) on the stack's PostgreSQL (databases `temporal`, `temporal_visibility`), mTLS. */
-  | { cluster: { dataDir: string; nodes?: number; metrics?: boolean } }
+  /**
+   * A cluster of `nodes` (default 2) on the stack's PostgreSQL with mTLS, its databases `database`
+   * (default `temporal`) and `<database>_visibility`. This process reaches it through a
+   * FrontendRelay of its own (first frontend preferred), closed at stop.
+   */
+  | { cluster: { dataDir: string; nodes?: number; metrics?: boolean; database?: string; readyTimeoutMs?: number } }
   /**
    * A frontend that runs already (several: comma-separated), with a cluster's mTLS (`tls`) or the
    * connection settings of src/config.ts (`connection`: TLS, API key); its search attributes are
@@ -78,21 +83,33 @@ export async function startStackTemporal(choice: TemporalChoice, o: StackTempora
     };
   }
   if ('cluster' in choice) {
+    const { database = 'temporal', ...clusterOptions } = choice.cluster;
     const db = new URL(o.postgresAdminUrl);
-    db.pathname = '/temporal';
-    const cluster = await startTemporalCluster({ ...choice.cluster, databaseUrl: db.toString(), namespace });
+    db.pathname = `/${database}`;
+    const cluster = await startTemporalCluster({ ...clusterOptions, databaseUrl: db.toString(), namespace });
     const env = clusterClientEnv(cluster);
+    const tls = clusterTlsConfig(cluster.tls);
+    let relay: FrontendRelay;
+    try {
+      relay = await FrontendRelay.start({ frontends: cluster.frontends, tls, prefer: 0 });
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
     return {
       kind: 'cluster',
       address: env.TEMPORAL_ADDRESS!,
       namespace,
       tls: cluster.tls,
-      dial: await dialOptions({ temporalAddress: env.TEMPORAL_ADDRESS!, temporalTls: tlsSettings(cluster.tls) }),
+      dial: { address: relay.address, tls },
       env,
       cluster,
       processes: () => cluster.processes,
       restart: () => Promise.reject(new Error('restart a node of the cluster by name: stack.temporal.cluster.restart(name)')),
-      stop: () => cluster.stop(),
+      async stop() {
+        await relay.close();
+        await cluster.stop();
+      },
     };
   }
   const dial = await dialOptions({ ...choice.connection, temporalAddress: choice.address, ...(choice.tls ? { temporalTls: tlsSettings(choice.tls) } : {}) });
