@@ -19,7 +19,7 @@ import { createDatabase } from '../src/db/database.ts';
 import { createConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { createControlPlaneWorker } from '../workers/control-plane.ts';
-import { ComputeAgent } from '../workers/compute-agent.ts';
+import { AGENT_RUNTIME_OPTIONS, ComputeAgent } from '../workers/compute-agent.ts';
 import { createDatabaseActivities } from '../activities/database.ts';
 import { createVolumeServiceActivities } from '../activities/volume-service.ts';
 import { createOperationActivities } from '../activities/operations.ts';
@@ -66,12 +66,15 @@ export interface ChildStats {
 
 
 async function main(): Promise<void> {
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
   const config = await new Promise<ChildConfig>((resolve) => {
     process.once('message', (m: ParentMessage) => {
       if (m.type === 'config') resolve(m.config);
     });
   });
+  // An agent runs with the agent's runtime (workers/compute-agent.ts), unless it is the A/B's 'before'
+  // (BENCH_AGENT_BEFORE_MEMORY=1, bench/run.ts AGENT_VARIANTS: worker heartbeats on, no malloc_trim).
+  const agentBefore = process.env.BENCH_AGENT_BEFORE_MEMORY === '1';
+  Runtime.install({ logger: new DefaultLogger('ERROR'), ...(config.role === 'agent' && !agentBefore ? AGENT_RUNTIME_OPTIONS : {}) });
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   const db = createDatabase(config.databaseUrl, { applicationName: `tether-bench-${config.role}` });
   let stop: () => Promise<void>;
@@ -130,7 +133,7 @@ async function main(): Promise<void> {
     };
   } else {
     const libvirt = await LibvirtConnection.open(config.libvirtUri);
-    const agent = new ComputeAgent({ connection, namespace: config.namespace, host: config.host, db, databaseUrl: config.databaseUrl, libvirt });
+    const agent = new ComputeAgent({ connection, namespace: config.namespace, host: config.host, db, databaseUrl: config.databaseUrl, libvirt, releaseMemory: !agentBefore });
     await agent.start();
     queues = () => agent.servedQueues().length;
     stop = async () => {

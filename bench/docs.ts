@@ -5,7 +5,7 @@
  */
 import type { CellResult } from './load.ts';
 import type { HistorySummary } from './history.ts';
-import { floorLine, historyTable, neighboursTable, overheadRows, overheadTable, matrixTable, pooled, scaleTable, type BenchResults } from './report.ts';
+import { floorLine, historyTable, neighboursTable, overheadRows, overheadTable, matrixTable, pooled, scaleTable, scaleVariantsTable, type BenchResults } from './report.ts';
 import { ratio, roundTo } from './stats.ts';
 
 const range = (xs: number[], unit = '', digits = 1): string => {
@@ -154,7 +154,12 @@ export function timeSection(r: BenchResults): string {
 /** docs/bench/README.md, section 3: the scale table and what it says. */
 export function scaleSection(r: BenchResults): string {
   const s = r.scale?.points ?? [];
-  const out = [scaleTable(r.scale)];
+  const run = r.scale?.run;
+  const out = [
+    ...(run ? [`Measured on its own: \`${run.command}\` at ${run.commit}, ${run.date}, load average ${run.loadStart} → ${run.loadEnd} (2 cores).`, ''] : []),
+    scaleTable(r.scale),
+    ...(r.scaleVariants?.length ? ['', 'The agent process changed (A/B, same run, one agent after the other):', '', scaleVariantsTable(r)] : []),
+  ];
   if (s.length > 1) {
     const first = s[0]!;
     const last = s[s.length - 1]!;

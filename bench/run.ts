@@ -51,8 +51,9 @@ const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.spli
 const quick = flag('quick');
 const PARTS = ['cli', 'nova', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
 const only = opt('only')?.split(',').filter(Boolean);
-/** Only the Nova part (and maybe the CLI's) runs: it is merged into the committed results, not a new run of everything. */
-const novaOnly = only !== undefined && only.includes('nova') && only.every((p) => p === 'nova' || p === 'cli');
+/** Parts that a run of only them merges into the committed results (each with its own date, commit and load), not a new run of everything. */
+const MERGED_PARTS = ['nova', 'scale', 'cli'];
+const mergeOnly = only !== undefined && only.some((p) => p === 'nova' || p === 'scale') && only.every((p) => MERGED_PARTS.includes(p));
 const skip = new Set(only ? PARTS.filter((p) => !only.includes(p)) : (opt('skip') ?? '').split(',').filter(Boolean));
 
 const profile = quick
@@ -120,6 +121,11 @@ const VARIANTS: Record<string, { description: string; control: ControlVariant; f
 };
 /** Variants of the compute agent's process, measured by the scale part at its largest size after the shipped agent. */
 const AGENT_VARIANTS: Record<string, { description: string; env: Record<string, string> }> = {
+  'before-memory': {
+    description:
+      "the agent before the memory change: SDK worker heartbeats on (a sysinfo thread per Worker, one Worker per instance queue) and no malloc_trim after its syncs (shipped: AGENT_RUNTIME_OPTIONS, releaseFreedMemory)",
+    env: { BENCH_AGENT_BEFORE_MEMORY: '1' },
+  },
   'malloc-arena-max-2': {
     description: "glibc's malloc limited to 2 arenas (MALLOC_ARENA_MAX=2; default: 8 per core, one per thread that allocates: the libuv pool, V8's and the Temporal core's threads)",
     env: { MALLOC_ARENA_MAX: '2' },
@@ -504,8 +510,8 @@ function report(results: BenchResults): void {
   fs.writeFileSync(path.join(resultsDir, `${profile.name}-${String(results.meta.date).replace(/[:.]/g, '-')}.json`), json);
   const md = markdown(results);
   fs.writeFileSync(path.join(resultsDir, 'results.md'), md);
-  if (!flag('no-docs') && novaOnly && results.nova) {
-    mergeNovaPart(results);
+  if (!flag('no-docs') && mergeOnly && (results.nova || results.scale)) {
+    mergeParts(results);
   } else if (!flag('no-docs')) {
     const docs = path.join(projectRoot, 'docs', 'bench');
     fs.mkdirSync(docs, { recursive: true });
@@ -518,11 +524,12 @@ function report(results: BenchResults): void {
 }
 
 /**
- * `--only=nova` (with or without cli): the Nova part replaces the `nova` of docs/bench/latest.json
- * and carries its own date, commit and load (the other parts stay as their own run measured them);
- * Nova and tether are side by side inside the part, in alternating rounds of the same run.
+ * `--only=nova` and/or `--only=scale` (with or without cli): the parts run replace theirs in
+ * docs/bench/latest.json and carry their own date, commit and load (the other parts stay as their
+ * own run measured them). Nova and tether are side by side inside the Nova part, in alternating
+ * rounds of the same run; the scale part's agent variants ran after the shipped agent, same run.
  */
-function mergeNovaPart(results: BenchResults): void {
+function mergeParts(results: BenchResults): void {
   const file = path.join(projectRoot, 'docs', 'bench', 'latest.json');
   if (!fs.existsSync(file)) {
     writeDocs(results, path.dirname(file));
@@ -530,7 +537,12 @@ function mergeNovaPart(results: BenchResults): void {
   }
   const committed = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
   const { date, commit, command, loadStart, loadEnd } = results.meta as Record<string, unknown>;
-  committed.nova = { ...results.nova!, run: { date: String(date), commit: String(commit), command: String(command), loadStart: Number(loadStart), loadEnd: Number(loadEnd) } };
+  const run = { date: String(date), commit: String(commit), command: String(command), loadStart: Number(loadStart), loadEnd: Number(loadEnd) };
+  if (results.nova) committed.nova = { ...results.nova, run };
+  if (results.scale) {
+    committed.scale = { ...results.scale, run };
+    committed.scaleVariants = results.scaleVariants ?? [];
+  }
   if (results.cli) committed.cli = results.cli;
   writeDocs(committed, path.dirname(file));
 }

@@ -14,6 +14,7 @@ import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts'
 import { ComputeAgent } from '../workers/compute-agent.ts';
 import { createControlPlaneWorker } from '../workers/control-plane.ts';
 import { SimulatedHypervisor } from './sim-hypervisor.ts';
+import { AGENT_RUNTIME_OPTIONS } from '../workers/compute-agent.ts';
 import { tlsConfig, type SimChildConfig, type SimChildStats, type SimEndpoint, type SimParentMessage } from './scale-sim-config.ts';
 
 function nativeConnect(endpoint: SimEndpoint): Promise<NativeConnection> {
@@ -22,12 +23,13 @@ function nativeConnect(endpoint: SimEndpoint): Promise<NativeConnection> {
 }
 
 async function main(): Promise<void> {
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
   const config = await new Promise<SimChildConfig>((resolve) => {
     process.once('message', (m: SimParentMessage) => {
       if (m.type === 'config') resolve(m.config);
     });
   });
+  // the hosts' process runs compute agents: their runtime, as workers/compute-agent.ts installs it
+  Runtime.install({ logger: new DefaultLogger('ERROR'), ...(config.role === 'hosts' ? AGENT_RUNTIME_OPTIONS : {}) });
   let stop: () => Promise<void>;
   let queues: () => number = () => 0;
   const hypervisor = new SimulatedHypervisor();

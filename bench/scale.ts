@@ -45,6 +45,8 @@ export interface ScalePoint {
 }
 
 export interface ScaleResult {
+  /** Set when the part ran alone (`--only=scale`) and was merged into an earlier run's results. */
+  run?: { date: string; commit: string; command: string; loadStart: number; loadEnd: number };
   /** an A/B variant of the agent process (bench/run.ts AGENT_VARIANTS): its name and environment */
   variant?: { name: string; description: string; env: Record<string, string> };
   host: string;

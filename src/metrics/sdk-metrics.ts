@@ -4,7 +4,7 @@
  * TETHER_SDK_METRICS_PORT is set (TETHER_SDK_METRICS_HOST, else TETHER_METRICS_HOST, else 127.0.0.1).
  * Must run before the process's first NativeConnection (Runtime.install refuses afterwards).
  */
-import { Runtime } from '@temporalio/worker';
+import { Runtime, type RuntimeOptions } from '@temporalio/worker';
 
 type Env = Record<string, string | undefined>;
 
@@ -17,11 +17,19 @@ export function sdkMetricsBindAddress(env: Env = process.env): string | undefine
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-/** Installs the SDK runtime with a Prometheus exporter; returns the bind address, or undefined when off. */
-export function installSdkMetrics(log?: { info(o: object, m: string): void }, env: Env = process.env): string | undefined {
+/**
+ * Installs the SDK runtime with a Prometheus exporter when TETHER_SDK_METRICS_PORT is set, and with
+ * the process's own runtime options (`runtime`, e.g. the compute agent's); returns the bind address,
+ * or undefined when the metrics are off.
+ */
+export function installSdkMetrics(log?: { info(o: object, m: string): void }, env: Env = process.env, runtime: RuntimeOptions = {}): string | undefined {
   const bindAddress = sdkMetricsBindAddress(env);
-  if (!bindAddress) return undefined;
+  if (!bindAddress) {
+    if (Object.keys(runtime).length > 0) Runtime.install(runtime);
+    return undefined;
+  }
   Runtime.install({
+    ...runtime,
     telemetryOptions: {
       metrics: {
         prometheus: { bindAddress, countersTotalSuffix: true, useSecondsForDurations: true },
