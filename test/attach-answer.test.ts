@@ -4,7 +4,8 @@
  * whose attach answer waits 300 ms and a host step that fails three times before it reserves the
  * device name: the POST answers 503 with Retry-After, never a 500; the same POST, repeated until it
  * is answered, gets the reservation of the one run, and the volume is attached once (one BDM, one
- * attachment at the block storage, one update in the run's history).
+ * attachment at the block storage, one update in the run's history). A retry that comes after the
+ * attach went through gets the reservation too (the API remembers its 503s), once.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
@@ -15,6 +16,7 @@ import { RESERVATION_UPDATE_ID } from '../src/service/attach-reservation.ts';
 import { liveBdmsOfVolume } from '../src/db/block-device-mappings.ts';
 import { attachWorkflowId } from '../src/domain/steps.ts';
 import type { Instance } from '../src/domain/types.ts';
+import type { AttachResult } from '../src/domain/contracts/attach-volume.ts';
 
 let stack: TestStack;
 let api: ApiServer;
@@ -65,5 +67,27 @@ describe('the attach answer when the reservation comes late', () => {
     expect(await stack.blockStorage.listAttachments({ volumeId: v.id })).toHaveLength(1);
     const accepted = ((await handle.fetchHistory()).events ?? []).filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
     expect(accepted.map((e) => e.workflowExecutionUpdateAcceptedEventAttributes!.acceptedRequest!.meta!.updateId)).toEqual([RESERVATION_UPDATE_ID]);
+    // the attach is done and its reservation was answered: the same POST again is Nova's refusal
+    const again = await api.inject({ method: 'POST', url: `/v2.1/servers/${vm.uuid}/os-volume_attachments`, payload: { volumeAttachment: { volumeId: v.id } } });
+    expect(again.statusCode).toBe(400);
+  });
+
+  it('a retry that comes after the attach went through gets its reservation, once; a later POST the refusal', async () => {
+    const v = await volume(stack, 'late-retry');
+    stack.faults.inject('reserveDeviceName', 'before', { times: 2, nonRetryable: false });
+    const post = () => api.inject({ method: 'POST', url: `/v2.1/servers/${vm.uuid}/os-volume_attachments`, payload: { volumeAttachment: { volumeId: v.id } } });
+    const first = await post();
+    expect(first.statusCode).toBe(503);
+    // the client waits longer than the attach takes: the run is over when it asks again
+    const handle = stack.client.workflow.getHandle(attachWorkflowId(vm.uuid, v.id));
+    const done = (await handle.result()) as AttachResult;
+    const retry = await post();
+    expect(retry.statusCode).toBe(200);
+    expect(retry.json().volumeAttachment).toMatchObject({ serverId: vm.uuid, volumeId: v.id, device: done.device });
+    expect(await liveBdmsOfVolume(stack.db, v.id)).toHaveLength(1);
+    expect(await stack.blockStorage.listAttachments({ volumeId: v.id })).toHaveLength(1);
+    const later = await post();
+    expect(later.statusCode).toBe(400);
+    expect(later.json().badRequest.message).toMatch(/already attached/);
   });
 });

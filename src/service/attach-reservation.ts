@@ -13,6 +13,11 @@
  *     request, retried, joins the same run (the workflow id is the pair's, conflict policy
  *     USE_EXISTING) and the same update (its id is fixed per run, so Temporal deduplicates it): a
  *     retried POST never attaches twice and never piles up updates on the run.
+ *   - a retry that comes after the run has finished (the attach went through between the 503 and
+ *     the retry) would meet Nova's "already attached" refusal: this process remembers the attaches
+ *     it answered 503 for (UnconfirmedAttaches, 15 min), and the first retry of one gets the
+ *     reservation read back instead. Seen in the chaos concurrent run at 500 attaches: 2 of 500.
+ *     A retry that reaches another API process still gets the refusal (never a second attach).
  */
 import { isGrpcServiceError, ServiceError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client, type WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../errors.ts';
@@ -64,6 +69,47 @@ export function reservationOnBdm(bdm: BlockDeviceMapping | null, workflowId: str
   };
 }
 
+/** The attaches (by workflow id) this process answered 503 for: their first retry within `ttlMs` is recognised. */
+export class UnconfirmedAttaches {
+  private readonly until = new Map<string, number>();
+
+  constructor(
+    private readonly ttlMs = 15 * 60_000,
+    private readonly now: () => number = Date.now,
+    private readonly max = 100_000,
+  ) {}
+
+  add(workflowId: string): void {
+    const now = this.now();
+    if (this.until.size >= this.max) {
+      for (const [id, t] of this.until) if (t < now) this.until.delete(id);
+      // still full: the oldest go first (a Map iterates in insertion order)
+      for (const id of this.until.keys()) {
+        if (this.until.size < this.max) break;
+        this.until.delete(id);
+      }
+    }
+    this.until.delete(workflowId);
+    this.until.set(workflowId, now + this.ttlMs);
+  }
+
+  /** Whether `workflowId` was answered 503 within the TTL; forgets it (one retry is recognised, not every later POST). */
+  take(workflowId: string): boolean {
+    const t = this.until.get(workflowId);
+    this.until.delete(workflowId);
+    return t !== undefined && t >= this.now();
+  }
+}
+
+const registries = new WeakMap<object, UnconfirmedAttaches>();
+
+/** The registry of one service's dependencies (every `as(caller)` copy of a service shares them). */
+export function unconfirmedAttachesOf(owner: object): UnconfirmedAttaches {
+  let r = registries.get(owner);
+  if (!r) registries.set(owner, (r = new UnconfirmedAttaches()));
+  return r;
+}
+
 export interface ReservationRequest {
   client: Client;
   operation: WithStartWorkflowOperation<AttachVolumeWorkflow>;
@@ -73,6 +119,8 @@ export interface ReservationRequest {
   wait: ReservationWait;
   /** What the 503 names ("the attach of volume v to server s"). */
   what: string;
+  /** Where a 503 is remembered, so that a retry after the run finished gets the reservation. */
+  unconfirmed?: UnconfirmedAttaches;
 }
 
 /** Resolves after `ms` with `value`; the timer does not keep the process alive. */
@@ -102,6 +150,7 @@ export async function reserveWithStart(req: ReservationRequest): Promise<{ reser
   }
   const known = await req.readBack();
   if (known) return { reservation: known, handle: req.client.workflow.getHandle(req.workflowId) };
+  req.unconfirmed?.add(req.workflowId);
   throw new TetherError(
     'AttachNotConfirmed',
     `Temporal did not confirm ${req.what} within ${Math.round(req.wait.budgetMs / 1000)} s; it may still go through. Retry the same request: it joins the attach in flight.`,

@@ -57,7 +57,7 @@ import { ComputeHost, InstanceUuid, TetherState, VolumeId } from '../temporal/se
 import { OPERATOR, type Caller } from '../auth/caller.ts';
 import { authorize, canSee, isAdmin, type Action } from '../auth/policy.ts';
 import { fromTemporalFailure } from './temporal-errors.ts';
-import { DEFAULT_RESERVATION_WAIT, reservationOnBdm, reserveWithStart } from './attach-reservation.ts';
+import { DEFAULT_RESERVATION_WAIT, reservationOnBdm, reserveWithStart, unconfirmedAttachesOf } from './attach-reservation.ts';
 import { actionEvents, actionStart, listActions, nameOrId, newRequestId, type ActionStartOptions } from './instance-actions.ts';
 import type { ActionEvent, InstanceAction } from '../domain/instance-actions.ts';
 
@@ -810,8 +810,15 @@ export class TetherService {
   private async startAttach(instance: Instance, volume: Volume, ask: { device: string | null; tag: string | null; deleteOnTermination: boolean }): Promise<StartedAttach> {
     const workflowId = attachWorkflowId(instance.uuid, volume.id);
     // A plain refusal needs no workflow run, unless this very attach is in flight (then the request joins it).
-    const refusal = attachRefusal(instance, volume, await liveBdm(this.deps.db, instance.uuid, volume.id), ask);
-    if (refusal && !(await this.isRunning(workflowId))) throw refusal;
+    const bdm = await liveBdm(this.deps.db, instance.uuid, volume.id);
+    const refusal = attachRefusal(instance, volume, bdm, ask);
+    const unconfirmed = unconfirmedAttachesOf(this.deps);
+    if (refusal && !(await this.isRunning(workflowId))) {
+      // the retry of a POST answered 503 whose attach went through meanwhile: its answer, not a refusal
+      const reserved = refusal.type === 'VolumeAlreadyAttached' ? reservationOnBdm(bdm, workflowId) : null;
+      if (reserved && unconfirmed.take(workflowId)) return { reservation: reserved, workflowId, handle: this.deps.client.workflow.getHandle(workflowId) };
+      throw refusal;
+    }
     const input: AttachVolumeInput = { instanceUuid: instance.uuid, volumeId: volume.id, ...ask, diskBus: null, deviceType: null };
     const startWorkflowOperation = new WithStartWorkflowOperation<AttachVolumeWorkflow>(ATTACH_VOLUME_WORKFLOW, {
       workflowId,
@@ -835,7 +842,10 @@ export class TetherService {
         readBack: async () => reservationOnBdm(await liveBdm(this.deps.db, instance.uuid, volume.id), workflowId),
         wait: { ...DEFAULT_RESERVATION_WAIT, ...(this.deps.config.attachAnswerWaitMs ? { budgetMs: this.deps.config.attachAnswerWaitMs } : {}) },
         what: `the attach of volume ${volume.id} to server ${instance.uuid}`,
+        unconfirmed,
       });
+      // answered: a later POST of the pair is a new request, not the retry of an unconfirmed one
+      unconfirmed.take(workflowId);
       return { reservation, workflowId, handle };
     } catch (err) {
       throw fromTemporalFailure(err);

@@ -14,7 +14,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { TetherError } from '../../src/errors.ts';
 import type { AttachReservation, AttachVolumeInput, AttachVolumeWorkflow } from '../../src/domain/contracts/attach-volume.ts';
 import type { BlockDeviceMapping } from '../../src/domain/types.ts';
-import { isTemporalSlow, reservationOnBdm, reserveWithStart, RESERVATION_UPDATE_ID, type ReservationRequest } from '../../src/service/attach-reservation.ts';
+import { isTemporalSlow, reservationOnBdm, reserveWithStart, RESERVATION_UPDATE_ID, UnconfirmedAttaches, type ReservationRequest } from '../../src/service/attach-reservation.ts';
 import { FakeWorkers, startWorkflowEnvironment } from './support/workflow-env.ts';
 import { tetherFakes } from './support/fakes.ts';
 
@@ -88,6 +88,23 @@ describe('the attach answer when Temporal is slow (fake client)', () => {
     expect(err.retryAfterSeconds).toBe(5);
     expect(err.message).toMatch(/Retry the same request/);
     expect(seen.updateId).toBe(RESERVATION_UPDATE_ID);
+  });
+
+  it('a 503 is remembered for the retry, once, within its time', async () => {
+    const { client } = fakeClient(() => Promise.reject(new WorkflowUpdateRPCTimeoutOrCancelledError('deadline', { cause: grpcError(4) })));
+    let now = 0;
+    const unconfirmed = new UnconfirmedAttaches(1_000, () => now, 2);
+    await refusal(reserveWithStart({ ...fakeRequest(client, async () => null), unconfirmed }));
+    expect(unconfirmed.take('attach-i-1-v-1')).toBe(true);
+    expect(unconfirmed.take('attach-i-1-v-1')).toBe(false);
+    unconfirmed.add('a');
+    now = 1_001;
+    expect(unconfirmed.take('a')).toBe(false);
+    // bounded: the oldest go when full
+    unconfirmed.add('b');
+    unconfirmed.add('c');
+    unconfirmed.add('d');
+    expect([unconfirmed.take('b'), unconfirmed.take('c'), unconfirmed.take('d')]).toEqual([false, true, true]);
   });
 
   it("the RPC's deadline error after the run reserved: the reservation read back", async () => {
