@@ -11,11 +11,13 @@
  *   control.worker: extra Worker options (pollers, cache size)
  */
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import { DefaultLogger, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { variantDir, type WorkflowVariant } from './variants/generate.ts';
 import { createDatabase } from '../src/db/database.ts';
+import { loadTemporalTls } from '../src/config.ts';
+import { connectWorker, dialOptions } from '../src/temporal/client.ts';
 import { createConfiguredBlockStorage } from '../src/blockstorage/index.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import { createControlPlaneWorker } from '../workers/control-plane.ts';
@@ -75,7 +77,10 @@ async function main(): Promise<void> {
   // (BENCH_AGENT_BEFORE_MEMORY=1, bench/run.ts AGENT_VARIANTS: worker heartbeats on, no malloc_trim).
   const agentBefore = process.env.BENCH_AGENT_BEFORE_MEMORY === '1';
   Runtime.install({ logger: new DefaultLogger('ERROR'), ...(config.role === 'agent' && !agentBefore ? AGENT_RUNTIME_OPTIONS : {}) });
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  // The product's way of dialing: one frontend directly, several (the cluster) through a relay that
+  // fails over; TLS from the TEMPORAL_TLS_* variables the parent put in this child's environment.
+  const temporal = { temporalAddress: config.temporalAddress, ...loadTemporalTls() };
+  const connection = await connectWorker(temporal);
   const db = createDatabase(config.databaseUrl, { applicationName: `tether-bench-${config.role}` });
   let stop: () => Promise<void>;
   let queues: () => number | undefined = () => undefined;
@@ -101,7 +106,7 @@ async function main(): Promise<void> {
       await done;
     };
   } else if (config.role === 'control') {
-    const clientConnection = await Connection.connect({ address: config.temporalAddress });
+    const clientConnection = await Connection.connect(await dialOptions(temporal));
     const client = new Client({ connection: clientConnection, namespace: config.namespace });
     const blockStorage = createConfiguredBlockStorage({ volumeDir: config.volumeDir, availabilityZone: 'nova' }, db, {
       env: { ...process.env, ...(config.variant.blockStorageEnv ?? {}) },

@@ -163,14 +163,16 @@ export async function runCell(spec: CellSpec, cycle: CycleFn, groups: ProcGroup[
  * falls on all of them alike; one pooled result per mode, in the order given. Warm-up before each
  * mode's first round only.
  */
-export async function runInterleaved(spec: Omit<CellSpec, 'mode'>, modes: Array<[string, CycleFn]>, rounds: number, groups: ProcGroup[]): Promise<CellResult[]> {
+/** `groups`: the processes whose CPU is counted, the same for every mode or chosen per mode (modes on different stacks). */
+export async function runInterleaved(spec: Omit<CellSpec, 'mode'>, modes: Array<[string, CycleFn]>, rounds: number, groups: ProcGroup[] | ((mode: string) => ProcGroup[])): Promise<CellResult[]> {
   if (spec.volumes.length < spec.concurrency) throw new Error('one volume per client is needed');
   const perRound = Math.max(spec.concurrency, Math.ceil(spec.cycles / rounds));
   const done = new Map<string, Round[]>(modes.map(([m]) => [m, []]));
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? modes : [...modes].reverse();
     for (const [mode, fn] of order) {
-      done.get(mode)!.push(await measureRound({ ...spec, mode, cycles: perRound, warmup: round < 2 && done.get(mode)!.length === 0 }, fn, groups));
+      const counted = typeof groups === 'function' ? groups(mode) : groups;
+      done.get(mode)!.push(await measureRound({ ...spec, mode, cycles: perRound, warmup: round < 2 && done.get(mode)!.length === 0 }, fn, counted));
     }
   }
   return modes.map(([mode]) => cellResult({ ...spec, mode }, done.get(mode)!));

@@ -9,6 +9,7 @@ import { axis, cdfPoints, color, lineChart, stackedBars, type Bar, type LineSeri
 import { ratio, roundTo, rounded, summarize } from './stats.ts';
 import type { FloorResult } from './floor.ts';
 import { ownCpu, sharedCpu, type NovaPartResult } from './nova.ts';
+import { clusterTable, type ClusterPartResult } from './cluster-report.ts';
 import { cliLines, cliTable, type CliResult } from './cli.ts';
 import { targetsTable } from './targets.ts';
 
@@ -47,6 +48,8 @@ export interface BenchResults {
   };
   /** Nova and tether on the same Cinder and libvirt, alternating rounds (bench/nova.ts). */
   nova?: NovaPartResult;
+  /** The dev server and the two-node mTLS cluster, the same cycles in alternating rounds (bench/cluster.ts). */
+  cluster?: ClusterPartResult & { run?: { date: string; commit: string; command: string; loadStart: number; loadEnd: number } };
   /** The CLI's start-up beside `node -e 0` (bench/cli.ts). */
   cli?: CliResult;
 }
@@ -296,6 +299,7 @@ export function markdown(r: BenchResults): string {
   out.push('');
   out.push('## Targets (issue 19)', '', targetsTable(r), '');
   out.push(...novaSection(r));
+  if (r.cluster) out.push('## The dev server and the Temporal cluster, side by side (bench/cluster.ts)', '', `${r.cluster.topology}; cluster stack up in ${roundTo(r.cluster.startMs / 1000, 1)} s.`, '', clusterTable(r.cluster), '');
   if (r.cli) out.push('## The CLI\'s start-up (bench/cli.ts)', '', cliTable(r.cli), '');
   out.push('## Orchestration overhead per attach vs the work itself');
   out.push('');

@@ -5,9 +5,10 @@
  * SVG charts, the generated parts of README.md and docs/bench/README.md).
  *
  *   --quick              a few cycles per cell, and only the two workflow changes in the A/B
- *   --skip=a,b           skip parts: cli, nova, matrix, floor, cinder, neighbours, variants, scale
+ *   --skip=a,b           skip parts: cli, nova, cluster, matrix, floor, cinder, neighbours, variants, scale
  *   --only=a,b           run only these parts (the others skipped), e.g. --only=nova; --only=cli needs
- *                        no stack and replaces only the `cli` part of docs/bench/latest.json
+ *                        no stack and replaces only the `cli` part of docs/bench/latest.json; --only=nova
+ *                        and --only=cluster replace their part, with its own run's date and load
  *   --cli-rounds=N       rounds of the CLI start-up part (bench/cli.ts)
  *   --agent-variants=a   the scale part again at its largest size with the agent process changed (AGENT_VARIANTS)
  *   --cinder-mode=M      the real Cinder's mode: single (one process, default) or multi (three daemons over RabbitMQ)
@@ -37,6 +38,7 @@ import { historiesBetween } from './history.ts';
 import { runScale } from './scale.ts';
 import { runFloor } from './floor.ts';
 import { runNovaPart } from './nova.ts';
+import { runClusterPart } from './cluster.ts';
 import { runCliPart } from './cli.ts';
 import { rounded, summarize } from './stats.ts';
 import type { Client } from '@temporalio/client';
@@ -49,11 +51,15 @@ const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(`--${name}`);
 const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 const quick = flag('quick');
-const PARTS = ['cli', 'nova', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
+const PARTS = ['cli', 'nova', 'cluster', 'matrix', 'floor', 'cinder', 'neighbours', 'variants', 'scale'];
 const only = opt('only')?.split(',').filter(Boolean);
-/** Parts that a run of only them merges into the committed results (each with its own date, commit and load), not a new run of everything. */
-const MERGED_PARTS = ['nova', 'scale', 'cli'];
-const mergeOnly = only !== undefined && only.some((p) => p === 'nova' || p === 'scale') && only.every((p) => MERGED_PARTS.includes(p));
+/**
+ * Parts that a run of only them merges into the committed results (each with its own date, commit and
+ * load), not a new run of everything: nova, scale and cluster stand on their own run (both sides of
+ * each are side by side inside the part); cli may come along.
+ */
+const MERGED_PARTS = ['nova', 'scale', 'cluster', 'cli'];
+const mergeOnly = only !== undefined && only.some((p) => p === 'nova' || p === 'scale' || p === 'cluster') && only.every((p) => MERGED_PARTS.includes(p));
 const skip = new Set(only ? PARTS.filter((p) => !only.includes(p)) : (opt('skip') ?? '').split(',').filter(Boolean));
 
 const profile = quick
@@ -65,6 +71,7 @@ const profile = quick
       historyLimit: 6,
       cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 8 } as Record<number, number>, rounds: 2 },
       nova: { instances: 8, concurrency: [1, 8], cycles: { 1: 4, 8: 16 } as Record<number, number>, rounds: 2 },
+      cluster: { cells: [{ concurrency: 1, instances: 1, cycles: 6 }, { concurrency: 8, instances: 8, cycles: 16 }], rounds: 2 },
       floorRuns: 10,
       neighbourCycles: 4,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 5 }, { concurrency: 8, instances: 8, cycles: 16 }],
@@ -81,6 +88,7 @@ const profile = quick
       historyLimit: 20,
       cinder: { instances: 8, concurrency: [1, 8], cycles: { 1: 32, 8: 64 } as Record<number, number>, rounds: 4 },
       nova: { instances: 8, concurrency: [1, 8], cycles: { 1: 32, 8: 96 } as Record<number, number>, rounds: 4 },
+      cluster: { cells: [{ concurrency: 1, instances: 1, cycles: 30 }, { concurrency: 8, instances: 8, cycles: 96 }], rounds: 4 },
       floorRuns: 30,
       neighbourCycles: 10,
       variantCells: [{ concurrency: 1, instances: 8, cycles: 12 }, { concurrency: 8, instances: 8, cycles: 40 }],
@@ -347,6 +355,10 @@ async function runAll(stack: BenchStack, results: BenchResults): Promise<void> {
       results.nova = await runNovaPart(stack, { ...profile.nova, runningDomains: flag('running-domains') }, log, elapsed);
     }
 
+    if (!skip.has('cluster')) {
+      results.cluster = await runClusterPart(stack, { ...profile.cluster, runningDomains: flag('running-domains'), log: (s) => log(`[${elapsed()}] ${s}`) });
+    }
+
     if (!skip.has('neighbours')) {
       const all = await stack.ensureInstances(Math.max(...profile.instances));
       const [quietInstance, ...others] = all;
@@ -510,7 +522,7 @@ function report(results: BenchResults): void {
   fs.writeFileSync(path.join(resultsDir, `${profile.name}-${String(results.meta.date).replace(/[:.]/g, '-')}.json`), json);
   const md = markdown(results);
   fs.writeFileSync(path.join(resultsDir, 'results.md'), md);
-  if (!flag('no-docs') && mergeOnly && (results.nova || results.scale)) {
+  if (!flag('no-docs') && mergeOnly && (results.nova || results.scale || results.cluster)) {
     mergeParts(results);
   } else if (!flag('no-docs')) {
     const docs = path.join(projectRoot, 'docs', 'bench');
@@ -524,10 +536,11 @@ function report(results: BenchResults): void {
 }
 
 /**
- * `--only=nova` and/or `--only=scale` (with or without cli): the parts run replace theirs in
- * docs/bench/latest.json and carry their own date, commit and load (the other parts stay as their
- * own run measured them). Nova and tether are side by side inside the Nova part, in alternating
- * rounds of the same run; the scale part's agent variants ran after the shipped agent, same run.
+ * `--only=nova`, `--only=scale` and/or `--only=cluster` (with or without cli): the parts run replace
+ * theirs in docs/bench/latest.json and carry their own date, commit and load (the other parts stay as
+ * their own run measured them). Nova and tether are side by side inside the Nova part, the dev server
+ * and the cluster inside the cluster part, in alternating rounds of the same run; the scale part's
+ * agent variants ran after the shipped agent, same run.
  */
 function mergeParts(results: BenchResults): void {
   const file = path.join(projectRoot, 'docs', 'bench', 'latest.json');
@@ -543,6 +556,7 @@ function mergeParts(results: BenchResults): void {
     committed.scale = { ...results.scale, run };
     committed.scaleVariants = results.scaleVariants ?? [];
   }
+  if (results.cluster) committed.cluster = { ...results.cluster, run };
   if (results.cli) committed.cli = results.cli;
   writeDocs(committed, path.dirname(file));
 }

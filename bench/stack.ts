@@ -4,7 +4,9 @@
  * can run variants of them):
  *   PostgreSQL: DATABASE_URL when set (a fresh database tether_bench_<id> on it), else an embedded
  *     PostgreSQL in a temporary folder;
- *   Temporal: a dev server of our own (in memory, free ports, tether's dynamic config);
+ *   Temporal: a dev server of our own (in memory, free ports, tether's dynamic config), or with
+ *     `temporal: 'cluster'` the two-node cluster on the stack's PostgreSQL with mTLS (stack/temporal-cluster.ts,
+ *     as `TETHER_TEMPORAL=cluster npm start` runs it; the children dial it through the product's relay);
  *   libvirt: qemu:///system (started when none answers);
  *   processes: bench/child.ts as control worker and as compute agent; the driver (this process)
  *     holds the service layer (TetherService), as the API server would.
@@ -26,7 +28,6 @@ import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts'
 import type { BlockStorage } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import type { TetherService } from '../src/service/tether-service.ts';
-import type { TemporalDevServer } from '../stack/temporal-dev-server.ts';
 import { ensureLibvirtd } from '../stack/libvirtd.ts';
 import { buildStack } from '../stack/builder.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
@@ -111,7 +112,10 @@ export interface BenchStack {
   id: string;
   databaseKind: 'embedded' | 'DATABASE_URL';
   databaseUrl: string;
-  temporal: TemporalDevServer;
+  /** `address`: the frontend(s) (comma-separated for the cluster); `pid`: the dev server's, or the first node's. */
+  temporal: { kind: 'dev' | 'cluster'; address: string; pid: number };
+  /** The environment a tether process needs to reach this Temporal (TLS files for the cluster). */
+  childEnv: Record<string, string>;
   metricsUrl: string | undefined;
   db: Database;
   client: Client;
@@ -145,6 +149,8 @@ export interface BenchStackOptions {
   /** Keep the QEMU guests running instead of pausing them (each TCG guest then burns ~2% of a core). */
   runningDomains: boolean;
   log: (line: string) => void;
+  /** The dev server (default) or the two-node mTLS cluster. */
+  temporal?: 'dev' | 'cluster';
 }
 
 export async function startBenchStack(options: BenchStackOptions): Promise<BenchStack> {
@@ -160,7 +166,7 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
     libvirtUri: LIBVIRT_URI,
     postgres: process.env.DATABASE_URL ? { url: process.env.DATABASE_URL } : { embedded: {} },
     database: `tether_bench_${id}`,
-    temporal: { dev: { logFile: temporalLog } },
+    temporal: options.temporal === 'cluster' ? { cluster: { dataDir: path.join(logDir, 'temporal-cluster') } } : { dev: { logFile: temporalLog } },
     namespace: 'default',
   });
   const cleanup = async () => built.stop();
@@ -172,9 +178,12 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
     const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(new URL(databaseUrl).hostname);
     const postgresPid = databaseKind === 'embedded' ? () => pidFromFile(path.join(built.postgres.dataDir!, 'postmaster.pid')) : () => (local ? pidListeningOn(pgPort) : undefined);
     const { db, client } = await built.connect({ max: 20, applicationName: 'tether-bench-driver', plain: true });
-    const temporal = built.temporal.devServer!;
+    const temporalKind = options.temporal ?? 'dev';
+    const temporalPids = () => built.temporal.processes().map((p) => p.pid);
+    const temporal = { kind: temporalKind, address: built.temporal.address, get pid() { return temporalPids()[0]!; } };
+    const childEnv = temporalKind === 'cluster' ? built.temporal.env : {};
     let metricsUrl: string | undefined;
-    for (let i = 0; i < 100 && !metricsUrl; i++) {
+    for (let i = 0; i < 100 && !metricsUrl && temporalKind === 'dev'; i++) {
       metricsUrl = /Metrics:\s+(http:\/\/\S+\/metrics)/.exec(await fsp.readFile(temporalLog, 'utf8'))?.[1]?.replace('localhost', '127.0.0.1');
       if (!metricsUrl) await sleep(50);
     }
@@ -209,8 +218,8 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
     });
     const shipped: ControlVariant = { workflows: 'shipped' };
     const [control, agent] = await Promise.all([
-      startChild(controlConfig(shipped), path.join(logDir, 'control.log')),
-      startChild(agentConfig(host, { hostActivities: 'shipped' }), path.join(logDir, 'agent.log')),
+      startChild(controlConfig(shipped), path.join(logDir, 'control.log'), childEnv),
+      startChild(agentConfig(host, { hostActivities: 'shipped' }), path.join(logDir, 'agent.log'), childEnv),
     ]);
 
     const stack: BenchStack = {
@@ -218,6 +227,7 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
       databaseKind,
       databaseUrl,
       temporal,
+      childEnv,
       metricsUrl,
       db,
       client,
@@ -236,17 +246,17 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
       volumes: [],
       async restartControl(variant) {
         await stack.control.stop();
-        stack.control = await startChild(controlConfig(variant), path.join(logDir, 'control.log'));
+        stack.control = await startChild(controlConfig(variant), path.join(logDir, 'control.log'), childEnv);
         stack.controlVariant = variant;
       },
       async restartAgent(variant) {
         await stack.agent.stop();
-        stack.agent = await startChild(agentConfig(host, variant), path.join(logDir, 'agent.log'));
+        stack.agent = await startChild(agentConfig(host, variant), path.join(logDir, 'agent.log'), childEnv);
         stack.agentVariant = variant;
       },
       childConfig: (_role, agentHost, variant) => agentConfig(agentHost, variant),
       async startVariantControl(variant, taskQueue, variantBlockStorage = blockStorage) {
-        const child = await startChild(controlConfig(variant, taskQueue), path.join(logDir, `control-${taskQueue}.log`));
+        const child = await startChild(controlConfig(variant, taskQueue), path.join(logDir, `control-${taskQueue}.log`), childEnv);
         const variantService = built.service({ db, client, blockStorage: variantBlockStorage, controlTaskQueue: taskQueue, host });
         return { child, service: variantService };
       },
@@ -279,7 +289,7 @@ export async function startBenchStack(options: BenchStackOptions): Promise<Bench
         const qemuPids = () =>
           stack.instances.map((i) => pidFromFile(`/run/libvirt/qemu/${i.libvirtDomain}.pid`)).filter((p): p is number => p !== undefined);
         return [
-          { name: 'Temporal dev server', pids: () => [temporal.pid] },
+          { name: temporalKind === 'cluster' ? 'Temporal cluster (2 nodes)' : 'Temporal dev server', pids: temporalPids },
           { name: `PostgreSQL (${databaseKind === 'embedded' ? 'embedded' : 'DATABASE_URL, whole server'})`, pids: () => { const p = postgresPid(); return p ? withDescendants(p) : []; } },
           { name: 'libvirtd', pids: () => { const p = pidFromFile('/run/libvirtd.pid'); return p ? [p] : []; } },
           { name: 'virtlogd', pids: () => { const p = pidFromFile('/run/virtlogd.pid'); return p ? [p] : []; } },

@@ -25,6 +25,7 @@ import { changesTable, cyclesSection, neighboursSection, overheadFindings, overh
 import { markdown, novaTable, renderCharts, type BenchResults } from '../bench/report.ts';
 import { cliTable } from '../bench/cli.ts';
 import { targetsTable } from '../bench/targets.ts';
+import { clusterTable } from '../bench/cluster-report.ts';
 import { markdownReport, type RunSummary } from '../chaos/report.ts';
 import type { TestRunRecord } from '../test/support/summary-reporter.ts';
 import { killTable, type KillResults } from '../chaos/nova-kills-report.ts';
@@ -108,6 +109,16 @@ function novaRegion(r: BenchResults): string {
   return `${when}: Nova ${part.nova} (Debian's packages) and tether, ${part.instances} servers each, on one Cinder (loop devices) and one libvirt, in alternating rounds, both driven over HTTP the same way.\n\n${novaTable(part)}`;
 }
 
+function clusterRegion(r: BenchResults): string {
+  const part = r.cluster;
+  if (!part) return '_Not measured yet: `npm run bench` (or `npm run bench -- --only=cluster`) adds it._';
+  const run = part.run;
+  const when = run
+    ? `\`${run.command}\` at commit \`${run.commit}\`, ${run.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}, load average ${run.loadStart} at the start and ${run.loadEnd} at the end (2 cores)`
+    : runLine(r);
+  return `${when}: ${part.topology}; the same attach+detach cycles on the dev server and on the cluster, in ${part.rounds} alternating rounds (cluster stack up in ${Math.round(part.startMs / 100) / 10} s).\n\n${clusterTable(part)}`;
+}
+
 /** Every region a markdown file may hold. */
 export const REGIONS: Record<string, Render> = {
   'test-run': testRun,
@@ -123,6 +134,7 @@ export const REGIONS: Record<string, Render> = {
   'bench-resources': bench(resourcesSection),
   'bench-targets': bench((r) => `${runLine(r)}${r.cli ? ` The CLI's rows: its own run of ${r.cli.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}.` : ''}\n\n${targetsTable(r)}`),
   'bench-nova': bench(novaRegion),
+  'bench-cluster': bench(clusterRegion),
   'bench-cli': bench((r) => (r.cli ? cliTable(r.cli) : '_Not measured in this run: `npm run bench -- --only=cli` adds it._')),
   'chaos-short': chaos('short', 'npm run chaos -- --short --no-libvirtd --seed 1'),
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
