@@ -11,21 +11,23 @@
  *     reserved): found, the answer is the one the update would have given;
  *   - not found, the answer is a 503 with Retry-After (TetherError `AttachNotConfirmed`). The same
  *     request, retried, joins the same run (the workflow id is the pair's, conflict policy
- *     USE_EXISTING) and the same update (its id is fixed per run, so Temporal deduplicates it): a
- *     retried POST never attaches twice and never piles up updates on the run.
+ *     USE_EXISTING); its update is answered by the run's one reservation (the handler waits for it and
+ *     never reserves twice), so a retried POST never attaches twice.
  *   - a retry that comes after the run has finished (the attach went through between the 503 and
  *     the retry) would meet Nova's "already attached" refusal: this process remembers the attaches
  *     it answered 503 for (UnconfirmedAttaches, 15 min), and the first retry of one gets the
  *     reservation read back instead. Seen in the chaos concurrent run at 500 attaches: 2 of 500.
  *     A retry that reaches another API process still gets the refusal (never a second attach).
+ *
+ * Each call's update has an id of its own (the SDK's). A fixed id would be wrong: Temporal answers
+ * an update-with-start whose id was completed by the pair's *closed* previous run with that run's
+ * outcome, so the next attach of the same server and volume, after a detach, got the old reservation
+ * and no new run (found by the benchmark's cycles; test/attach-answer.test.ts keeps it).
  */
 import { isGrpcServiceError, ServiceError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client, type WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../errors.ts';
 import { reservationUpdate, type AttachReservation, type AttachVolumeWorkflow } from '../domain/contracts/attach-volume.ts';
 import type { BlockDeviceMapping } from '../domain/types.ts';
-
-/** The update's id in every run: a retried request is the same update (Temporal answers it from the first). */
-export const RESERVATION_UPDATE_ID = 'reservation';
 
 /** How long the POST waits for the reservation, and what a 503 tells the client. */
 export interface ReservationWait {
@@ -137,7 +139,7 @@ export async function reserveWithStart(req: ReservationRequest): Promise<{ reser
   const controller = new AbortController();
   const timedOut = Symbol('timed out');
   const update = req.client.withAbortSignal(controller.signal, () =>
-    req.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation: req.operation, updateId: RESERVATION_UPDATE_ID }),
+    req.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation: req.operation }),
   );
   // Ends with the race's loser too: nothing left unhandled when the budget wins.
   update.catch(() => undefined);

@@ -14,7 +14,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { TetherError } from '../../src/errors.ts';
 import type { AttachReservation, AttachVolumeInput, AttachVolumeWorkflow } from '../../src/domain/contracts/attach-volume.ts';
 import type { BlockDeviceMapping } from '../../src/domain/types.ts';
-import { isTemporalSlow, reservationOnBdm, reserveWithStart, RESERVATION_UPDATE_ID, UnconfirmedAttaches, type ReservationRequest } from '../../src/service/attach-reservation.ts';
+import { isTemporalSlow, reservationOnBdm, reserveWithStart, UnconfirmedAttaches, type ReservationRequest } from '../../src/service/attach-reservation.ts';
 import { FakeWorkers, startWorkflowEnvironment } from './support/workflow-env.ts';
 import { tetherFakes } from './support/fakes.ts';
 
@@ -87,7 +87,8 @@ describe('the attach answer when Temporal is slow (fake client)', () => {
     expect(err.status).toBe(503);
     expect(err.retryAfterSeconds).toBe(5);
     expect(err.message).toMatch(/Retry the same request/);
-    expect(seen.updateId).toBe(RESERVATION_UPDATE_ID);
+    // an id of its own per call: a fixed one would be answered from the pair's closed previous run
+    expect(seen.updateId).toBeUndefined();
   });
 
   it('a 503 is remembered for the retry, once, within its time', async () => {
@@ -173,13 +174,13 @@ describe('the attach answer when the host is slow (AttachVolume on Temporal, fak
     expect(reservation).toMatchObject({ device: '/dev/sdb', attachmentId: 'att-1', volumeId: input.volumeId });
     await handle.result();
 
-    // one run, one reservation: each step once, and the three POSTs were one update in the history
+    // one run, one reservation: each step once; every POST's update answered with that reservation
     expect(fakes.calls.filter((c) => c === 'reserveDeviceName')).toHaveLength(1);
     expect(fakes.calls.filter((c) => c === 'reserveVolume')).toHaveLength(1);
     expect(fakes.calls.filter((c) => c === 'attachDisk')).toHaveLength(1);
     const history = await handle.fetchHistory();
-    const accepted = (history.events ?? []).filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
-    expect(accepted).toHaveLength(1);
-    expect(accepted[0]!.workflowExecutionUpdateAcceptedEventAttributes!.acceptedRequest!.meta!.updateId).toBe(RESERVATION_UPDATE_ID);
+    const completed = (history.events ?? []).filter((e) => e.workflowExecutionUpdateCompletedEventAttributes);
+    expect(completed.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(completed.map((e) => JSON.stringify(e.workflowExecutionUpdateCompletedEventAttributes!.outcome!.success)))).toHaveProperty('size', 1);
   });
 });
