@@ -8,7 +8,7 @@
  * checker clean, no process exited by itself. The monotonic clock is left alone (as an NTP step
  * leaves it); Temporal and PostgreSQL keep the true time. The clock is put back after each case.
  *
- * Without libfaketime every case is skipped, saying so (`apt-get install libfaketime`).
+ * Without libfaketime every case is skipped, saying so (`bash scripts/test-deps/faketime.sh`).
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -30,10 +30,17 @@ import {
 import type { CaseResult } from './report.ts';
 import { PROXIED_WORKERS, type ProxiedWorker } from './stack.ts';
 
-export const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+/** Where Debian's libfaketime puts its library (multiarch folder of this machine, then the others). */
+const LIBFAKETIME_PLACES = [
+  `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/faketime/libfaketime.so.1`,
+  '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
+  '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
+  '/usr/lib/faketime/libfaketime.so.1',
+];
+export const LIBFAKETIME = LIBFAKETIME_PLACES[0]!;
 
 export function fakeTimeLibrary(): string | undefined {
-  return fs.existsSync(LIBFAKETIME) ? LIBFAKETIME : undefined;
+  return LIBFAKETIME_PLACES.find((p) => fs.existsSync(p));
 }
 
 export interface ClockCase {
@@ -67,7 +74,7 @@ function stepOf(c: ClockCase): { step: string; phase: 'before' | 'after' } | und
 
 export async function runClockJump(h: Harness, c: ClockCase, run: number, server: Instance, available: boolean): Promise<CaseResult> {
   const scenario = clockCaseName(c);
-  if (!available) return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [`libfaketime is not installed (${LIBFAKETIME}; apt-get install libfaketime)`] });
+  if (!available) return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [`libfaketime is not installed (${LIBFAKETIME}; bash scripts/test-deps/faketime.sh)`] });
   const notes: string[] = [];
   const volume = await newVolume(h, `chaos-clock-${c.worker}-${c.jump}-${c.op}`.slice(0, 60));
   if (c.op === 'detach') await attachAndWait(h, server, volume);

@@ -164,6 +164,8 @@ export interface PairState {
   attachments: string[];
   inConfig: boolean;
   inLive: boolean;
+  /** The domain runs (a live XML exists): false when QEMU is gone or the domain was never started. */
+  domainActive: boolean;
 }
 
 export async function pairState(h: Harness, instanceUuid: string, volumeId: string): Promise<PairState> {
@@ -178,20 +180,22 @@ export async function pairState(h: Harness, instanceUuid: string, volumeId: stri
     attachments: volume.attachments.filter((a) => a.serverId === instanceUuid).map((a) => a.status),
     inConfig,
     inLive,
+    domainActive: info?.active ?? false,
   };
 }
 
 /**
- * `attached` (everywhere), `absent` (nowhere), or `in-between: …` naming what disagrees.
+ * `attached` (everywhere), `absent` (nowhere), or `in-between: …` naming what disagrees. A domain
+ * that does not run (its QEMU killed) has no live XML: there, attached means in the persistent config.
  * `volumeShared`: the volume may be attached to another instance too (multiattach, or the other side of a race).
  */
 export function classify(s: PairState, o: { volumeShared?: boolean } = {}): 'attached' | 'absent' | string {
-  const attached = s.bdm === 'attached' && s.attachments.length === 1 && s.attachments[0] === 'attached' && s.inConfig && s.inLive
+  const attached = s.bdm === 'attached' && s.attachments.length === 1 && s.attachments[0] === 'attached' && s.inConfig && (s.inLive || !s.domainActive)
     && s.volumeStatus === 'in-use';
   const absent = s.bdm === null && s.attachments.length === 0 && !s.inConfig && !s.inLive && (o.volumeShared || s.volumeStatus === 'available');
   if (attached) return 'attached';
   if (absent) return 'absent';
-  return `in-between: bdm=${s.bdm ?? 'none'} volume=${s.volumeStatus} attachments=[${s.attachments.join(',')}] disk config=${s.inConfig} live=${s.inLive}`;
+  return `in-between: bdm=${s.bdm ?? 'none'} volume=${s.volumeStatus} attachments=[${s.attachments.join(',')}] disk config=${s.inConfig} live=${s.inLive}${s.domainActive ? '' : ' (domain not running)'}`;
 }
 
 /** Retries while a store is unreachable (a part was just restarted). */
@@ -353,7 +357,7 @@ export function outcomeOf(op: 'attach' | 'detach', state: string): string {
 }
 
 /** Where the pair must be for each way the workflow ended (a forward fault: either end is fine if the stores agree). */
-const EXPECTED_BY_END: Record<'attach' | 'detach', Partial<Record<WorkflowEnd, 'attached' | 'absent'>>> = {
+export const EXPECTED_BY_END: Record<'attach' | 'detach', Partial<Record<WorkflowEnd, 'attached' | 'absent'>>> = {
   attach: { COMPLETED: 'attached', FAILED: 'absent', NOT_STARTED: 'absent' },
   detach: { COMPLETED: 'absent', FAILED: 'attached', NOT_STARTED: 'attached' },
 };
@@ -381,6 +385,8 @@ export interface ConvergeRequest {
   runningAfter?: string;
   /** After convergence, before the tidy-up: more problems (e.g. the guest's data). */
   verify?: (state: string) => Promise<string[]>;
+  /** Once the workflow closed, before the stores are read: waits for what must follow the fault (a power-state sync); returns problems. */
+  settle?: () => Promise<string[]>;
   notes: string[];
 }
 
@@ -391,10 +397,13 @@ export interface ConvergeRequest {
  */
 export async function convergePair(h: Harness, r: ConvergeRequest): Promise<Omit<CaseResult, 'scenario' | 'run' | 'seed' | 'triggered'>> {
   const { op, server, volume, watchedId, notes } = r;
+  // The answer first: until the API has answered, "no such workflow" may only mean "not started yet"
+  // (a case that sends the request and converges at once would read the stores mid-operation).
+  await r.request;
   const ends = await waitClosed(h, [watchedId]);
   const end = ends[watchedId]!;
-  await r.request;
   await h.stack.settled();
+  const settleProblems = r.settle ? await r.settle() : [];
   const state = classify(await retrying(() => pairState(h, server.uuid, volume.id)));
   const checked = await check(h);
   const tState = end === 'FAILED' || end === 'COMPLETED' ? await tetherState(h, watchedId) : null;
@@ -402,7 +411,7 @@ export async function convergePair(h: Harness, r: ConvergeRequest): Promise<Omit
   const answer = r.answer();
   notes.push(`workflow ${end}${tState && (end === 'FAILED' || r.expect === 'rolled-back') ? ` (${tState})` : ''}; API answered ${answer ? describeAnswer(answer) : 'nothing'}`);
 
-  const problems: string[] = [];
+  const problems: string[] = [...settleProblems];
   if (end === 'RUNNING') problems.push(`workflow ${watchedId} still running ${r.runningAfter ?? `after ${h.deadlineMs / 1000} s`}`);
   else if (r.expect === 'rolled-back') {
     const before = op === 'attach' ? 'absent' : 'attached';

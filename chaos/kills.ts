@@ -89,6 +89,8 @@ export interface CaseHooks {
   verify?: (server: Instance, volume: Volume, state: string) => Promise<string[]>;
   /** Scenario name prefix (e.g. `guest `). */
   prefix?: string;
+  /** After the workflow closed, before the stores are read: waits for what must follow the fault; returns problems. */
+  settle?: (server: Instance, volume: Volume) => Promise<string[]>;
 }
 
 export async function runKillCase(h: Harness, c: KillCase, run: number, server: Instance, hooks: CaseHooks = {}): Promise<CaseResult> {
@@ -198,6 +200,7 @@ export async function runPointCase(
       answer: () => answer,
       since: struckAt,
       ...(hooks.verify ? { verify: (state: string) => hooks.verify!(server, volume, state) } : {}),
+      ...(hooks.settle ? { settle: () => hooks.settle!(server, volume) } : {}),
       notes,
     })),
   });

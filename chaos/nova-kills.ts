@@ -344,7 +344,7 @@ async function main(): Promise<void> {
             killed: null,
             answer: 'no answer',
             state: 'error',
-            stores: { bdm: null, volumeStatus: 'unknown', attachments: [], inConfig: false, inLive: false },
+            stores: { bdm: null, volumeStatus: 'unknown', attachments: [], inConfig: false, inLive: false, domainActive: false },
             findings: [],
             settleMs: 0,
             afterwards: { usable: false, steps: [] },

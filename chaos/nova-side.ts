@@ -98,5 +98,6 @@ export async function novaPairState(nova: NovaHandle, blockStorage: BlockStorage
     attachments: volume.attachments.filter((a) => a.serverId === serverId).map((a) => a.status),
     inConfig,
     inLive,
+    domainActive: info?.active ?? false,
   };
 }

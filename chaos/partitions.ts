@@ -12,9 +12,10 @@
  * (its pause point is claimed, the link cut, the step released); the API's links are cut just
  * before the request.
  *
- * The block storage is tether's own volume service here: its state is PostgreSQL (covered by the
- * postgres links) and files on the host, with no network link of its own — those cases are skipped
- * with that reason (a Cinder back end would have one: chaos/nova-kills.ts's stack).
+ * The block storage: with `--cinder` it is a real Cinder (test/support/cinder.ts, Debian's
+ * packages), and each process reaches its API through a proxy too. Without it, it is tether's own
+ * volume service, whose state is PostgreSQL (covered by the postgres links) and files on the host,
+ * with no network link of its own: those cases are skipped with that reason.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Instance } from '../src/domain/types.ts';
@@ -39,7 +40,7 @@ import type { ProxyMode } from './tcp-proxy.ts';
 
 export interface PartitionCase {
   worker: ProxiedWorker;
-  dependency: ProxiedDependency | 'block-storage';
+  dependency: ProxiedDependency;
   mode: Exclude<ProxyMode, 'pass'>;
   op: 'attach' | 'detach';
 }
@@ -52,7 +53,7 @@ export function partitionMatrix(): PartitionCase[] {
   const cases: PartitionCase[] = [];
   let i = 0;
   for (const worker of PROXIED_WORKERS) {
-    for (const dependency of [...PROXIED_DEPENDENCIES, 'block-storage'] as const) {
+    for (const dependency of PROXIED_DEPENDENCIES) {
       for (const mode of ['drop', 'hold', 'slow'] as const) cases.push({ worker, dependency, mode, op: i++ % 2 === 0 ? 'attach' : 'detach' });
     }
   }
@@ -68,12 +69,12 @@ function stepOf(c: PartitionCase): { step: string; phase: 'before' | 'after' } |
 
 export async function runPartition(h: Harness, c: PartitionCase, run: number, server: Instance): Promise<CaseResult> {
   const scenario = partitionCaseName(c);
-  if (c.dependency === 'block-storage') {
-    return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: ["the block storage is tether's own volume service: PostgreSQL (the postgres links) and host files, no network link of its own"] });
-  }
   const proxy = h.stack.proxy(c.worker, c.dependency);
   if (!proxy) {
-    return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [c.dependency === 'postgres' && !h.stack.ownsPostgres ? 'PostgreSQL comes from DATABASE_URL: no proxy in front of it' : 'the stack has no proxies'] });
+    const why = c.dependency === 'block-storage'
+      ? "the block storage is tether's own volume service: PostgreSQL (the postgres links) and host files, no network link of its own (--cinder puts a Cinder there)"
+      : c.dependency === 'postgres' && !h.stack.ownsPostgres ? 'PostgreSQL comes from DATABASE_URL: no proxy in front of it' : 'the stack has no proxies';
+    return result(h, scenario, run, { passed: false, skipped: true, converged: false, outcome: 'skipped', leaked: 0, convergeMs: null, notes: [why] });
   }
   const notes: string[] = [];
   const volume = await newVolume(h, `chaos-part-${c.worker}-${c.dependency}-${c.mode}`.slice(0, 60));

@@ -31,13 +31,21 @@
  *                   each case ending with the guest's data read back (chaos/guest-kills.ts); with
  *                   --all-targets also Temporal and PostgreSQL at each step
  *   --partitions    each worker's link to Temporal / PostgreSQL through a proxy the runner cuts (drop,
- *                   hold, slow) during an attach or a detach (chaos/partitions.ts)
+ *                   hold, slow) during an attach or a detach (chaos/partitions.ts); with --cinder the block
+ *                   storage is a real Cinder (Debian's packages, test/support/cinder.ts) and each worker's
+ *                   link to it is cut too
  *   --clock         a worker's wall clock stepped an hour ahead / back or a day ahead during an attach
  *                   or a detach (libfaketime; chaos/clock.ts)
  *   --temporal-nodes  the stack on a two-node Temporal cluster with mTLS; SIGKILL and SIGSTOP of each
  *                   node and of the frontend the step's worker is connected to, before/during/after
  *                   every attach and detach step (chaos/temporal-node-kills.ts; --all-targets: every
  *                   point × every target). Skipped, case by case, without the server binary
+ *   --host-processes  SIGKILL of the domain's QEMU or of virtlogd before / during / after each host step of
+ *                   attach and detach; a killed QEMU must leave the server recorded as stopped and startable
+ *                   again (chaos/host-process-kills.ts)
+ *   --disk-full     the data folder on a small filesystem of its own, filled to the last byte while attaches,
+ *                   detaches and volume creates run; clear errors, then convergence once space is freed
+ *                   (chaos/disk-full.ts)
  *
  * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
  * converge), the failures, and the closing line `N passed, N failed, N skipped`. The JSON goes to
@@ -64,6 +72,10 @@ import { partitionCaseName, partitionMatrix, runPartition } from './partitions.t
 import { clockCaseName, clockMatrix, fakeTimeLibrary, runClockJump } from './clock.ts';
 import { runTemporalNodeKill, temporalNodeCaseName, temporalNodeMatrix } from './temporal-node-kills.ts';
 import { temporalServerBinaries } from '../stack/temporal-binaries.ts';
+import { hostProcessCaseName, hostProcessMatrix, runHostProcessKill } from './host-process-kills.ts';
+import { DISK_FULL_CASES, DISK_FULL_MIB, diskFullCaseName, runDiskFull } from './disk-full.ts';
+import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
+import { cinderAvailability, startCinder, type CinderHandle } from '../test/support/cinder.ts';
 import { Random } from './random.ts';
 import { formatFailures, formatTable, statusOf, countByStatus, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
@@ -87,12 +99,13 @@ interface Options {
   attaches: number;
   cases: number;
   allTargets: boolean;
+  cinder: boolean;
 }
 
-export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock', 'temporal-nodes'] as const;
+export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock', 'temporal-nodes', 'host-processes', 'disk-full'] as const;
 type Family = (typeof FAMILIES)[number];
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions | --clock | --temporal-nodes [--all-targets]] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions [--cinder] | --clock | --temporal-nodes [--all-targets] | --host-processes | --disk-full] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -118,6 +131,7 @@ function parseArgs(argv: string[]): Options {
     attaches: 500,
     cases: 1000,
     allTargets: false,
+    cinder: false,
   };
   const family = (f: Family) => {
     if (o.family !== undefined && o.family !== f) usage(`--${o.family} and --${f} exclude each other`);
@@ -171,7 +185,10 @@ function parseArgs(argv: string[]): Options {
       case '--partitions': family('partitions'); break;
       case '--clock': family('clock'); break;
       case '--temporal-nodes': family('temporal-nodes'); break;
+      case '--host-processes': family('host-processes'); break;
+      case '--disk-full': family('disk-full'); break;
       case '--all-targets': o.allTargets = true; break;
+      case '--cinder': o.cinder = true; break;
       case '--requests': o.requests = int('--requests', value(), 1); break;
       case '--instances': o.instances = int('--instances', value(), 1); break;
       case '--attaches': o.attaches = int('--attaches', value(), 1); break;
@@ -251,12 +268,25 @@ async function main(): Promise<void> {
   }
   const fakeTime = o.family === 'clock' ? fakeTimeLibrary() : undefined;
   const temporalCluster = o.family === 'temporal-nodes';
-  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', temporalCluster, ...(fakeTime ? { fakeTime } : {}), ...(agentEnv ? { agentEnv } : {}) });
+  let cinder: CinderHandle | undefined;
+  if (o.cinder) {
+    const a = await cinderAvailability('single');
+    if (!a.available) {
+      // asked for, so never a silent skip
+      process.stderr.write(`error: --cinder: ${a.reason}\n`);
+      process.exit(1);
+    }
+    log('  starting Cinder (the block storage of this run)…');
+    cinder = await startCinder({ mode: 'single', driver: 'loop' });
+    log(`  ✓ Cinder at ${cinder.endpoint}`);
+  }
+  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', temporalCluster, ...(fakeTime ? { fakeTime } : {}), ...(o.family === 'disk-full' ? { dataFilesystemMiB: DISK_FULL_MIB } : {}), ...(agentEnv ? { agentEnv } : {}), ...(cinder ? { blockStorage: { env: cinder.env, client: new CinderBlockStorage(cinder.config()) } } : {}) });
   let stopping = false;
   const stopAndExit = async (code: number) => {
     if (stopping) process.exit(code);
     stopping = true;
     await stack.stop();
+    await cinder?.stop();
     process.exit(code);
   };
   process.on('SIGINT', () => void stopAndExit(130));
@@ -331,6 +361,8 @@ async function main(): Promise<void> {
     else if (o.family === 'partitions') plan.push(...sampled(partitionMatrix().map((c, i) => ({ name: partitionCaseName(c), run: (hh: Harness, r: number) => runPartition(hh, c, r, servers[i % servers.length]!) }))));
     else if (o.family === 'clock') plan.push(...sampled(clockMatrix().map((c, i) => ({ name: clockCaseName(c), run: (hh: Harness, r: number) => runClockJump(hh, c, r, servers[i % servers.length]!, fakeTime !== undefined) }))));
     else if (o.family === 'temporal-nodes') plan.push(...sampled(temporalNodeMatrix({ all: o.allTargets }).map((c, i) => ({ name: temporalNodeCaseName(c), run: (hh: Harness, r: number) => runTemporalNodeKill(hh, c, r, servers[i % servers.length]!) }))));
+    else if (o.family === 'host-processes') plan.push(...sampled(hostProcessMatrix().map((c, i) => ({ name: hostProcessCaseName(c), run: (hh: Harness, r: number) => runHostProcessKill(hh, c, r, servers[i % servers.length]!) }))));
+    else if (o.family === 'disk-full') plan.push(...DISK_FULL_CASES.map((c) => ({ name: diskFullCaseName(c), run: (hh: Harness, r: number) => runDiskFull(hh, c, r) })));
     else if (o.family === 'guest') plan.push(...sampled(guestCases(servers, { allTargets: o.allTargets })));
     else if (o.family === 'long') {
       // Drawn with replacement from every matrix; each draw its own random stream (timing, release order).
@@ -431,6 +463,7 @@ async function main(): Promise<void> {
   }
   closeGuestConsoles();
   await stack.stop();
+  await cinder?.stop();
   const file = resultsFile(o);
   await writeJson(file, summary);
   if (!o.out) await writeJson(path.join(projectRoot, 'chaos-results', 'latest.json'), summary);

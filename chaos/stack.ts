@@ -72,10 +72,17 @@ export interface ChaosStackOptions {
    * restartTemporalNode; chaos/temporal-node-kills.ts). Not with `proxies`.
    */
   temporalCluster?: boolean;
+  /**
+   * The stack's data folder (PostgreSQL's data, Temporal's SQLite, the volumes, the pause points) on
+   * a filesystem of its own of this many MiB: an ext4 image loop-mounted there (chaos/disk-full.ts
+   * fills it). The logs then go beside it (`<folder>-logs`), so the runner keeps writing them.
+   */
+  dataFilesystemMiB?: number;
 }
 
 export const PROXIED_WORKERS = ['control-plane', 'compute-agent', 'api'] as const;
-export const PROXIED_DEPENDENCIES = ['temporal', 'postgres'] as const;
+/** The block storage has a link of its own only when it is a Cinder (`blockStorage` with CINDER_ENDPOINT). */
+export const PROXIED_DEPENDENCIES = ['temporal', 'postgres', 'block-storage'] as const;
 export type ProxiedWorker = (typeof PROXIED_WORKERS)[number];
 export type ProxiedDependency = (typeof PROXIED_DEPENDENCIES)[number];
 
@@ -137,7 +144,7 @@ export class ChaosStack {
   constructor(private readonly o: ChaosStackOptions) {
     this.baseDir = `/var/lib/libvirt/images/tether-chaos-${o.id}`;
     this.pauseDir = path.join(this.baseDir, 'pause');
-    this.logDir = path.join(this.baseDir, 'logs');
+    this.logDir = o.dataFilesystemMiB ? `${this.baseDir}-logs` : path.join(this.baseDir, 'logs');
     this.volumeDir = path.join(this.baseDir, 'volumes');
     this.controlTaskQueue = `chaos-${o.id}`;
     this.host = `chaos-${o.id}`;
@@ -172,11 +179,19 @@ export class ChaosStack {
   workerEnv(worker?: ProxiedWorker): NodeJS.ProcessEnv {
     const viaTemporal = worker ? this.proxy(worker, 'temporal') : undefined;
     const viaPostgres = worker ? this.proxy(worker, 'postgres') : undefined;
+    const viaBlockStorage = worker ? this.proxy(worker, 'block-storage') : undefined;
     let databaseUrl = this.databaseUrl;
     if (viaPostgres) {
       const url = new URL(this.databaseUrl);
       url.port = String(viaPostgres.port);
       databaseUrl = url.toString();
+    }
+    const blockStorageEnv = { ...this.o.blockStorage?.env };
+    if (viaBlockStorage && blockStorageEnv.CINDER_ENDPOINT) {
+      const url = new URL(blockStorageEnv.CINDER_ENDPOINT);
+      url.hostname = '127.0.0.1';
+      url.port = String(viaBlockStorage.port);
+      blockStorageEnv.CINDER_ENDPOINT = url.toString().replace(/\/$/, blockStorageEnv.CINDER_ENDPOINT.endsWith('/') ? '/' : '');
     }
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TETHER_') && !k.startsWith('TEMPORAL_') && k !== 'DATABASE_URL'));
     return {
@@ -191,7 +206,7 @@ export class ChaosStack {
       TETHER_API_PORT: String(this.apiPort),
       TETHER_DATA_DIR: this.baseDir,
       TETHER_VOLUME_DIR: this.volumeDir,
-      ...this.o.blockStorage?.env,
+      ...blockStorageEnv,
       TETHER_CHAOS_PAUSE: this.pauseDir,
       ...(this.o.fakeTime && worker
         ? {
@@ -209,6 +224,7 @@ export class ChaosStack {
 
   async start(): Promise<void> {
     const t0 = Date.now();
+    if (this.o.dataFilesystemMiB) await this.mountDataFilesystem(this.o.dataFilesystemMiB);
     for (const dir of [this.baseDir, this.pauseDir, this.logDir, this.volumeDir]) {
       await fsp.mkdir(dir, { recursive: true });
       await fsp.chmod(dir, 0o755);
@@ -218,7 +234,8 @@ export class ChaosStack {
     this.built = await buildStack({
       log: this.o.log,
       dataDir: this.baseDir,
-      removeDataDir: !this.o.keep,
+      // a data folder on its own filesystem is removed by stop() once unmounted
+      removeDataDir: !this.o.keep && !this.o.dataFilesystemMiB,
       // As `npm start` does: start virtlogd + libvirtd when the local system daemon does not answer. They
       // are left running afterwards (the runner kills and restarts libvirtd, so the pids change anyway).
       libvirtUri: this.libvirtUri,
@@ -270,7 +287,10 @@ export class ChaosStack {
       for (const w of PROXIED_WORKERS) {
         for (const d of PROXIED_DEPENDENCIES) {
           if (d === 'postgres' && !this.ownsPostgres) continue;
-          const p = new TcpProxy(`${w} ${d}`, d === 'temporal' ? temporalPort : built.postgres.port);
+          const cinder = this.o.blockStorage?.env.CINDER_ENDPOINT;
+          if (d === 'block-storage' && !cinder) continue;
+          const upstream = d === 'temporal' ? temporalPort : d === 'postgres' ? built.postgres.port : Number(new URL(cinder!).port || 80);
+          const p = new TcpProxy(`${w} ${d}`, upstream);
           await p.start();
           this.proxies.set(`${w} ${d}`, p);
         }
@@ -287,6 +307,50 @@ export class ChaosStack {
     });
     await this.waitHealthy(120_000);
     this.o.log(`  ✓ control-plane worker, compute agent ${this.host} and API ${this.apiUrl} ready (${((Date.now() - t1) / 1000).toFixed(1)} s)`);
+  }
+
+  /** The loop-mounted ext4 image under the data folder (with `dataFilesystemMiB`). */
+  get dataImage(): string {
+    return `${this.baseDir}.img`;
+  }
+
+  private async mountDataFilesystem(mib: number): Promise<void> {
+    const run = (cmd: string, args: string[]) => new Promise<void>((resolve, reject) => {
+      execFile(cmd, args, { timeout: 60_000 }, (err, _out, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${stderr || err.message}`)) : resolve()));
+    });
+    await fsp.mkdir(this.baseDir, { recursive: true });
+    const image = await fsp.open(this.dataImage, 'w');
+    await image.truncate(mib * 1024 * 1024);
+    await image.close();
+    // no blocks reserved for root: the stack runs as root, and full must mean full
+    await run('mkfs.ext4', ['-q', '-F', '-m', '0', this.dataImage]);
+    await run('mount', ['-o', 'loop', this.dataImage, this.baseDir]);
+    this.mounted = true;
+    await fsp.chmod(this.baseDir, 0o755);
+    this.o.log(`  ✓ data folder ${this.baseDir} on its own ${mib} MiB ext4 (${this.dataImage}, loop-mounted)`);
+  }
+
+  private mounted = false;
+
+  /** Whether the data folder is on a filesystem of its own (`dataFilesystemMiB`) now. */
+  get hasDataFilesystem(): boolean {
+    return this.mounted;
+  }
+
+  private async unmountDataFilesystem(): Promise<void> {
+    if (!this.mounted) return;
+    // QEMU and PostgreSQL are gone by now; a process still closing its files makes umount busy for a moment
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await new Promise<void>((resolve, reject) => execFile('umount', [this.baseDir], (err, _o, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve())));
+        this.mounted = false;
+        break;
+      } catch (err) {
+        if (attempt >= 10) throw err;
+        await sleep(1000);
+      }
+    }
+    if (!this.o.keep) await fsp.rm(this.dataImage, { force: true });
   }
 
   /** The cluster's nodes (`temporal-1`, …) with pid and frontend; empty on the dev server. */
@@ -346,6 +410,15 @@ export class ChaosStack {
     } catch {
       return undefined;
     }
+  }
+
+  /** Temporal and PostgreSQL processes of the stack that are not running (they exited by themselves, or were killed). */
+  async deadDependencies(): Promise<Array<'temporal' | 'postgres'>> {
+    const dead: Array<'temporal' | 'postgres'> = [];
+    const server = this.built?.temporal.devServer;
+    if (server && !isAlive(server.pid)) dead.push('temporal');
+    if (this.ownsPostgres && (await this.built?.postgres.postmasterPid()) === undefined) dead.push('postgres');
+    return dead;
   }
 
   /** Why `target` cannot be killed in this stack (undefined: it can). */
@@ -466,6 +539,11 @@ export class ChaosStack {
   /** Stops everything the stack started (the domains of its servers first), in reverse order; removes its folder unless `keep`. */
   async stop(): Promise<void> {
     await this.built?.stop();
+    await this.unmountDataFilesystem().catch((err: unknown) => this.o.log(`  ! stopping: data filesystem: ${(err as Error).message}`));
+    if (this.o.dataFilesystemMiB && !this.o.keep) {
+      await fsp.rm(this.baseDir, { recursive: true, force: true }).catch(() => undefined);
+      await fsp.rm(this.logDir, { recursive: true, force: true }).catch(() => undefined);
+    }
   }
 
   /** Runs the tether CLI against this stack: exit code, stdout, stderr (killed after timeoutMs). */

@@ -83,6 +83,8 @@ const CHAOS_FAMILIES: Record<string, { command: string; notes?: boolean; bySteps
   partitions: { command: 'npm run chaos -- --partitions', notes: true },
   clock: { command: 'npm run chaos -- --clock', notes: true },
   'temporal-nodes': { command: 'npm run chaos -- --temporal-nodes', bySteps: true, notes: true },
+  'host-processes': { command: 'npm run chaos -- --host-processes', notes: true },
+  'disk-full': { command: 'npm run chaos -- --disk-full', notes: true },
 };
 
 function testRun(root: string): string {

@@ -119,15 +119,16 @@ describe('timeouts', () => {
 });
 
 describe('errors', () => {
-  it('a 500 tells the client nothing of the cause (no stack, no internal message); 4xx keep their message', async () => {
+  it('a database that does not answer is a 503 naming it, and nothing of the cause (no stack, no address, no driver message); 4xx keep their message', async () => {
     const broken = createDatabase('postgres://tether:secret-pw@127.0.0.1:1/nowhere', { max: 1 });
     const service = new TetherService({ db: broken, client: stack.client, blockStorage: stack.blockStorage, config: { controlTaskQueue: stack.controlTaskQueue, computeHost: stack.host, availabilityZone: 'nova', defaultDiskBus: 'scsi' } });
     const api = await buildApiServer({ service, db: broken, client: stack.client, config: { controlTaskQueue: stack.controlTaskQueue, computeHost: stack.host }, limits: { bodyLimit: 114_688, requestTimeoutMs: 30_000, connectionTimeoutMs: 120_000, rateLimit: null } });
     try {
       const r = await api.inject({ url: '/v2.1/servers' });
-      expect(r.statusCode).toBe(500);
-      expect(Object.keys(r.json())).toEqual(['computeFault']);
-      expect(r.json().computeFault.message).toMatch(/^Unexpected API Error\. Details are in the tether API log \(request req-[0-9a-f-]+\)\.$/);
+      expect(r.statusCode).toBe(503);
+      expect(Object.keys(r.json())).toEqual(['serviceUnavailable']);
+      expect(r.json().serviceUnavailable.message).toBe('A service tether depends on (its database, Temporal or the block storage) did not answer the tether API. The request was not carried out: ask again once it is back.');
+      expect(r.headers['retry-after']).toBe('5');
       for (const leak of ['ECONNREFUSED', '127.0.0.1:1', 'secret-pw', ' at ', '.ts:']) expect(r.body).not.toContain(leak);
       const bad = await api.inject({ method: 'POST', url: '/v3/volumes', payload: { volume: { size: 'big' } } });
       expect(bad.statusCode).toBe(400);

@@ -9,6 +9,8 @@
  * the host's heartbeat (Nova's compute service state). A host fenced by a force detach serves no
  * instance queue until the agent has cleaned up (activities/host/fence-cleanup.ts) and cleared the
  * fence: at start, and whenever it finds the fence later (a process that was stopped and continues).
+ * Each resync also records as stopped the instances whose domain stopped running behind tether's back
+ * (src/host/power-state-sync.ts, Nova's power-state sync).
  * Run alone with `node --import tsx workers/compute-agent.ts`; `npm start` runs one named compute-1.
  */
 import { fileURLToPath } from 'node:url';
@@ -23,6 +25,7 @@ import { listInstances } from '../src/db/instances.ts';
 import { clearFence, touchHost } from '../src/db/compute-hosts.ts';
 import type { HostFence } from '../src/domain/compute-hosts.ts';
 import { cleanUpFencedHost } from '../activities/host/fence-cleanup.ts';
+import { syncPowerStates } from '../src/host/power-state-sync.ts';
 import { hostTaskQueue, instanceTaskQueue } from '../src/domain/task-queues.ts';
 import { FaultInjector } from '../faults/injector.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
@@ -195,6 +198,7 @@ export class ComputeAgent {
     await forEachConcurrently(missing, WORKER_CREATE_CONCURRENCY, (uuid) => this.serveInstance(uuid));
     // not awaited: an import runs its first step on this host's queue, which the first sync precedes
     if (this.o.discover) void this.discoverDomains(this.o.discover).catch((err: unknown) => this.log.warn({ err }, 'domain discovery failed'));
+    await this.syncPowerStates();
     for (const [uuid, running] of this.instanceWorkers) {
       if (wanted.has(uuid)) continue;
       this.instanceWorkers.delete(uuid);
@@ -229,6 +233,17 @@ export class ComputeAgent {
     const cleared = await clearFence(this.o.db, this.o.host, fence.epoch);
     this.log.warn({ host: this.o.host, removed: report.removed, cleared }, cleared ? 'fence cleanup done: serving again' : 'fence cleanup done, but a newer fence came meanwhile');
     return cleared;
+  }
+
+  /** Domains that stopped behind tether's back (QEMU killed, guest powered off) are recorded as stopped (src/host/power-state-sync.ts). */
+  private async syncPowerStates(): Promise<void> {
+    try {
+      for (const c of await syncPowerStates({ db: this.o.db, libvirt: this.o.libvirt, host: this.o.host })) {
+        this.log.warn({ instanceUuid: c.uuid, was: c.was, domainState: c.domainState }, 'domain is not running: instance recorded as stopped');
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'power-state sync failed; tried again at the next resync');
+    }
   }
 
   /** Hands each domain of this host that no instance has (by uuid) to `discover`, once; a failure is logged and not retried by this process. */

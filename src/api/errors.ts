@@ -1,10 +1,12 @@
 /**
  * Errors as Nova and Cinder answer them: `{"<faultName>": {"code": N, "message": "..."}}`.
  * TetherErrors keep their status and message; request validation is a 400 with the validator's
- * message; anything else is a 500 whose details stay in the log (never a stack trace in a reply).
+ * message; a dependency that did not answer or is full is a 503 saying which (./dependency-failures.ts);
+ * anything else is a 500 whose details stay in the log (never a stack trace in a reply).
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { TetherError } from '../errors.ts';
+import { dependencyFailure } from './dependency-failures.ts';
 
 /** An error of the HTTP layer itself (microversions, request fields that depend on one). */
 export class ApiError extends Error {
@@ -47,25 +49,27 @@ function validationMessage(err: FastifyError): string {
   return `Invalid input for field/attribute ${field}: ${first.message ?? 'is invalid'}${typeof unexpected === 'string' ? ` ('${unexpected}' was unexpected)` : ''}.`;
 }
 
-function describe(err: FastifyError | Error): { code: number; message: string; expected: boolean } {
-  if (err instanceof TetherError) return { code: err.status, message: err.message, expected: true };
+function describe(err: FastifyError | Error): { code: number; message: string; expected: boolean; retryAfterSeconds?: number } {
+  if (err instanceof TetherError) return { code: err.status, message: err.message, expected: true, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
   if (err instanceof ApiError) return { code: err.statusCode, message: err.message, expected: true };
   const fastifyError = err as FastifyError;
   if (fastifyError.validation) return { code: 400, message: validationMessage(fastifyError), expected: true };
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) return { code: status, message: err.message, expected: true };
+  const dependency = dependencyFailure(err);
+  if (dependency) return { code: 503, message: dependency.message, expected: true, retryAfterSeconds: dependency.retryAfterSeconds };
   return { code: 500, message: '', expected: false };
 }
 
 export function installErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | Error, request, reply) => {
-    const { code, message, expected } = describe(err);
+    const { code, message, expected, retryAfterSeconds } = describe(err);
     if (!expected) {
       request.log.error({ err }, 'unexpected error');
       return reply.code(500).send(faultBody(500, `Unexpected API Error. Details are in the tether API log (request ${request.id}).`));
     }
     if (code >= 500) request.log.error({ err }, 'request failed');
-    if (err instanceof TetherError && err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(err.retryAfterSeconds));
+    if (retryAfterSeconds !== undefined) void reply.header('retry-after', String(retryAfterSeconds));
     return reply.code(code).send(faultBody(code, message));
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send(faultBody(404, 'The resource could not be found.')));

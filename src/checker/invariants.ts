@@ -15,6 +15,9 @@
  * Instance ↔ libvirt (instances with a host that are not shelved_offloaded):
  * - `missing-domain`: libvirt has no domain with the instance's uuid although the instance is not
  *   building / error. Its disks are then not checked (the one finding says it all).
+ * - `power-state-mismatch`: the instance is recorded active or paused (no task_state) but its domain
+ *   does not run — QEMU was killed or crashed, or the guest powered off; the compute agent's
+ *   power-state sync (src/host/power-state-sync.ts) records it as stopped at its next resync.
  * - `bdm-without-disk`: a BDM in attach_status 'attached' whose disk (the `<disk>` whose `<serial>`
  *   is the volume id) is missing from the persistent config, or — domain running — from the live XML.
  * - `disk-without-bdm`: a disk whose serial is a volume id (a live volume of the block storage, or
@@ -81,7 +84,8 @@
  *   workflow of that volume is active — by visibility, `VolumeId = '<id>' AND (ExecutionStatus =
  *   'Running' OR CloseTime >= T0)`, and by describing the attach-/detach- ids of every instance that
  *   has an attachment or a BDM of the volume — or one of those instances is held by a server action;
- * - it names only an instance (`missing-domain`): the instance is held by a server action.
+ * - it names only an instance (`missing-domain`, `power-state-mismatch`): the instance is held by a
+ *   server action.
  * An instance is *held by a server action* when its task_state (read at the snapshot) is set, or a
  * workflow other than attachVolume/detachVolume with `InstanceUuid = '<uuid>'` is active (visibility).
  * `stuck-task` is in flight when a workflow of the instance other than attachVolume/detachVolume is active,
@@ -115,6 +119,7 @@ export type DisagreementKind =
   | 'stuck-bdm'
   | 'attachment-mismatch'
   | 'missing-domain'
+  | 'power-state-mismatch'
   | 'orphan-bdm'
   | 'leaked-secret'
   | 'missing-secret'
@@ -126,6 +131,7 @@ export const DISAGREEMENT_KINDS: readonly DisagreementKind[] = [
   'duplicate-device',
   'duplicate-bdm',
   'missing-domain',
+  'power-state-mismatch',
   'bdm-without-disk',
   'disk-without-bdm',
   'device-mismatch',
@@ -225,6 +231,8 @@ const TRANSITIONAL_VOLUME = new Set(['reserved', 'attaching', 'detaching']);
 const ATTACH_DETACH_TYPES = new Set(['attachVolume', 'detachVolume', 'forceDetachVolume']);
 /** Instances without a domain by design or not yet: no missing-domain for them. */
 const NO_DOMAIN_EXPECTED = new Set<VmState>(['building', 'error', 'shelved_offloaded', 'deleted']);
+/** Records that say the domain runs (a domain that does not is a power-state-mismatch). */
+const RECORDED_RUNNING = new Set<VmState>(['active', 'paused']);
 
 export async function inspectInvariants(deps: CheckDeps): Promise<InvariantReport> {
   const t0 = deps.startedAt ?? new Date();
@@ -320,6 +328,13 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
       }
     } else {
       domains++;
+      if (xml.live === undefined && RECORDED_RUNNING.has(instance.vm_state) && instance.task_state === null) {
+        add({ kind: 'instance', instanceUuid: instance.uuid }, {
+          kind: 'power-state-mismatch',
+          instanceUuid: instance.uuid,
+          detail: `instance is ${instance.vm_state} but its domain is ${xml.state} (QEMU gone or the guest powered off; the compute agent of ${instance.host} records it as stopped at its next resync)`,
+        });
+      }
     }
     const places: Array<{ where: string; disks: DiskElement[] }> = [];
     if (xml?.config !== undefined) places.push({ where: 'the persistent config', disks: diskElements(xml.config) });
@@ -454,12 +469,13 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
   };
 }
 
-/** The persistent and live XML of a domain; null when libvirt does not know it. */
-async function readDomain(libvirt: LibvirtReader, uuid: string): Promise<{ config?: string; live?: string } | null> {
+/** The domain's state and its persistent and live XML; null when libvirt does not know it. */
+async function readDomain(libvirt: LibvirtReader, uuid: string): Promise<{ state: string; config?: string; live?: string } | null> {
   try {
     const info = await libvirt.lookupDomain(uuid);
     if (!info) return null;
     return {
+      state: info.state,
       ...(info.persistent ? { config: await libvirt.getXml(uuid, { inactive: true }) } : {}),
       ...(info.active ? { live: await libvirt.getXml(uuid) } : {}),
     };

@@ -38,5 +38,6 @@ export const REPAIR_BY_KIND: Record<DisagreementKind, KindRepair> = {
   'duplicate-device': { target: 'report-only', what: 'two live BDMs on one device: only a person can tell which one the guest uses (unique indexes forbid it; no saga makes one)' },
   'duplicate-bdm': { target: 'report-only', what: 'two live BDMs of one volume on one instance: only a person can tell which one is right (unique indexes forbid it; no saga makes one)' },
   'missing-domain': { target: 'report-only', what: "the guest's domain is gone: recreating a guest is a server action (hard reboot, rebuild), not a volume repair" },
+  'power-state-mismatch': { target: 'report-only', what: "the domain stopped behind tether's back (QEMU killed, guest powered off): the compute agent's power-state sync records the instance as stopped at its next resync; starting it again is the server's os-start" },
   'stuck-task': { target: 'report-only', what: 'a server action stopped halfway: which half happened is for the action to redo (or an admin reset-state), not for a volume repair' },
 };
