@@ -28,7 +28,7 @@ export function clusterTable(part: ClusterPartResult): string {
   const pair = (a: number, b: number, unit = '') => `${a}${unit} → ${b}${unit} (${a > 0 ? (b / a).toFixed(2) : '–'}×)`;
   for (const c of part.cells) {
     lines.push(
-      `| ${c.instances} inst. × ${c.concurrency} clients | ${pair(c.dev.attach.p50, c.cluster.attach.p50, ' ms')} | ${pair(c.dev.detach.p50, c.cluster.detach.p50, ' ms')} | ` +
+      `| ${c.instances} inst. × ${c.concurrency} client${c.concurrency > 1 ? 's' : ''} | ${pair(c.dev.attach.p50, c.cluster.attach.p50, ' ms')} | ${pair(c.dev.detach.p50, c.cluster.detach.p50, ' ms')} | ` +
         `${pair(c.dev.cycle.p99, c.cluster.cycle.p99, ' ms')} | ${pair(c.dev.throughput, c.cluster.throughput)} | ` +
         `${pair(c.dev.cpuMsPerCycle.total, c.cluster.cpuMsPerCycle.total)} | ${c.dev.errors} / ${c.cluster.errors} |`,
     );

@@ -134,7 +134,7 @@ export function targetRows(r: BenchResults): TargetRow[] {
   const clusterTarget = 'the same benchmark against a real Temporal cluster, side by side with the dev server';
   if (r.cluster?.cells.length) {
     const figure = r.cluster.cells
-      .map((c) => `${c.instances} inst. × ${c.concurrency} clients: attach p50 ${c.dev.attach.p50} → ${c.cluster.attach.p50} ms (${ratio(c.cluster.attach.p50, c.dev.attach.p50)}×), ${c.dev.throughput} → ${c.cluster.throughput} cycles/s, errors ${c.dev.errors} / ${c.cluster.errors}`)
+      .map((c) => `${c.instances} inst. × ${c.concurrency} client${c.concurrency > 1 ? 's' : ''}: attach p50 ${c.dev.attach.p50} → ${c.cluster.attach.p50} ms (${ratio(c.cluster.attach.p50, c.dev.attach.p50)}×), ${c.dev.throughput} → ${c.cluster.throughput} cycles/s, errors ${c.dev.errors} / ${c.cluster.errors}`)
       .join('; ');
     const errors = r.cluster.cells.reduce((n, c) => n + c.cluster.errors, 0);
     rows.push({ target: clusterTarget, figure: `dev server → two-node mTLS cluster, alternating rounds: ${figure}`, status: status(errors === 0) });
