@@ -11,18 +11,17 @@
  *     reserved): found, the answer is the one the update would have given;
  *   - not found, the answer is a 503 with Retry-After (TetherError `AttachNotConfirmed`). The same
  *     request, retried, joins the same run (the workflow id is the pair's, conflict policy
- *     USE_EXISTING); its update is answered by the run's one reservation (the handler waits for it and
- *     never reserves twice), so a retried POST never attaches twice.
+ *     USE_EXISTING) and, through this process, the same update: the 503's update id is remembered
+ *     (UnconfirmedAttaches) and the retry sends it again, so Temporal deduplicates it. A retried
+ *     POST never attaches twice and does not pile up updates on the run. The id cannot be one fixed
+ *     string: update-with-start on a pair whose last run is closed answers a matching id with that
+ *     closed run's outcome instead of starting a new run (a second attach after a detach would get
+ *     the old reservation); a request that is no retry gets a new id.
  *   - a retry that comes after the run has finished (the attach went through between the 503 and
  *     the retry) would meet Nova's "already attached" refusal: this process remembers the attaches
  *     it answered 503 for (UnconfirmedAttaches, 15 min), and the first retry of one gets the
  *     reservation read back instead. Seen in the chaos concurrent run at 500 attaches: 2 of 500.
  *     A retry that reaches another API process still gets the refusal (never a second attach).
- *
- * Each call's update has an id of its own (the SDK's). A fixed id would be wrong: Temporal answers
- * an update-with-start whose id was completed by the pair's *closed* previous run with that run's
- * outcome, so the next attach of the same server and volume, after a detach, got the old reservation
- * and no new run (found by the benchmark's cycles; test/attach-answer.test.ts keeps it).
  */
 import { isGrpcServiceError, ServiceError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client, type WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
 import { TetherError } from '../errors.ts';
@@ -71,9 +70,9 @@ export function reservationOnBdm(bdm: BlockDeviceMapping | null, workflowId: str
   };
 }
 
-/** The attaches (by workflow id) this process answered 503 for: their first retry within `ttlMs` is recognised. */
+/** The attaches (by workflow id) this process answered 503 for, with their update id: a retry within `ttlMs` is recognised. */
 export class UnconfirmedAttaches {
-  private readonly until = new Map<string, number>();
+  private readonly until = new Map<string, { until: number; updateId: string }>();
 
   constructor(
     private readonly ttlMs = 15 * 60_000,
@@ -81,10 +80,10 @@ export class UnconfirmedAttaches {
     private readonly max = 100_000,
   ) {}
 
-  add(workflowId: string): void {
+  add(workflowId: string, updateId: string): void {
     const now = this.now();
     if (this.until.size >= this.max) {
-      for (const [id, t] of this.until) if (t < now) this.until.delete(id);
+      for (const [id, t] of this.until) if (t.until < now) this.until.delete(id);
       // still full: the oldest go first (a Map iterates in insertion order)
       for (const id of this.until.keys()) {
         if (this.until.size < this.max) break;
@@ -92,14 +91,20 @@ export class UnconfirmedAttaches {
       }
     }
     this.until.delete(workflowId);
-    this.until.set(workflowId, now + this.ttlMs);
+    this.until.set(workflowId, { until: now + this.ttlMs, updateId });
+  }
+
+  /** The update id of the 503 answered for `workflowId` within the TTL (a retry sends it again). */
+  updateIdOf(workflowId: string): string | undefined {
+    const t = this.until.get(workflowId);
+    return t && t.until >= this.now() ? t.updateId : undefined;
   }
 
   /** Whether `workflowId` was answered 503 within the TTL; forgets it (one retry is recognised, not every later POST). */
   take(workflowId: string): boolean {
-    const t = this.until.get(workflowId);
+    const known = this.updateIdOf(workflowId) !== undefined;
     this.until.delete(workflowId);
-    return t !== undefined && t >= this.now();
+    return known;
   }
 }
 
@@ -116,6 +121,8 @@ export interface ReservationRequest {
   client: Client;
   operation: WithStartWorkflowOperation<AttachVolumeWorkflow>;
   workflowId: string;
+  /** The update's id: a new one, or the one of the 503 this request retries (UnconfirmedAttaches.updateIdOf). */
+  updateId: string;
   /** The reservation as the database has it now (reservationOnBdm of the pair's live BDM), or null. */
   readBack: () => Promise<AttachReservation | null>;
   wait: ReservationWait;
@@ -139,7 +146,7 @@ export async function reserveWithStart(req: ReservationRequest): Promise<{ reser
   const controller = new AbortController();
   const timedOut = Symbol('timed out');
   const update = req.client.withAbortSignal(controller.signal, () =>
-    req.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation: req.operation }),
+    req.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation: req.operation, updateId: req.updateId }),
   );
   // Ends with the race's loser too: nothing left unhandled when the budget wins.
   update.catch(() => undefined);
@@ -152,7 +159,7 @@ export async function reserveWithStart(req: ReservationRequest): Promise<{ reser
   }
   const known = await req.readBack();
   if (known) return { reservation: known, handle: req.client.workflow.getHandle(req.workflowId) };
-  req.unconfirmed?.add(req.workflowId);
+  req.unconfirmed?.add(req.workflowId, req.updateId);
   throw new TetherError(
     'AttachNotConfirmed',
     `Temporal did not confirm ${req.what} within ${Math.round(req.wait.budgetMs / 1000)} s; it may still go through. Retry the same request: it joins the attach in flight.`,

@@ -793,9 +793,12 @@ export class TetherService {
    * it. Validation failures come back as TetherErrors and change nothing.
    */
   async attachVolume(req: AttachVolumeRequest): Promise<StartedAttach> {
-    const instance = await this.resolveServer(req.server);
+    // The three reads at once (a round trip each, the volume's an HTTP call with Cinder); their
+    // failures keep their order: the server's first, then the volume's.
+    const reads = this.attachReads(req.server, req.volume);
+    const instance = await reads.instance;
     if (req.refuseShelved) refuseShelved(instance, 'attach_volume');
-    const volume = await this.resolveVolume(req.volume);
+    const volume = await reads.volume;
     authorize(this.caller, 'attachments:create');
     if (req.device != null && !isValidDevicePath(req.device)) {
       throw new TetherError('InvalidDevicePath', `The supplied device path (${req.device}) is invalid.`);
@@ -803,14 +806,37 @@ export class TetherService {
     if (req.tag != null && (req.tag.length === 0 || req.tag.length > 60 || /[/,]/.test(req.tag))) {
       throw new TetherError('InvalidInput', `Invalid tag '${req.tag}': 1 to 60 characters, no '/' or ','.`);
     }
-    return this.startAttach(instance, volume, { device: req.device ?? null, tag: req.tag ?? null, deleteOnTermination: req.deleteOnTermination ?? false });
+    return this.startAttach(instance, volume, { device: req.device ?? null, tag: req.tag ?? null, deleteOnTermination: req.deleteOnTermination ?? false }, await reads.bdm(instance, volume));
+  }
+
+  /**
+   * The server, the volume and the pair's live BDM, read concurrently. The BDM read needs the ids:
+   * when both refs are UUIDs (every Nova API call) it starts with the others, else once they resolved.
+   * Nothing rejects unobserved: a read whose answer is not awaited (an earlier one failed) is dropped.
+   */
+  private attachReads(server: Ref, volume: Ref) {
+    const instance = this.resolveServer(server);
+    const vol = this.resolveVolume(volume);
+    const ids = [textOf(server).text, textOf(volume).text];
+    const early = ids.every(isUuid) ? liveBdm(this.deps.db, ids[0]!.toLowerCase(), ids[1]!.toLowerCase()) : null;
+    for (const p of [instance, vol, early]) p?.catch(() => undefined);
+    return {
+      instance,
+      volume: vol,
+      bdm: (i: Instance, v: Volume) => (early && i.uuid === ids[0]!.toLowerCase() && v.id === ids[1]!.toLowerCase() ? early : liveBdm(this.deps.db, i.uuid, v.id)),
+    };
   }
 
   /** The attach of a resolved, authorized pair: a plain refusal without a workflow run, else update-with-start. */
-  private async startAttach(instance: Instance, volume: Volume, ask: { device: string | null; tag: string | null; deleteOnTermination: boolean }): Promise<StartedAttach> {
+  private async startAttach(
+    instance: Instance,
+    volume: Volume,
+    ask: { device: string | null; tag: string | null; deleteOnTermination: boolean },
+    bdmRead?: BlockDeviceMapping | null,
+  ): Promise<StartedAttach> {
     const workflowId = attachWorkflowId(instance.uuid, volume.id);
     // A plain refusal needs no workflow run, unless this very attach is in flight (then the request joins it).
-    const bdm = await liveBdm(this.deps.db, instance.uuid, volume.id);
+    const bdm = bdmRead !== undefined ? bdmRead : await liveBdm(this.deps.db, instance.uuid, volume.id);
     const refusal = attachRefusal(instance, volume, bdm, ask);
     const unconfirmed = unconfirmedAttachesOf(this.deps);
     if (refusal && !(await this.isRunning(workflowId))) {
@@ -839,6 +865,7 @@ export class TetherService {
         client: this.deps.client,
         operation: startWorkflowOperation,
         workflowId,
+        updateId: unconfirmed.updateIdOf(workflowId) ?? randomUUID(),
         readBack: async () => reservationOnBdm(await liveBdm(this.deps.db, instance.uuid, volume.id), workflowId),
         wait: { ...DEFAULT_RESERVATION_WAIT, ...(this.deps.config.attachAnswerWaitMs ? { budgetMs: this.deps.config.attachAnswerWaitMs } : {}) },
         what: `the attach of volume ${volume.id} to server ${instance.uuid}`,

@@ -59,7 +59,7 @@ function fakeClient(update: () => Promise<AttachReservation>) {
 
 function fakeRequest(client: Client, readBack: () => Promise<AttachReservation | null>): ReservationRequest {
   const input = { instanceUuid: 'i-1', volumeId: 'v-1', device: null, tag: null, deleteOnTermination: false, diskBus: null, deviceType: null };
-  return { client, operation: operation('attach-i-1-v-1', 'q', input), workflowId: 'attach-i-1-v-1', readBack, wait: WAIT, what: 'the attach of volume v-1 to server i-1' };
+  return { client, operation: operation('attach-i-1-v-1', 'q', input), workflowId: 'attach-i-1-v-1', updateId: 'u-1', readBack, wait: WAIT, what: 'the attach of volume v-1 to server i-1' };
 }
 
 async function refusal(p: Promise<unknown>): Promise<TetherError> {
@@ -87,8 +87,7 @@ describe('the attach answer when Temporal is slow (fake client)', () => {
     expect(err.status).toBe(503);
     expect(err.retryAfterSeconds).toBe(5);
     expect(err.message).toMatch(/Retry the same request/);
-    // an id of its own per call: a fixed one would be answered from the pair's closed previous run
-    expect(seen.updateId).toBeUndefined();
+    expect(seen.updateId).toBe('u-1');
   });
 
   it('a 503 is remembered for the retry, once, within its time', async () => {
@@ -96,15 +95,19 @@ describe('the attach answer when Temporal is slow (fake client)', () => {
     let now = 0;
     const unconfirmed = new UnconfirmedAttaches(1_000, () => now, 2);
     await refusal(reserveWithStart({ ...fakeRequest(client, async () => null), unconfirmed }));
+    // the retry sends the 503's update id again
+    expect(unconfirmed.updateIdOf('attach-i-1-v-1')).toBe('u-1');
     expect(unconfirmed.take('attach-i-1-v-1')).toBe(true);
     expect(unconfirmed.take('attach-i-1-v-1')).toBe(false);
-    unconfirmed.add('a');
+    expect(unconfirmed.updateIdOf('attach-i-1-v-1')).toBeUndefined();
+    unconfirmed.add('a', 'u-a');
     now = 1_001;
+    expect(unconfirmed.updateIdOf('a')).toBeUndefined();
     expect(unconfirmed.take('a')).toBe(false);
     // bounded: the oldest go when full
-    unconfirmed.add('b');
-    unconfirmed.add('c');
-    unconfirmed.add('d');
+    unconfirmed.add('b', 'u-b');
+    unconfirmed.add('c', 'u-c');
+    unconfirmed.add('d', 'u-d');
     expect([unconfirmed.take('b'), unconfirmed.take('c'), unconfirmed.take('d')]).toEqual([false, true, true]);
   });
 
@@ -162,7 +165,8 @@ describe('the attach answer when the host is slow (AttachVolume on Temporal, fak
     workers.use(workflowId, fakes);
     // the database has no reservation while the host holds reserveDeviceName
     const readBack = async () => null;
-    const ask = (): ReservationRequest => ({ client: env.client, operation: operation(workflowId, workers.taskQueue, input), workflowId, readBack, wait: WAIT, what: 'the attach' });
+    const updateId = randomUUID();
+    const ask = (): ReservationRequest => ({ client: env.client, operation: operation(workflowId, workers.taskQueue, input), workflowId, updateId, readBack, wait: WAIT, what: 'the attach' });
 
     for (let attempt = 0; attempt < 2; attempt++) {
       const err = await refusal(reserveWithStart(ask()));
@@ -179,8 +183,15 @@ describe('the attach answer when the host is slow (AttachVolume on Temporal, fak
     expect(fakes.calls.filter((c) => c === 'reserveVolume')).toHaveLength(1);
     expect(fakes.calls.filter((c) => c === 'attachDisk')).toHaveLength(1);
     const history = await handle.fetchHistory();
-    const completed = (history.events ?? []).filter((e) => e.workflowExecutionUpdateCompletedEventAttributes);
-    expect(completed.length).toBeGreaterThanOrEqual(1);
-    expect(new Set(completed.map((e) => JSON.stringify(e.workflowExecutionUpdateCompletedEventAttributes!.outcome!.success)))).toHaveProperty('size', 1);
+    const accepted = (history.events ?? []).filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
+    expect(accepted).toHaveLength(1);
+    expect(accepted[0]!.workflowExecutionUpdateAcceptedEventAttributes!.acceptedRequest!.meta!.updateId).toBe(updateId);
+
+    // a new attach of the pair once that run is closed (after a detach): a new update id starts a new
+    // run — the closed run's id would get the closed run's old reservation back, and no attach
+    const again = await reserveWithStart({ ...ask(), updateId: randomUUID(), wait: { ...WAIT, budgetMs: 20_000 } });
+    expect(again.reservation.bdmUuid).not.toBe(reservation.bdmUuid);
+    await again.handle.result();
+    expect(fakes.calls.filter((c) => c === 'reserveDeviceName')).toHaveLength(2);
   });
 });
