@@ -44,6 +44,7 @@ export function createReconcileActivities(deps: { db: Database; blockStorage: Pi
         controlTaskQueue: deps.controlTaskQueue,
         host: input.host,
         startedAt: new Date(input.snapshot.takenAt),
+        ...(input.snapshot.deletedLookedUp ? { deletedOnHost: new Set(input.snapshot.deletedLookedUp) } : {}),
       });
       reconcileDisagreements.set({ scope: input.host }, report.disagreements.length);
       return { disagreements: report.disagreements };

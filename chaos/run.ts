@@ -46,6 +46,10 @@
  *   --disk-full     the data folder on a small filesystem of its own, filled to the last byte while attaches,
  *                   detaches and volume creates run; clear errors, then convergence once space is freed
  *                   (chaos/disk-full.ts)
+ *   --drift         drift planted behind tether's back for each finding kind (virsh, the block storage,
+ *                   the database, a power cut of the embedded stack) with the reconciler every
+ *                   --interval S seconds (default 8): each repaired by the reconciler within two runs,
+ *                   nothing else touched; kills during repairs and swaps (chaos/drift.ts)
  *
  * Prints one line per scenario run, then the table (scenario × runs × converged × leaked × time to
  * converge), the failures, and the closing line `N passed, N failed, N skipped`. The JSON goes to
@@ -76,6 +80,7 @@ import { hostProcessCaseName, hostProcessMatrix, runHostProcessKill } from './ho
 import { DISK_FULL_CASES, DISK_FULL_MIB, diskFullCaseName, runDiskFull } from './disk-full.ts';
 import { CinderBlockStorage } from '../src/blockstorage/cinder/cinder-block-storage.ts';
 import { cinderAvailability, startCinder, type CinderHandle } from '../test/support/cinder.ts';
+import { DRIFT_CASES, DRIFT_KILLS, UNPLANTABLE, attachBackground, driftCaseName, driftKillName, runDriftCase, runDriftKill, runFinalCliCheck, runPowerCut, unplantableResult } from './drift.ts';
 import { Random } from './random.ts';
 import { formatFailures, formatTable, statusOf, countByStatus, summaryLine, writeJson, type CaseResult, type RunSummary } from './report.ts';
 import { ChaosStack } from './stack.ts';
@@ -100,12 +105,14 @@ interface Options {
   cases: number;
   allTargets: boolean;
   cinder: boolean;
+  /** The reconciler's period in the drift family (seconds). */
+  interval: number;
 }
 
-export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock', 'temporal-nodes', 'host-processes', 'disk-full'] as const;
+export const FAMILIES = ['compensation', 'lifecycle', 'fuzz', 'concurrent', 'long', 'guest', 'partitions', 'clock', 'temporal-nodes', 'host-processes', 'disk-full', 'drift'] as const;
 type Family = (typeof FAMILIES)[number];
 
-const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions [--cinder] | --clock | --temporal-nodes [--all-targets] | --host-processes | --disk-full] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
+const USAGE = 'usage: node --import tsx chaos/run.ts [--short | --compensation | --lifecycle | --fuzz [--requests N] | --concurrent [--attaches N] [--instances M] | --long [--cases N] | --guest [--all-targets] | --partitions [--cinder] | --clock | --temporal-nodes [--all-targets] | --host-processes | --disk-full | --drift [--interval S]] [--runs N] [--seed S] [--sample K] [--only REGEX] [--no-libvirtd] [--deadline S] [--storm-seconds S] [--name NAME | --out FILE] [--keep]  (docs/chaos.md)';
 
 function usage(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -132,6 +139,7 @@ function parseArgs(argv: string[]): Options {
     cases: 1000,
     allTargets: false,
     cinder: false,
+    interval: 8,
   };
   const family = (f: Family) => {
     if (o.family !== undefined && o.family !== f) usage(`--${o.family} and --${f} exclude each other`);
@@ -187,6 +195,8 @@ function parseArgs(argv: string[]): Options {
       case '--temporal-nodes': family('temporal-nodes'); break;
       case '--host-processes': family('host-processes'); break;
       case '--disk-full': family('disk-full'); break;
+      case '--drift': family('drift'); break;
+      case '--interval': o.interval = int('--interval', value(), 2); break;
       case '--all-targets': o.allTargets = true; break;
       case '--cinder': o.cinder = true; break;
       case '--requests': o.requests = int('--requests', value(), 1); break;
@@ -280,7 +290,9 @@ async function main(): Promise<void> {
     cinder = await startCinder({ mode: 'single', driver: 'loop' });
     log(`  ✓ Cinder at ${cinder.endpoint}`);
   }
-  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', temporalCluster, ...(fakeTime ? { fakeTime } : {}), ...(o.family === 'disk-full' ? { dataFilesystemMiB: DISK_FULL_MIB } : {}), ...(agentEnv ? { agentEnv } : {}), ...(cinder ? { blockStorage: { env: cinder.env, client: new CinderBlockStorage(cinder.config()) } } : {}) });
+  const stack = new ChaosStack({ id, log, keep: o.keep, secondAgent, proxies: o.family === 'partitions', temporalCluster, ...(fakeTime ? { fakeTime } : {}), ...(o.family === 'disk-full' ? { dataFilesystemMiB: DISK_FULL_MIB } : {}), ...(agentEnv ? { agentEnv } : {}), ...(cinder ? { blockStorage: { env: cinder.env, client: new CinderBlockStorage(cinder.config()) } } : {}),
+    ...(o.family === 'drift' ? { env: { TETHER_RECONCILE_INTERVAL_SECONDS: String(o.interval) } } : {}),
+  });
   let stopping = false;
   const stopAndExit = async (code: number) => {
     if (stopping) process.exit(code);
@@ -364,6 +376,16 @@ async function main(): Promise<void> {
     else if (o.family === 'host-processes') plan.push(...sampled(hostProcessMatrix().map((c, i) => ({ name: hostProcessCaseName(c), run: (hh: Harness, r: number) => runHostProcessKill(hh, c, r, servers[i % servers.length]!) }))));
     else if (o.family === 'disk-full') plan.push(...DISK_FULL_CASES.map((c) => ({ name: diskFullCaseName(c), run: (hh: Harness, r: number) => runDiskFull(hh, c, r) })));
     else if (o.family === 'guest') plan.push(...sampled(guestCases(servers, { allTargets: o.allTargets })));
+    else if (o.family === 'drift') {
+      // a volume attached to each server: what no repair may touch
+      await attachBackground(h);
+      const d = { periodS: o.interval };
+      DRIFT_CASES.forEach((c, i) => plan.push({ name: driftCaseName(c), run: (hh, r) => runDriftCase(hh, c, r, servers[i % servers.length]!, d) }));
+      for (const u of UNPLANTABLE) plan.push({ name: `drift ${u.kind}: not plantable`, run: async (hh, r) => unplantableResult(hh, u, r, d) });
+      DRIFT_KILLS.forEach((k, i) => plan.push({ name: driftKillName(k), run: (hh, r) => runDriftKill(hh, k, r, servers[i % servers.length]!, d) }));
+      plan.push({ name: 'drift power cut', run: (hh, r) => runPowerCut(hh, r, servers[0]!, d) });
+      plan.push({ name: 'drift final: tether check', run: (hh, r) => runFinalCliCheck(hh, r) });
+    }
     else if (o.family === 'long') {
       // Drawn with replacement from every matrix; each draw its own random stream (timing, release order).
       const forward = fullMatrix().map((c, i) => ({ name: killCaseName(c), run: (hh: Harness, r: number) => runKillCase(hh, c, r, servers[i % servers.length]!) }));

@@ -78,6 +78,8 @@ export interface ChaosStackOptions {
    * fills it). The logs then go beside it (`<folder>-logs`), so the runner keeps writing them.
    */
   dataFilesystemMiB?: number;
+  /** Extra environment of every tether process (e.g. TETHER_RECONCILE_INTERVAL_SECONDS: chaos/drift.ts). */
+  env?: Record<string, string>;
 }
 
 export const PROXIED_WORKERS = ['control-plane', 'compute-agent', 'api'] as const;
@@ -207,6 +209,7 @@ export class ChaosStack {
       TETHER_DATA_DIR: this.baseDir,
       TETHER_VOLUME_DIR: this.volumeDir,
       ...blockStorageEnv,
+      ...this.o.env,
       TETHER_CHAOS_PAUSE: this.pauseDir,
       ...(this.o.fakeTime && worker
         ? {

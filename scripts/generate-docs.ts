@@ -29,6 +29,7 @@ import { clusterTable } from '../bench/cluster-report.ts';
 import { markdownReport, type RunSummary } from '../chaos/report.ts';
 import type { TestRunRecord } from '../test/support/summary-reporter.ts';
 import { killTable, type KillResults } from '../chaos/nova-kills-report.ts';
+import { driftKindTable, driftMarkdown } from '../chaos/drift-report.ts';
 import { differentialMarkdown, type DifferentialResults } from '../test/support/differential-report.ts';
 import { scaleAttachTable, scaleConnectionsTable, scaleExtrapolation, scaleIdleTable, scaleRunLine, type ScaleSimResults } from '../bench/scale-sim-report.ts';
 
@@ -142,6 +143,16 @@ export const REGIONS: Record<string, Render> = {
   'chaos-targeted': chaos('targeted', "npm run chaos -- --only '…'"),
   'chaos-full': chaos('full', 'npm run chaos'),
   ...Object.fromEntries(Object.entries(CHAOS_FAMILIES).map(([name, f]) => [`chaos-${name}`, chaos(name, f.command, f)])),
+  'chaos-drift': (root) => {
+    const file = `${CHAOS_DIR}/drift.json`;
+    const r = readJson<RunSummary>(root, file);
+    return r ? driftMarkdown(r, file) : missing('npm run chaos -- --drift', file);
+  },
+  'drift-repair': (root) => {
+    const file = `${CHAOS_DIR}/drift.json`;
+    const r = readJson<RunSummary>(root, file);
+    return r ? `${markdownReport(r).split('\n')[0]}\n\n${driftKindTable(r)}\n\nThe kills during repairs and swaps: [chaos.md](chaos.md#drift). From [\`${file}\`](${path.relative('docs', file)}).` : missing('npm run chaos -- --drift', file);
+  },
   'scale-sim-run': scale((r) => `${scaleRunLine(r)}\n\nFrom [\`scale.json\`](scale.json).`),
   'scale-sim-idle': scale(scaleIdleTable),
   'scale-sim-connections': scale(scaleConnectionsTable),

@@ -59,12 +59,21 @@ export function createRepairDiskActivities(deps: { db: Database; libvirt: Libvir
 }
 
 /** What the reconciler's check reads of a host's libvirt (src/repair/host-snapshot.ts). */
-export function createRepairHostActivities(deps: { db: Database; libvirt: Pick<LibvirtConnection, 'undefineSecret' | 'lookupDomain' | 'getXml' | 'listSecrets'>; host: string }) {
+export function createRepairHostActivities(deps: { db: Database; libvirt: Pick<LibvirtConnection, 'undefineSecret' | 'lookupDomain' | 'getXml' | 'listSecrets'> & Partial<Pick<LibvirtConnection, 'qemuMonitorCommand'>>; host: string }) {
   return {
-    /** The domains of this host's instances (persistent and live XML) and the libvirt secrets, read now. */
+    /**
+     * The domains of this host's instances (persistent and live XML, QEMU's block devices) and the
+     * libvirt secrets, read now; also whether the domains of deleted instances last here that still
+     * have live volume BDMs are gone.
+     */
     async snapshotHostDomains(): Promise<HostSnapshot> {
       try {
-        return await snapshotHost(deps.libvirt, (await listInstances(deps.db, { host: deps.host })).map((i) => i.uuid));
+        const { rows: deleted } = await deps.db.query<{ uuid: string }>(
+          `SELECT DISTINCT i.uuid FROM instances i JOIN block_device_mappings b ON b.instance_uuid = i.uuid
+           WHERE i.deleted_at IS NOT NULL AND i.host = $1 AND b.deleted_at IS NULL AND b.volume_id IS NOT NULL`,
+          [deps.host],
+        );
+        return await snapshotHost(deps.libvirt, (await listInstances(deps.db, { host: deps.host })).map((i) => i.uuid), { deleted: deleted.map((r) => r.uuid) });
       } catch (err) {
         throw libvirtFailure(err, 'RepairFailed');
       }

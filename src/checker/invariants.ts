@@ -36,7 +36,9 @@
  *   volume to that instance (or does not know the volume at all).
  * - `attachment-mismatch`: the BDM records another attachment id than the live one, or the BDM is
  *   'attached' while the attachment is not (or, shelved_offloaded, the attachment is not 'reserved').
- * - `orphan-bdm` (without `host` only): a live volume BDM whose instance is deleted or unknown.
+ * - `orphan-bdm`: a live volume BDM whose instance is deleted or unknown (without `host`); with
+ *   `host` and `deletedOnHost`, one whose instance was deleted on this host and whose domain is gone
+ *   from it (the reconciler's per-host check).
  *
  * Block storage (each volume against its own live attachments, then against the BDMs):
  * - `volume-status-mismatch`: a steady status that contradicts the attachments — 'in-use' without
@@ -186,6 +188,13 @@ export interface CheckDeps {
   host?: string;
   /** T0 when libvirt was read before the check started (a snapshot read on the host): the snapshot's time. */
   startedAt?: Date;
+  /**
+   * With `host`: deleted instances last on this host whose domains `libvirt` answers for (the
+   * reconciler's host snapshot looked them up). A live volume BDM of one of them is an orphan-bdm
+   * once its domain is gone from the host; while the domain still exists (its QEMU may still hold
+   * the disk) it is left to the whole-cloud check, which a person reads.
+   */
+  deletedOnHost?: ReadonlySet<string>;
 }
 
 export interface CheckOptions {
@@ -292,6 +301,21 @@ export async function inspectInvariants(deps: CheckDeps): Promise<InvariantRepor
         volumeId: b.volume_id,
         ...(b.device_name ? { device: b.device_name } : {}),
         detail: `BDM ${b.uuid} (${b.attach_status}) is live but its instance is ${owner ? 'deleted' : 'unknown'}`,
+      });
+    }
+  }
+
+  if (deps.host !== undefined && deps.deletedOnHost) {
+    for (const b of allBdms) {
+      const owner = instanceByUuid.get(b.instance_uuid);
+      if (b.volume_id === null || !owner?.deleted || owner.host !== deps.host || !deps.deletedOnHost.has(owner.uuid)) continue;
+      if ((await readDomain(deps.libvirt, owner.uuid)) !== null) continue;
+      add(pair(b.instance_uuid, b.volume_id), {
+        kind: 'orphan-bdm',
+        instanceUuid: b.instance_uuid,
+        volumeId: b.volume_id,
+        ...(b.device_name ? { device: b.device_name } : {}),
+        detail: `BDM ${b.uuid} (${b.attach_status}) is live but its instance is deleted (its domain is gone from host ${deps.host})`,
       });
     }
   }
