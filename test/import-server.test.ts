@@ -6,21 +6,16 @@
  * alone and reported; it then takes an attach and a detach with its QEMU process unchanged, and the
  * checker finds every store in agreement. A failure during the import leaves nothing recorded.
  */
-import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
-import path from 'node:path';
-import { promisify } from 'node:util';
+import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { volume } from './support/fixtures.ts';
-import { buildDomainXml, domainSpecFor } from '../src/libvirt/domain-xml.ts';
+import { foreignDomain as startForeignDomain, qemuPid } from './support/foreign-domain.ts';
 import { diskElements } from '../src/host/domain-disks.ts';
 import { getInstance } from '../src/db/instances.ts';
 import { liveBdm } from '../src/db/block-device-mappings.ts';
 import { inspectInvariants, formatDisagreements } from '../src/checker/invariants.ts';
 
-const run = promisify(execFile);
 vi.setConfig({ testTimeout: 180_000 });
 
 let stack: TestStack;
@@ -30,36 +25,12 @@ beforeAll(async () => {
   stack = await startTestStack();
 });
 
+const foreignDomain = (name: string, volumeId: string) => startForeignDomain(stack, name, volumeId, scratchFiles);
+
 afterAll(async () => {
   await stack?.stop();
   for (const f of scratchFiles) await rm(f, { force: true });
 });
-
-async function fileOf(volumeId: string): Promise<string> {
-  const { rows } = await stack.db.query<{ file_path: string }>('SELECT file_path FROM volumes WHERE id = $1', [volumeId]);
-  return rows[0]!.file_path;
-}
-
-function fileDisk(file: string, target: string, serial: string): string {
-  return `<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/><source file='${file}'/><target dev='${target}' bus='scsi'/><serial>${serial}</serial></disk>`;
-}
-
-/** A domain started without tether: OS-less, a disk of `volumeId` at sdb, a scratch disk of its own at sdc. */
-async function foreignDomain(name: string, volumeId: string): Promise<{ uuid: string; scratch: string }> {
-  const uuid = randomUUID();
-  const scratch = path.join(stack.volumeDir, `scratch-${uuid}.qcow2`);
-  scratchFiles.push(scratch);
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', scratch, '16M']);
-  await stack.libvirt.defineDomain(buildDomainXml(domainSpecFor({}, { uuid, name })));
-  await stack.libvirt.startDomain(uuid);
-  await stack.libvirt.attachDevice(uuid, fileDisk(await fileOf(volumeId), 'sdb', volumeId), { config: true, live: true });
-  await stack.libvirt.attachDevice(uuid, fileDisk(scratch, 'sdc', 'scratch-disk'), { config: true, live: true });
-  return { uuid, scratch };
-}
-
-async function qemuPid(name: string): Promise<number> {
-  return Number((await readFile(`/run/libvirt/qemu/${name}.pid`, 'utf8')).trim());
-}
 
 async function expectCheckerClean(): Promise<void> {
   const report = await inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: stack.libvirt, client: stack.client, controlTaskQueue: stack.controlTaskQueue, host: stack.host });
