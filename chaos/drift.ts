@@ -107,7 +107,12 @@ async function virshAttachStray(h: Harness, server: Instance, volume: Volume, ta
 /** A disk plugged into QEMU through its monitor (`virsh qemu-monitor-command`), which libvirt does not know. */
 async function qemuPlugOrphan(h: Harness, server: Instance, volume: Volume, lun: number): Promise<string> {
   const file = await volumeFile(h, volume.id);
-  const qmp = (execute: string, args: Record<string, unknown>) => virsh(h, 'qemu-monitor-command', server.uuid, JSON.stringify({ execute, arguments: args }));
+  // QEMU runs as its own user: libvirt would have handed it the file, as it does on an attach
+  await run('chown', ['libvirt-qemu:libvirt-qemu', file]);
+  const qmp = async (execute: string, args: Record<string, unknown>) => {
+    const answer = await virsh(h, 'qemu-monitor-command', server.uuid, JSON.stringify({ execute, arguments: args }));
+    if (/"error"/.test(answer)) throw new Error(`QEMU refused ${execute}: ${answer.trim()}`);
+  };
   await qmp('blockdev-add', { driver: 'file', filename: file, 'node-name': `drift-${lun}-storage` });
   await qmp('blockdev-add', { driver: 'qcow2', file: `drift-${lun}-storage`, 'node-name': `drift-${lun}-format` });
   const id = `scsi0-0-0-${lun}`;
@@ -225,13 +230,30 @@ interface DriftCase {
 
 const pairSet = (server: Instance, ...volumes: Volume[]): Excluded => ({ volumes: new Set(volumes.map((v) => v.id)), instances: new Set() });
 
-/** A volume attached to `server` through tether (the normal path). */
+/**
+ * A volume attached to `server` through tether (the normal path). Other users of this machine
+ * restart the system libvirtd now and then: an attach that failed because the daemon was away is
+ * asked again (it rolled back).
+ */
 async function attached(h: Harness, server: Instance, name: string, o: { volumeType?: string } = {}): Promise<Volume> {
   const v = o.volumeType
     ? await retrying(() => h.stack.service.createVolume({ name, size: 1, volumeType: o.volumeType! }))
     : await newVolume(h, name);
-  await attachAndWait(h, server, v);
-  return v;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await attachAndWait(h, server, v);
+      return v;
+    } catch (err) {
+      if (attempt >= 4 || !/libvirt-sock|Failed to connect socket|connection (closed|reset)/i.test((err as Error).message)) throw err;
+      h.log(`  ! attach of ${name} failed while libvirtd was away (${(err as Error).message.slice(0, 120)}); again`);
+      await sleep(3000);
+    }
+  }
+}
+
+/** The system libvirtd's pid (another user of the machine may restart it during a case: the report says so). */
+export async function libvirtdPid(): Promise<string> {
+  return (await fsp.readFile('/run/libvirtd.pid', 'utf8').catch(() => '?')).trim();
 }
 
 const expectState = (h: Harness, server: Instance, v: Volume, want: 'attached' | 'absent') => async (): Promise<string[]> => {
@@ -485,6 +507,7 @@ async function reportedRuns(h: Harness, r: NonNullable<Planted['reported']>): Pr
  */
 async function awaitRepair(h: Harness, o: DriftOptions, scenario: string, runNo: number, kinds: string[], plant: string, p: Planted, before: string[], plantedAt: number, notes: string[], trigger?: () => Promise<void>, requireTwoRuns = true): Promise<DriftCaseResult> {
   const since = new Date(plantedAt - 1000);
+  const daemonAtStart = await libvirtdPid();
   const deadline = plantedAt + Math.max(6 * o.periodS * 1000, 180_000);
   const problems: string[] = [];
   await trigger?.();
@@ -541,6 +564,11 @@ async function awaitRepair(h: Harness, o: DriftOptions, scenario: string, runNo:
   if (p.reported) {
     const after = await hostCheck(h);
     if (after.disagreements.length) problems.push(`checker after the tidy-up: ${formatDisagreements(after.disagreements)}`);
+  }
+  const daemonAtEnd = await libvirtdPid();
+  if (daemonAtEnd !== daemonAtStart) {
+    notes.push(`the system libvirtd was restarted during the case (pid ${daemonAtStart} → ${daemonAtEnd}), not by this runner`);
+    if (problems.length) problems.push('(the system libvirtd was restarted by another user of the machine during the case)');
   }
   notes.push(doneAt === null ? 'never repaired' : `${p.reported ? 'reported twice' : 'repaired'} in ${((timeToRepairMs ?? 0) / 1000).toFixed(1)} s, ${reconcileRuns} reconcile run(s) after the plant`);
   return {
@@ -620,6 +648,8 @@ export async function runPowerCut(h: Harness, runNo: number, server: Instance, o
   const plant = 'SIGKILL of PostgreSQL, Temporal and every worker; pg/ and temporal/ replaced by a copy taken (stopped) before an attach and a detach; all started again';
   const notes: string[] = [];
   const detachedLater = await attached(h, server, 'drift-powercut-detached');
+  // made before the copy, so that the records restored know the volume (free there)
+  const attachedLater = await newVolume(h, 'drift-powercut-attached');
   const before = await retrying(() => fingerprint(h, { volumes: new Set(), instances: new Set() }));
   const copyDir = path.join(h.stack.baseDir, 'powercut-copy');
   await stopEverything(h);
@@ -630,7 +660,7 @@ export async function runPowerCut(h: Harness, runNo: number, server: Instance, o
   notes.push('copy taken with the stack stopped');
 
   // after the copy: what the power cut will make tether forget
-  const attachedLater = await attached(h, server, 'drift-powercut-attached');
+  await attachAndWait(h, server, attachedLater);
   const { handle } = await h.stack.service.detachVolume({ server: server.uuid, volume: detachedLater.id });
   await h.stack.service.awaitDetach(handle);
 

@@ -22,6 +22,7 @@ import type { Client } from '@temporalio/client';
 import { projectRoot } from '../src/config.ts';
 import type { Database } from '../src/db/database.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
+import { volumeKeyStore } from '../src/blockstorage/index.ts';
 import type { BlockStorage, VolumeAdmin } from '../src/blockstorage/block-storage.ts';
 import { LibvirtConnection } from '../src/libvirt/binding.ts';
 import type { TetherService } from '../src/service/tether-service.ts';
@@ -272,7 +273,7 @@ export class ChaosStack {
     const { db, client } = await built.connect({ max: 12, applicationName: 'tether-chaos', plain: true });
     this.db = db;
     this.client = client;
-    this.blockStorage = this.o.blockStorage?.client ?? new LocalVolumeService(this.db, { volumeDir: this.volumeDir, availabilityZone: 'nova' });
+    this.blockStorage = this.o.blockStorage?.client ?? new LocalVolumeService(this.db, { volumeDir: this.volumeDir, availabilityZone: 'nova', keyStore: volumeKeyStore({ dataDir: this.baseDir }, this.workerEnv()) });
     const libvirt = await LibvirtConnection.open(this.libvirtUri);
     this.libvirt = libvirt;
     built.onStop('libvirt connection', () => libvirt.close());

@@ -2,8 +2,12 @@
  * The reconciler on the real stack with a short period: its Temporal Schedule is created
  * idempotently; a disk unplugged behind tether's back is put back by a repair the reconciler starts
  * only once two runs in a row saw it; a kind the policy reports only is reported and left alone;
- * what it found and did is in the metrics and the notifications outbox.
+ * what it found and did is in the metrics and the notifications outbox. The two kinds a host's
+ * check could not see before: a disk QEMU holds behind libvirt (its query-block travels in the
+ * host's snapshot) and the BDM of a server deleted on the host whose domain is gone are repaired;
+ * a deleted server whose domain is still defined is left alone (its QEMU may hold the disk).
  */
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +20,7 @@ import { liveBdm } from '../src/db/block-device-mappings.ts';
 import { ensureReconcileSchedule } from '../src/repair/reconcile-schedule.ts';
 import { RECONCILE_WORKFLOW, type ReconcileResult } from '../src/domain/contracts/reconcile.ts';
 import { registry } from '../src/metrics/tether-metrics.ts';
+import { findOrphanDisks } from '../src/host/qemu-orphan-disks.ts';
 import type { Instance } from '../src/domain/types.ts';
 
 let stack: TestStack;
@@ -105,5 +110,46 @@ describe('the reconciler', () => {
 
     // off: a period of 0 removes the schedule
     expect((await ensureReconcileSchedule(stack.client, { controlTaskQueue: stack.controlTaskQueue, config: { ...config, intervalSeconds: 0 } })).state).toBe('removed');
+  }, 180_000);
+
+  it("reaches qemu-orphan-disk and orphan-bdm: QEMU's orphan removed, a gone server's BDM retired; a deleted server whose domain exists is left alone", async () => {
+    const gone = await runningServer(stack, 'vm-reconcile-gone');
+    const kept = await runningServer(stack, 'vm-reconcile-kept');
+    const goneVolume = await volume(stack, 'rec-orphan-bdm');
+    const keptVolume = await volume(stack, 'rec-kept');
+    await stack.service.awaitAttach((await stack.service.attachVolume({ server: gone.uuid, volume: goneVolume.id, device: null })).handle);
+    await stack.service.awaitAttach((await stack.service.attachVolume({ server: kept.uuid, volume: keptVolume.id, device: null })).handle);
+    // an operator marks both servers deleted by hand; only one's domain is removed
+    for (const s of [gone, kept]) await stack.db.query(`UPDATE instances SET deleted_at = now(), vm_state = 'deleted' WHERE uuid = $1`, [s.uuid]);
+    await stack.libvirt.destroyDomain(gone.uuid);
+    await stack.libvirt.undefineDomain(gone.uuid);
+    // a disk QEMU holds that libvirt does not know (as libvirtd's death mid-hot-plug leaves it)
+    const file = path.join(stack.volumeDir, `rec-orphan-${stack.id}.qcow2`);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, '16M']);
+    execFileSync('chown', ['libvirt-qemu:libvirt-qemu', file]);
+    const qmp = (execute: string, args: Record<string, unknown>) => stack.libvirt.qemuMonitorCommand(vm.uuid, { execute, arguments: args });
+    await qmp('blockdev-add', { driver: 'file', filename: file, 'node-name': 'rec-42-storage' });
+    await qmp('blockdev-add', { driver: 'qcow2', file: 'rec-42-storage', 'node-name': 'rec-42-format' });
+    await qmp('device_add', { driver: 'scsi-hd', bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun: 42, drive: 'rec-42-format', id: 'scsi0-0-0-42' });
+    expect((await findOrphanDisks(stack.libvirt, vm.uuid)).map((o) => o.id)).toEqual(['scsi0-0-0-42']);
+
+    const config = { intervalSeconds: 2, hosts: [stack.host], reportOnly: [], maxRepairs: 5 };
+    await ensureReconcileSchedule(stack.client, { controlTaskQueue: stack.controlTaskQueue, config });
+    try {
+      await until("QEMU's orphan removed", async () => (await findOrphanDisks(stack.libvirt, vm.uuid)).length === 0);
+      await until("the gone server's BDM retired and its attachment deleted", async () =>
+        (await liveBdm(stack.db, gone.uuid, goneVolume.id)) === null && (await stack.blockStorage.getVolume(goneVolume.id)).status === 'available');
+      const repairs = await reconcileRuns();
+      const started = repairs.flatMap((r) => r.result.started.map((x) => x.workflowId));
+      expect(started).toEqual(expect.arrayContaining([`repair-qemu-${vm.uuid}`, `repair-${gone.uuid}-${goneVolume.id}`]));
+      // the deleted server whose domain is still defined: nothing released under its QEMU
+      expect(started.some((id) => id.includes(kept.uuid))).toBe(false);
+      expect(await liveBdm(stack.db, kept.uuid, keptVolume.id)).toMatchObject({ attachStatus: 'attached' });
+      expect((await stack.blockStorage.getVolume(keptVolume.id)).status).toBe('in-use');
+    } finally {
+      await ensureReconcileSchedule(stack.client, { controlTaskQueue: stack.controlTaskQueue, config: { ...config, intervalSeconds: 0 } });
+      await stack.libvirt.destroyDomain(kept.uuid).catch(() => undefined);
+      await stack.libvirt.undefineDomain(kept.uuid).catch(() => undefined);
+    }
   }, 180_000);
 });
