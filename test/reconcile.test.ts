@@ -139,9 +139,12 @@ describe('the reconciler', () => {
       await until("QEMU's orphan removed", async () => (await findOrphanDisks(stack.libvirt, vm.uuid)).length === 0);
       await until("the gone server's BDM retired and its attachment deleted", async () =>
         (await liveBdm(stack.db, gone.uuid, goneVolume.id)) === null && (await stack.blockStorage.getVolume(goneVolume.id)).status === 'available');
-      const repairs = await reconcileRuns();
-      const started = repairs.flatMap((r) => r.result.started.map((x) => x.workflowId));
-      expect(started).toEqual(expect.arrayContaining([`repair-qemu-${vm.uuid}`, `repair-${gone.uuid}-${goneVolume.id}`]));
+      // the run that started a repair completes once its repairs have: wait for it
+      const wanted = [`repair-qemu-${vm.uuid}`, `repair-${gone.uuid}-${goneVolume.id}`];
+      const started = await until('the reconcile runs that started both repairs', async () => {
+        const ids = (await reconcileRuns()).flatMap((r) => r.result.started.map((x) => x.workflowId));
+        return wanted.every((id) => ids.includes(id)) && ids;
+      });
       // the deleted server whose domain is still defined: nothing released under its QEMU
       expect(started.some((id) => id.includes(kept.uuid))).toBe(false);
       expect(await liveBdm(stack.db, kept.uuid, keptVolume.id)).toMatchObject({ attachStatus: 'attached' });
