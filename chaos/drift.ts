@@ -46,7 +46,7 @@ export interface DriftFacts {
   plant: string;
   policy: 'repair' | 'report-only';
   periodS: number;
-  /** From the end of the plant (the power cut: the stack back up) until repaired and the checker clean; null: never. */
+  /** From the end of the plant (the power cut: the power back, the stack starting) until repaired and the checker clean; null: never. */
   timeToRepairMs: number | null;
   /** Reconcile runs that started after the plant up to the repair's start (report only: up to the second report). */
   reconcileRuns: number | null;

@@ -72,7 +72,9 @@ describe('agent discovery (TETHER_DISCOVER_DOMAINS=1)', () => {
     const host = `discover-host-${stack.id}`;
 
     agent = await startAgentProcess(stack, host, { TETHER_DISCOVER_DOMAINS: '1' });
-    const instance = await until('the agent did not import the domain', () => getInstance(stack.db, uuid));
+    // the import registers the instance, then adopts its volume: done once the BDM is there
+    await until('the agent did not import the domain with its volume', () => liveBdm(stack.db, uuid, v.id));
+    const instance = await getInstance(stack.db, uuid);
     expect(instance).toMatchObject({ uuid, host, vmState: 'active', taskState: null, libvirtDomain: name });
     expect(await liveBdm(stack.db, uuid, v.id)).toMatchObject({ deviceName: '/dev/sdb', attachStatus: 'attached' });
     expect(await stack.blockStorage.getVolume(v.id)).toMatchObject({ status: 'in-use', attachments: [{ serverId: uuid, status: 'attached' }] });
