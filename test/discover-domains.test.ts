@@ -6,10 +6,10 @@
  * for the volume, the scratch disk left alone — without a restart; it then takes an attach and a
  * detach served by that agent, its QEMU process unchanged, and the checker finds it in agreement.
  *
- * The agent discovers every domain of the libvirtd it talks to, other tests' too (it only reads
- * them): it runs on a Temporal dev server of this file's own, so the instance queues of what it
- * imports are never polled beside their owners', and their rows are removed before the stack stops
- * (the stack destroys the domains of the instances it records).
+ * The libvirtd is shared with other tests: the agent discovers only this file's domains
+ * (TETHER_DISCOVER_NAMES, a regular expression on the name), runs on a Temporal dev server of this
+ * file's own, and any other row is removed before the stack stops (the stack destroys the domains
+ * of the instances it records — never another user's).
  */
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -43,9 +43,12 @@ beforeAll(async () => {
 afterAll(async () => {
   await agent?.stop();
   if (stack) {
-    // other users' domains the agent imported: forget them, never destroy them
-    await stack.db.query('DELETE FROM block_device_mappings WHERE NOT (instance_uuid = ANY($1::text[]))', [[...ours]]).catch(() => undefined);
-    await stack.db.query('DELETE FROM instances WHERE NOT (uuid = ANY($1::text[]))', [[...ours]]).catch(() => undefined);
+    // The stack's stop destroys the domain of every instance it records: it must record only ours.
+    // Another user's domain imported (discovery without its name filter) is forgotten, never destroyed.
+    await stack.db.query('DELETE FROM block_device_mappings WHERE NOT (instance_uuid::text = ANY($1::text[]))', [[...ours]]);
+    await stack.db.query('DELETE FROM instances WHERE NOT (uuid::text = ANY($1::text[]))', [[...ours]]);
+    const { rows } = await stack.db.query<{ uuid: string }>('SELECT uuid::text AS uuid FROM instances');
+    if (rows.some((r) => !ours.has(r.uuid))) throw new Error(`instances not made by this file are still recorded (${rows.map((r) => r.uuid).join(', ')}): the stack is left running rather than destroying their domains`);
     await stack.stop();
   }
   await temporal?.stop();
@@ -71,13 +74,16 @@ describe('agent discovery (TETHER_DISCOVER_DOMAINS=1)', () => {
     const pid = await qemuPid(name);
     const host = `discover-host-${stack.id}`;
 
-    agent = await startAgentProcess(stack, host, { TETHER_DISCOVER_DOMAINS: '1' });
+    // only this file's domains (TETHER_DISCOVER_NAMES): the daemon is shared with other tests
+    agent = await startAgentProcess(stack, host, { TETHER_DISCOVER_DOMAINS: '1', TETHER_DISCOVER_NAMES: `^discover-${stack.id}` });
     // the import registers the instance, then adopts its volume: done once the BDM is there
     await until('the agent did not import the domain with its volume', () => liveBdm(stack.db, uuid, v.id));
     const instance = await getInstance(stack.db, uuid);
     expect(instance).toMatchObject({ uuid, host, vmState: 'active', taskState: null, libvirtDomain: name });
     expect(await liveBdm(stack.db, uuid, v.id)).toMatchObject({ deviceName: '/dev/sdb', attachStatus: 'attached' });
     expect(await stack.blockStorage.getVolume(v.id)).toMatchObject({ status: 'in-use', attachments: [{ serverId: uuid, status: 'attached' }] });
+    // nothing else of the shared daemon was taken
+    expect(agent.output().match(/discovered a domain tether did not know: imported/g)).toHaveLength(1);
     expect(agent.output()).toMatch(new RegExp(`discovered a domain tether did not know: imported.*${uuid}|${uuid}.*discovered a domain tether did not know: imported`));
     // the scratch disk is left where it was
     expect(diskElements(await stack.libvirt.getXml(uuid)).find((d) => d.serial === 'scratch-disk')).toMatchObject({ target: 'sdc' });

@@ -1,7 +1,8 @@
 /**
  * `tether repair` against a real Cinder (Debian's packages, test/support/cinder.ts): the block
  * storage's side of drift planted with Cinder's own API, as a storage admin does it —
- * `cinder attachment-delete` (DELETE /attachments/{id}), `cinder reset-state --state available`
+ * `cinder attachment-delete` (DELETE /attachments/{id}, with the service role Cinder requires for an
+ * attached one since CVE-2023-2088), `cinder reset-state --state available`
  * (os-reset_status), an attachment made by hand (POST /attachments) beside or instead of the one
  * the BDM records — then `tether repair` (each repair a saga, in history) and Cinder's own view:
  * the attachment made again with the host's connector and completed (connection_info refreshed,
@@ -82,12 +83,13 @@ describe('tether repair on a real Cinder', needs('cinder', availability.availabl
       await attach(vm, v[name]!);
       before[name] = (await liveBdm(stack.db, vm.uuid, v[name]!.id))!.attachmentId!;
     }
-    // cinder attachment-delete
-    expect((await stack.cinder.api('DELETE', `/attachments/${before['att-deleted']}`)).status).toBe(200);
+    // cinder attachment-delete by the storage admin, with the service role Cinder asks for an attached attachment (CVE-2023-2088)
+    const asService = { 'X-Service-Roles': 'service' };
+    expect((await stack.cinder.api('DELETE', `/attachments/${before['att-deleted']}`, undefined, asService)).status).toBe(200);
     // cinder reset-state --state available (the attachment stays)
     expect((await stack.cinder.api('POST', `/volumes/${v.reset!.id}/action`, { 'os-reset_status': { status: 'available' } })).status).toBe(202);
     // the attachment replaced by hand: deleted, and one made again without a connector (reserved)
-    expect((await stack.cinder.api('DELETE', `/attachments/${before.replaced}`)).status).toBe(200);
+    expect((await stack.cinder.api('DELETE', `/attachments/${before.replaced}`, undefined, asService)).status).toBe(200);
     expect((await stack.cinder.api('POST', '/attachments', { attachment: { volume_uuid: v.replaced!.id, instance_uuid: vm.uuid } })).status).toBe(200);
     // an attachment nobody has
     expect((await stack.cinder.api('POST', '/attachments', { attachment: { volume_uuid: v.stray!.id, instance_uuid: vm.uuid } })).status).toBe(200);

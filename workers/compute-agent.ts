@@ -72,11 +72,14 @@ export interface ComputeAgentOptions {
   /**
    * Discovery (TETHER_DISCOVER_DOMAINS=1): called at each resync for every libvirt domain of this
    * host that tether does not know (no instance has its uuid), once per domain and process — the
-   * agent's process imports it (`tether server import`).
+   * agent's process imports it (`tether server import`), only those whose name matches
+   * TETHER_DISCOVER_NAMES (a regular expression) when that is set.
    */
   discover?: (domain: { uuid: string; name: string }) => Promise<void>;
   /** Give the C heap's free pages back at every sync (default true; src/process/release-freed-memory.ts: under 1 ms when little is free). */
   releaseMemory?: boolean;
+  /** TETHER_DISCOVER_NAMES: only domains whose name matches are handed to `discover`; the others stay unknown. */
+  discoverNames?: RegExp;
 }
 
 interface RunningWorker {
@@ -251,6 +254,7 @@ export class ComputeAgent {
     const known = new Set((await listInstances(this.o.db)).map((i) => i.uuid));
     for (const domain of await this.o.libvirt.listDomains()) {
       if (known.has(domain.uuid) || this.discovered.has(domain.uuid)) continue;
+      if (this.o.discoverNames && !this.o.discoverNames.test(domain.name)) continue;
       this.discovered.add(domain.uuid);
       if (this.stopped) return;
       try {
@@ -317,6 +321,7 @@ async function main(): Promise<void> {
     const metrics = await startMetricsFromEnv(ctx.log);
     if (metrics) ctx.onShutdown(() => metrics.close());
     const libvirt = await ctx.waitFor('libvirt', () => LibvirtConnection.open(ctx.config.libvirtUri));
+    const discoverNames = process.env.TETHER_DISCOVER_NAMES ? new RegExp(process.env.TETHER_DISCOVER_NAMES) : undefined;
     const agent = new ComputeAgent({
       connection: await ctx.workerConnection(),
       namespace: ctx.config.temporalNamespace,
@@ -331,7 +336,8 @@ async function main(): Promise<void> {
       ...(process.env.TETHER_SHUTDOWN_TIMEOUT ? { cleanShutdownSeconds: Number(process.env.TETHER_SHUTDOWN_TIMEOUT) } : {}),
       ...(process.env.TETHER_DISCOVER_DOMAINS === '1'
         ? {
-            discover: async (domain: { uuid: string }) => {
+            ...(discoverNames ? { discoverNames } : {}),
+            discover: async (domain: { uuid: string; name: string }) => {
               const service = new TetherService({ db: ctx.db(), client: await ctx.client(), blockStorage: ctx.blockStorage(), config: ctx.config });
               await service.importServer({ domain: domain.uuid, host: ctx.config.computeHost });
             },
