@@ -30,7 +30,8 @@ export function driftKindTable(s: RunSummary): string {
     const d = r.drift!;
     const repairs = d.repairs.map((x) => `\`${x.workflowId.replace(/-[0-9a-f]{8}-[0-9a-f-]{27}/g, '-…')}\` ${x.outcome}${x.parent ? ' (reconciler)' : ''}`).join(', ') || '—';
     const time = d.policy === 'report-only' && d.timeToRepairMs !== null ? `${seconds(d.timeToRepairMs)} (reported)` : seconds(d.timeToRepairMs);
-    out.push(`| ${d.kinds.map((k) => `\`${k}\``).join(', ')} | ${cell(d.plant)} | ${d.policy} | ${time} | ${d.reconcileRuns ?? '—'} | ${cell(repairs)} | ${cell(status(r))} |`);
+    const plant = r.scenario.includes('power cut') ? `power cut: ${d.plant}` : d.plant;
+    out.push(`| ${d.kinds.map((k) => `\`${k}\``).join(', ')} | ${cell(plant)} | ${d.policy} | ${time} | ${d.reconcileRuns ?? '—'} | ${cell(repairs)} | ${cell(status(r))} |`);
   }
   return out.join('\n');
 }
