@@ -14,8 +14,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../src/config.ts';
-import { startTemporalDevServer, type TemporalDevServer } from '../stack/temporal-dev-server.ts';
-import { findFreePort } from '../stack/free-port.ts';
+import { startStackTemporal, type StackTemporal } from '../stack/temporal.ts';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { startAgentProcess, type AgentProcess } from './support/agent-process.ts';
 import { foreignDomain, qemuPid } from './support/foreign-domain.ts';
@@ -27,7 +26,7 @@ import { formatDisagreements, inspectInvariants } from '../src/checker/invariant
 
 vi.setConfig({ testTimeout: 240_000, hookTimeout: 180_000 });
 
-let temporal: TemporalDevServer;
+let temporal: StackTemporal;
 let stack: TestStack;
 let agent: AgentProcess | undefined;
 const scratchFiles: string[] = [];
@@ -35,9 +34,8 @@ const scratchFiles: string[] = [];
 const ours = new Set<string>();
 
 beforeAll(async () => {
-  const port = await findFreePort();
-  temporal = await startTemporalDevServer({ binary: loadConfig().temporalBinary, port, namespace: 'default', readyTimeoutMs: 120_000 });
-  stack = await startTestStack({ temporal: { frontends: [`127.0.0.1:${port}`], namespace: 'default' } });
+  temporal = await startStackTemporal({ dev: { readyTimeoutMs: 120_000 } }, { binary: loadConfig().temporalBinary, namespace: 'default', postgresAdminUrl: '' });
+  stack = await startTestStack({ temporal: { frontends: [temporal.address], namespace: 'default' } });
 });
 
 afterAll(async () => {
