@@ -47,6 +47,13 @@ export interface AttachBurst {
   succeeded: number;
   failed: number;
   failures: string[];
+  /**
+   * Answers "not confirmed yet" (the API's 503 AttachNotConfirmed, Retry-After) the callers got before
+   * their reservation: each asked again after Retry-After, as a client does, and joined its attach.
+   */
+  notConfirmedAnswers?: number;
+  /** Set when the burst was measured by a run of its own (`npm run scale -- --burst-only`), not with the steps. */
+  run?: { command: string; date: string; commit: string };
   database: { bdmsAttached: number; attachmentsAttached: number; volumesInUse: number };
   serverCpuSec: number;
   /** CPU seconds spent during the burst by the control-plane worker, the hosts processes, the driver (API side: TetherService and its client) */
@@ -167,12 +174,14 @@ export function scaleAttachTable(r: ScaleSimResults): string {
     workflows.add(a.workflow);
     rows.push(
       `| ${NAMES[t.target] ?? t.target} | ${n(a.atQueues ?? t.steps.at(-1)?.queues)} | ${n(a.attaches)} (${n(a.instances)}, ${n(a.hosts)}) | ${n(a.dispatchedMs === null ? null : r1(a.dispatchedMs / 1000), ' s')} | ${a.drainedMs === null ? `not within ${n(r0((a.timedOutAfterMs ?? 0) / 1000), ' s')}` : n(r1(a.drainedMs / 1000), ' s')} | ` +
-        `${n(a.reservationMs.p50, ' ms')} / ${n(a.reservationMs.p99, ' ms')} | ${n(a.completionMs.p50, ' ms')} / ${n(a.completionMs.p99, ' ms')} | ${n(a.attachesPerSecond)} | ${n(a.succeeded)} / ${n(a.failed)} | ` +
+        `${n(a.reservationMs.p50, ' ms')} / ${n(a.reservationMs.p99, ' ms')} | ${n(a.completionMs.p50, ' ms')} / ${n(a.completionMs.p99, ' ms')} | ${n(a.attachesPerSecond)} | ${n(a.succeeded)} / ${n(a.failed)}${a.notConfirmedAnswers ? ` (${n(a.notConfirmedAnswers)} answers 503, asked again)` : ''} | ` +
         `${n(a.database.bdmsAttached)}, ${n(a.database.attachmentsAttached)}, ${n(a.database.volumesInUse)} | ${n(a.serverCpuSec, ' s')} / ${n(a.cpuSec?.control, ' s')} / ${n(a.cpuSec?.agents, ' s')} / ${n(a.cpuSec?.driver, ' s')} | ${a.loadAverage1m.before}→${a.loadAverage1m.after} |`,
     );
   }
   if (rows.length === 2) return '_No attach burst in this run._';
-  return `${rows.join('\n')}\n\nWorkflow: ${[...workflows].join('; ')}. All requested at once; "dispatched" = the last reservation answered (what the API's POST waits for), "drained" = the last saga finished.`;
+  const ownRuns = r.targets.flatMap((t) => (t.attaches?.run ? [`${NAMES[t.target] ?? t.target}: \`${t.attaches.run.command}\` at commit \`${t.attaches.run.commit}\`, ${t.attaches.run.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}`] : []));
+  const measuredBy = ownRuns.length ? `\n\nThe burst measured by a run of its own — ${ownRuns.join('; ')}.` : '';
+  return `${rows.join('\n')}${measuredBy}\n\nWorkflow: ${[...workflows].join('; ')}. All requested at once; "dispatched" = the last reservation answered (what the API's POST waits for), "drained" = the last saga finished.`;
 }
 
 /** The measured step the extrapolation starts from: the cluster's largest, else the dev server's. */

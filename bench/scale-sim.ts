@@ -26,6 +26,10 @@
  *   --min-free-mb=3000      stop adding queues when the machine has less memory available than this
  *   --out=docs/scale.json   (then `npm run docs` renders docs/scale.md)
  *   --merge                 keep the other targets already in the output file (run one target at a time)
+ *   --burst-only            measure the attach burst again and replace only the `attaches` of each target
+ *                           run in the output file (its steps, and the file's command and date, stay those
+ *                           of the run that measured them; the burst carries its own command and date);
+ *                           use with --steps=<the burst's step>
  * PostgreSQL: DATABASE_URL when set, else an embedded one (max_connections raised to 2000).
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
@@ -44,6 +48,7 @@ import { createDatabase, type Database } from '../src/db/database.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { LocalVolumeService } from '../src/blockstorage/local-volume-service.ts';
 import { TetherService } from '../src/service/tether-service.ts';
+import { TetherError } from '../src/errors.ts';
 import { startTemporalDevServer } from '../stack/temporal-dev-server.ts';
 import { startEmbeddedPostgres } from '../stack/embedded-postgres.ts';
 import { findFreePort } from '../stack/free-port.ts';
@@ -65,7 +70,8 @@ const minFreeMb = Number(opt('min-free-mb') ?? 3000);
 const attachAt = Number(opt('attach-at') ?? steps[0]);
 const attachTimeoutMs = Number(opt('attach-timeout-s') ?? 900) * 1000;
 const outFile = path.resolve(projectRoot, opt('out') ?? 'docs/scale.json');
-const merge = argv.includes('--merge');
+const burstOnly = argv.includes('--burst-only');
+const merge = argv.includes('--merge') || burstOnly;
 const NAMESPACE = 'default';
 const childScript = fileURLToPath(new URL('./scale-sim-child.ts', import.meta.url));
 
@@ -433,12 +439,23 @@ async function attachBurst(
   const reserved: number[] = [];
   const finished: number[] = [];
   const failures: string[] = [];
+  let notConfirmed = 0;
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
   const all = Promise.all(
     rows.map(async (row, i) => {
       try {
-        const { handle } = await service.attachVolume({ server: row.uuid, volume: volumeIds[i]! });
+        // as an API client does: a 503 "not confirmed yet" is asked again after its Retry-After
+        let handle: Awaited<ReturnType<TetherService['attachVolume']>>['handle'] | undefined;
+        while (!handle) {
+          try {
+            ({ handle } = await service.attachVolume({ server: row.uuid, volume: volumeIds[i]! }));
+          } catch (err) {
+            if (!(err instanceof TetherError) || err.type !== 'AttachNotConfirmed' || timedOut) throw err;
+            notConfirmed++;
+            await sleep((err.retryAfterSeconds ?? 5) * 1000);
+          }
+        }
         reserved.push(performance.now() - start);
         await service.awaitAttach(handle);
         finished.push(performance.now() - start);
@@ -447,7 +464,7 @@ async function attachBurst(
       }
     }),
   );
-  const progress = setInterval(() => log(`${kind}: ${reserved.length} reserved, ${finished.length} finished, ${failures.length} failed`), 30_000);
+  const progress = setInterval(() => log(`${kind}: ${reserved.length} reserved, ${finished.length} finished, ${failures.length} failed, ${notConfirmed} answers 503 (asked again)`), 30_000);
   await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(() => ((timedOut = true), resolve()), attachTimeoutMs)))]);
   clearTimeout(timer);
   clearInterval(progress);
@@ -486,6 +503,7 @@ async function attachBurst(
     succeeded: finishedCount,
     failed: failures.length,
     failures: [...new Set(failures)].slice(0, 5),
+    notConfirmedAnswers: notConfirmed,
     database: { bdmsAttached: Number(check[0]!.bdms), attachmentsAttached: Number(check[0]!.attachments), volumesInUse: Number(check[0]!.inuse) },
     cpuSec,
     serverCpuSec: Math.round(serverAfter.reduce((s, x, i) => s + (x && serverBefore[i] ? x.cpuSec - serverBefore[i]!.cpuSec : 0), 0) * 10) / 10,
@@ -554,10 +572,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  if (merge && fs.existsSync(outFile)) {
-    const previous = JSON.parse(fs.readFileSync(outFile, 'utf8')) as ScaleSimResults;
+  const previousFile = merge && fs.existsSync(outFile) ? (JSON.parse(fs.readFileSync(outFile, 'utf8')) as ScaleSimResults) : undefined;
+  if (previousFile) {
+    const previous = previousFile;
     results.targets.push(...previous.targets.filter((t) => !targets.includes(t.target)));
-    results.machine.earlierRuns = [...(previous.machine.earlierRuns ?? []), { date: previous.date, command: previous.command, loadAverageAtStart: previous.machine.loadAverageAtStart, ...(previous.machine.loadAverageAtEnd ? { loadAverageAtEnd: previous.machine.loadAverageAtEnd } : {}) }];
+    if (!burstOnly) results.machine.earlierRuns = [...(previous.machine.earlierRuns ?? []), { date: previous.date, command: previous.command, loadAverageAtStart: previous.machine.loadAverageAtStart, ...(previous.machine.loadAverageAtEnd ? { loadAverageAtEnd: previous.machine.loadAverageAtEnd } : {}) }];
   }
   try {
     const write = async () => {
@@ -572,6 +591,18 @@ async function main(): Promise<void> {
         results.targets.push(t);
         results.targets.sort((a, b) => a.target.localeCompare(b.target));
       };
+      if (burstOnly) {
+        const earlier = previousFile?.targets.find((t) => t.target === kind);
+        if (!earlier) throw new Error(`--burst-only: ${path.relative(projectRoot, outFile)} has no ${kind} target to add the burst to`);
+        const measured = await runTarget(kind, adminUrl, runId, workDir, async () => undefined);
+        if (!measured.attaches) throw new Error(`--burst-only: the ${kind} run measured no attach burst${measured.error ? `: ${measured.error}` : ''}`);
+        const { command, date, commit } = results;
+        place({ ...earlier, attaches: { ...measured.attaches, run: { command, date, commit: String(commit) } } });
+        // the file stays the earlier run's: only this target's burst is new
+        Object.assign(results, { command: previousFile!.command, date: previousFile!.date, commit: previousFile!.commit, machine: previousFile!.machine, settings: previousFile!.settings, durationS: previousFile!.durationS });
+        await fsp.writeFile(outFile, `${JSON.stringify(results, null, 2)}\n`);
+        continue;
+      }
       // written after every step too: an interrupted run keeps what it measured
       place(await runTarget(kind, adminUrl, runId, workDir, async (partial) => {
         place({ ...partial, error: partial.error ?? 'partial: the run was still going when this was written' });
