@@ -7,16 +7,15 @@
  * the one after the host answered gets the reservation. Nothing attached twice.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ServiceError, WithStartWorkflowOperation, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { TetherError } from '../../src/errors.ts';
 import type { AttachReservation, AttachVolumeInput, AttachVolumeWorkflow } from '../../src/domain/contracts/attach-volume.ts';
 import type { BlockDeviceMapping } from '../../src/domain/types.ts';
 import { isTemporalSlow, reservationOnBdm, reserveWithStart, UnconfirmedAttaches, type ReservationRequest } from '../../src/service/attach-reservation.ts';
-import { FakeWorkers, startWorkflowEnvironment } from './support/workflow-env.ts';
 import { tetherFakes } from './support/fakes.ts';
+import { useFakeWorkers } from './support/fake-suite.ts';
 
 const WAIT = { budgetMs: 300, retryAfterSeconds: 5 };
 
@@ -143,30 +142,19 @@ describe('the attach answer when Temporal is slow (fake client)', () => {
 });
 
 describe('the attach answer when the host is slow (AttachVolume on Temporal, fake activities)', () => {
-  let env: TestWorkflowEnvironment;
-  let workers: FakeWorkers;
-
-  beforeAll(async () => {
-    env = await startWorkflowEnvironment();
-    workers = await new FakeWorkers(env).start(tetherFakes().names);
-  }, 60_000);
-
-  afterAll(async () => {
-    await workers?.stop();
-    await env?.teardown();
-  });
+  const suite = useFakeWorkers();
 
   it('503 while the host holds the reservation; retries join the same run and update; then the reservation, attached once', async () => {
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     const fakes = tetherFakes({ beforeReserveDeviceName: () => held });
-    const input: AttachVolumeInput = { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), device: null, tag: null, deleteOnTermination: false, diskBus: null, deviceType: null };
+    const input: AttachVolumeInput = { instanceUuid: suite.workers.instanceUuid, volumeId: randomUUID(), device: null, tag: null, deleteOnTermination: false, diskBus: null, deviceType: null };
     const workflowId = `attach-${input.instanceUuid}-${input.volumeId}`;
-    workers.use(workflowId, fakes);
+    suite.workers.use(workflowId, fakes);
     // the database has no reservation while the host holds reserveDeviceName
     const readBack = async () => null;
     const updateId = randomUUID();
-    const ask = (): ReservationRequest => ({ client: env.client, operation: operation(workflowId, workers.taskQueue, input), workflowId, updateId, readBack, wait: WAIT, what: 'the attach' });
+    const ask = (): ReservationRequest => ({ client: suite.env.client, operation: operation(workflowId, suite.workers.taskQueue, input), workflowId, updateId, readBack, wait: WAIT, what: 'the attach' });
 
     for (let attempt = 0; attempt < 2; attempt++) {
       const err = await refusal(reserveWithStart(ask()));

@@ -5,37 +5,25 @@
  * PostgreSQL, libvirt and the volume service.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WithStartWorkflowOperation } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { attachProgressQuery, reservationUpdate, type AttachResult, type AttachVolumeInput, type AttachVolumeWorkflow } from '../../../src/domain/contracts/attach-volume.ts';
-import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
 import { tetherFakes, type FakeWorld, type TetherFakes } from '../support/fakes.ts';
+import { useFakeWorkers } from '../support/fake-suite.ts';
 
-let env: TestWorkflowEnvironment;
-let workers: FakeWorkers;
-
-beforeAll(async () => {
-  env = await startWorkflowEnvironment();
-  workers = await new FakeWorkers(env).start(tetherFakes().names);
-}, 60_000);
-
-afterAll(async () => {
-  await workers?.stop();
-  await env?.teardown();
-});
+const suite = useFakeWorkers();
 
 /** The forward activities of a successful attach, in order. */
 const FORWARD = ['isEarlierOperationRunning', 'validateAttach', 'takeGeneration', 'reserveDeviceName', 'reserveVolume', 'initializeConnection', 'attachDisk', 'completeAttachment', 'markBdmAttached'];
 
 function request(): AttachVolumeInput {
-  return { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), device: null, tag: 'data', deleteOnTermination: false, diskBus: null, deviceType: null };
+  return { instanceUuid: suite.workers.instanceUuid, volumeId: randomUUID(), device: null, tag: 'data', deleteOnTermination: false, diskBus: null, deviceType: null };
 }
 
 /** Runs one attach to its end with `fakes`; returns its result or its failure, and its final state. */
 async function attach(fakes: TetherFakes, input = request()) {
-  const { handle, state, ...outcome } = await workers.run<AttachResult>('attachVolume', `attach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
+  const { handle, state, ...outcome } = await suite.workers.run<AttachResult>('attachVolume', `attach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
   const progress = await handle.query(attachProgressQuery);
   return { ...outcome, progress, state: await state() };
 }
@@ -141,15 +129,15 @@ describe('attachVolume with fake activities', () => {
       const fakes = failing ? tetherFakes().failAt(failing) : tetherFakes();
       const input = request();
       const workflowId = `attach-${input.instanceUuid}-${input.volumeId}`;
-      workers.use(workflowId, fakes);
+      suite.workers.use(workflowId, fakes);
       {
         const startWorkflowOperation = new WithStartWorkflowOperation<AttachVolumeWorkflow>('attachVolume', {
           workflowId,
-          taskQueue: workers.taskQueue,
+          taskQueue: suite.workers.taskQueue,
           workflowIdConflictPolicy: 'USE_EXISTING',
           args: [input],
         });
-        const answer = await env.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation }).then(
+        const answer = await suite.env.client.workflow.executeUpdateWithStart(reservationUpdate, { startWorkflowOperation }).then(
           (reservation) => ({ reservation, calledBefore: [...fakes.calls] }),
           (err: unknown) => ({ error: err as Error, calledBefore: [...fakes.calls] }),
         );

@@ -4,31 +4,19 @@
  * that cannot finish stops the rollback there. The real-stack tests are test/detach-volume.test.ts.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/common';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { detachProgressQuery, type DetachResult } from '../../../src/domain/contracts/detach-volume.ts';
-import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
 import { tetherFakes, type TetherFakes } from '../support/fakes.ts';
+import { useFakeWorkers } from '../support/fake-suite.ts';
 
-let env: TestWorkflowEnvironment;
-let workers: FakeWorkers;
-
-beforeAll(async () => {
-  env = await startWorkflowEnvironment();
-  workers = await new FakeWorkers(env).start(tetherFakes().names);
-}, 60_000);
-
-afterAll(async () => {
-  await workers?.stop();
-  await env?.teardown();
-});
+const suite = useFakeWorkers();
 
 const FORWARD = ['isEarlierOperationRunning', 'validateDetach', 'takeGeneration', 'beginDetaching', 'setBdmAttachStatus', 'detachDisk', 'deleteAttachment', 'destroyBdm'];
 
 async function detach(fakes: TetherFakes) {
-  const input = { instanceUuid: workers.instanceUuid, volumeId: randomUUID() };
-  const { handle, state, ...outcome } = await workers.run<DetachResult>('detachVolume', `detach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
+  const input = { instanceUuid: suite.workers.instanceUuid, volumeId: randomUUID() };
+  const { handle, state, ...outcome } = await suite.workers.run<DetachResult>('detachVolume', `detach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
   const progress = await handle.query(detachProgressQuery);
   return { ...outcome, progress, state: await state() };
 }

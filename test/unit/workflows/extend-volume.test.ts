@@ -6,10 +6,9 @@
  * run make it resize again. The real-stack tests are test/extend-volume.test.ts.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { ApplicationFailure } from '@temporalio/common';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import {
   extendAcceptedUpdate,
   extendProgressQuery,
@@ -18,30 +17,19 @@ import {
   type ExtendVolumeWorkflow,
 } from '../../../src/domain/contracts/extend-volume.ts';
 import { TetherState } from '../../../src/temporal/search-attributes.ts';
-import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
 import { tetherFakes, type TetherFakes } from '../support/fakes.ts';
+import { useFakeWorkers } from '../support/fake-suite.ts';
 
-let env: TestWorkflowEnvironment;
-let workers: FakeWorkers;
-
-beforeAll(async () => {
-  env = await startWorkflowEnvironment();
-  workers = await new FakeWorkers(env).start(tetherFakes().names);
-}, 60_000);
-
-afterAll(async () => {
-  await workers?.stop();
-  await env?.teardown();
-});
+const suite = useFakeWorkers();
 
 const EARLIER = ['isEarlierOperationRunning', 'isEarlierOperationRunning'];
 const FORWARD = [...EARLIER, 'validateExtend', 'takeGeneration', 'beginExtending', 'growVolume', 'resizeDisk', 'finishExtending', 'recordVolumeSize'];
 
 async function extend(fakes: TetherFakes, newSize: number | null = 3) {
-  const input = { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), newSize };
+  const input = { instanceUuid: suite.workers.instanceUuid, volumeId: randomUUID(), newSize };
   const workflowId = `extend-${input.instanceUuid}-${input.volumeId}`;
-  workers.use(workflowId, fakes);
-  const handle = await env.client.workflow.start<ExtendVolumeWorkflow>('extendVolume', { taskQueue: workers.taskQueue, workflowId, args: [input] });
+  suite.workers.use(workflowId, fakes);
+  const handle = await suite.env.client.workflow.start<ExtendVolumeWorkflow>('extendVolume', { taskQueue: suite.workers.taskQueue, workflowId, args: [input] });
   const outcome = await handle.result().then(
     (result: ExtendResult) => ({ result, failure: null }),
     (err: unknown) => ({ result: null, failure: err instanceof WorkflowFailedError ? (err.cause as ApplicationFailure) : (err as Error) }),
@@ -55,7 +43,7 @@ describe('extendVolume with fake activities', () => {
   it("tether's own os-extend: every step once, in order; the size recorded on the BDM", async () => {
     const fakes = tetherFakes();
     const { result, state, progress } = await extend(fakes, 3);
-    expect(result).toEqual({ instanceUuid: workers.instanceUuid, volumeId: expect.any(String), size: 3, live: true, capacity: 3 * 1024 ** 3 });
+    expect(result).toEqual({ instanceUuid: suite.workers.instanceUuid, volumeId: expect.any(String), size: 3, live: true, capacity: 3 * 1024 ** 3 });
     expect(fakes.calls).toEqual(FORWARD);
     expect(fakes.inputOf('resizeDisk')).toMatchObject({ sizeGb: 3 });
     expect(fakes.inputOf('recordVolumeSize')).toEqual({ bdmUuid: 'bdm-1', size: 3 });
@@ -100,18 +88,18 @@ describe('extendVolume with fake activities', () => {
   it('the accepted update: answers with the new size once the volume is extending, or, refused, only after the rollback', async () => {
     for (const [fakes, accepted] of [[tetherFakes(), true], [tetherFakes().failAt('beginExtending'), false]] as const) {
       const volumeId = randomUUID();
-      const workflowId = `extend-${workers.instanceUuid}-${volumeId}`;
-      workers.use(workflowId, fakes);
-      const handle = await env.client.workflow.start<ExtendVolumeWorkflow>('extendVolume', {
-        taskQueue: workers.taskQueue,
+      const workflowId = `extend-${suite.workers.instanceUuid}-${volumeId}`;
+      suite.workers.use(workflowId, fakes);
+      const handle = await suite.env.client.workflow.start<ExtendVolumeWorkflow>('extendVolume', {
+        taskQueue: suite.workers.taskQueue,
         workflowId,
-        args: [{ instanceUuid: workers.instanceUuid, volumeId, newSize: 4 }],
+        args: [{ instanceUuid: suite.workers.instanceUuid, volumeId, newSize: 4 }],
       });
       const answer = await handle.executeUpdate(extendAcceptedUpdate).then(
         (a) => a,
         (err: unknown) => err,
       );
-      if (accepted) expect(answer).toEqual({ instanceUuid: workers.instanceUuid, volumeId, newSize: 4 });
+      if (accepted) expect(answer).toEqual({ instanceUuid: suite.workers.instanceUuid, volumeId, newSize: 4 });
       else {
         expect((answer as { cause?: Error }).cause?.message).toBe('fake beginExtending failed');
         // refused only once the rollback has run
@@ -127,11 +115,11 @@ describe('extendVolume with fake activities', () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     const fakes = tetherFakes({ blockStorageSize: () => size, beforeResize: () => held });
-    const input = { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), newSize: null };
+    const input = { instanceUuid: suite.workers.instanceUuid, volumeId: randomUUID(), newSize: null };
     const workflowId = `extend-${input.instanceUuid}-${input.volumeId}`;
-    workers.use(workflowId, fakes);
-    const handle = await env.client.workflow.signalWithStart<ExtendVolumeWorkflow, []>('extendVolume', {
-      taskQueue: workers.taskQueue,
+    suite.workers.use(workflowId, fakes);
+    const handle = await suite.env.client.workflow.signalWithStart<ExtendVolumeWorkflow, []>('extendVolume', {
+      taskQueue: suite.workers.taskQueue,
       workflowId,
       args: [input],
       signal: volumeExtendedSignal,

@@ -6,31 +6,19 @@
  * attached. The real-stack tests are test/force-detach.test.ts.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ApplicationFailure } from '@temporalio/common';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { forceDetachProgressQuery, type ForceDetachResult, type ForceDetachVolumeInput } from '../../../src/domain/contracts/force-detach-volume.ts';
-import { FakeWorkers, startWorkflowEnvironment } from '../support/workflow-env.ts';
 import { tetherFakes, type TetherFakes } from '../support/fakes.ts';
+import { useFakeWorkers } from '../support/fake-suite.ts';
 
-let env: TestWorkflowEnvironment;
-let workers: FakeWorkers;
-
-beforeAll(async () => {
-  env = await startWorkflowEnvironment();
-  workers = await new FakeWorkers(env).start(tetherFakes().names);
-}, 60_000);
-
-afterAll(async () => {
-  await workers?.stop();
-  await env?.teardown();
-});
+const suite = useFakeWorkers();
 
 const BEFORE_HOST = ['validateForceDetach', 'takeGeneration', 'terminatePairOperations', 'beginForceDetaching', 'setBdmAttachStatus'];
 
 async function forceDetach(fakes: TetherFakes, hostWaitSeconds = 2) {
-  const input: ForceDetachVolumeInput = { instanceUuid: workers.instanceUuid, volumeId: randomUUID(), hostWaitSeconds, reason: 'unit test' };
-  const { handle, state, ...outcome } = await workers.run<ForceDetachResult>('forceDetachVolume', `detach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
+  const input: ForceDetachVolumeInput = { instanceUuid: suite.workers.instanceUuid, volumeId: randomUUID(), hostWaitSeconds, reason: 'unit test' };
+  const { handle, state, ...outcome } = await suite.workers.run<ForceDetachResult>('forceDetachVolume', `detach-${input.instanceUuid}-${input.volumeId}`, fakes, input);
   return { ...outcome, progress: await handle.query(forceDetachProgressQuery), state: await state() };
 }
 
