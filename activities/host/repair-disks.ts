@@ -7,14 +7,14 @@
  */
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Database } from '../../src/db/database.ts';
-import { bdmConnectionInfo } from '../../src/db/block-device-mappings.ts';
+import { bdmConnectionInfo, instanceNeedingVolumeOnHost } from '../../src/db/block-device-mappings.ts';
 import type { PairSnapshot } from '../../src/domain/repair-plan.ts';
 import { authSecretUuid, encryptionSecretUuid, ensureAuthSecret } from '../../src/host/disk-secrets.ts';
 import { removeOrphanDisks } from '../../src/host/qemu-orphan-disks.ts';
 import type { LibvirtConnection } from '../../src/libvirt/binding.ts';
 import { readPairDisk } from '../../src/repair/pair-state.ts';
 import { snapshotHost, type HostSnapshot } from '../../src/repair/host-snapshot.ts';
-import { listInstances } from '../../src/db/instances.ts';
+import { deletedInstancesWithLiveVolumeBdms, listInstances } from '../../src/db/instances.ts';
 import { ensureEncryptionSecret, type VolumeEncryptionSource } from './disks.ts';
 import { libvirtFailure } from './libvirt-failures.ts';
 import { createStepGuard } from './step-guard.ts';
@@ -68,12 +68,8 @@ export function createRepairHostActivities(deps: { db: Database; libvirt: Pick<L
      */
     async snapshotHostDomains(): Promise<HostSnapshot> {
       try {
-        const { rows: deleted } = await deps.db.query<{ uuid: string }>(
-          `SELECT DISTINCT i.uuid FROM instances i JOIN block_device_mappings b ON b.instance_uuid = i.uuid
-           WHERE i.deleted_at IS NOT NULL AND i.host = $1 AND b.deleted_at IS NULL AND b.volume_id IS NOT NULL`,
-          [deps.host],
-        );
-        return await snapshotHost(deps.libvirt, (await listInstances(deps.db, { host: deps.host })).map((i) => i.uuid), { deleted: deleted.map((r) => r.uuid) });
+        const deleted = await deletedInstancesWithLiveVolumeBdms(deps.db, deps.host);
+        return await snapshotHost(deps.libvirt, (await listInstances(deps.db, { host: deps.host })).map((i) => i.uuid), { deleted });
       } catch (err) {
         throw libvirtFailure(err, 'RepairFailed');
       }
@@ -81,12 +77,8 @@ export function createRepairHostActivities(deps: { db: Database; libvirt: Pick<L
 
     /** On the host's own queue: a volume's secrets that no live BDM of an instance on this host needs, removed. */
     async removeLeakedSecrets(input: { volumeId: string }): Promise<{ removed: boolean; heldBy?: string }> {
-      const { rows } = await deps.db.query<{ instance_uuid: string }>(
-        `SELECT b.instance_uuid FROM block_device_mappings b JOIN instances i ON i.uuid = b.instance_uuid
-         WHERE b.volume_id = $1 AND b.deleted_at IS NULL AND i.deleted_at IS NULL AND (i.host = $2 OR i.host IS NULL) LIMIT 1`,
-        [input.volumeId, deps.host],
-      );
-      if (rows[0]) return { removed: false, heldBy: rows[0].instance_uuid };
+      const heldBy = await instanceNeedingVolumeOnHost(deps.db, input.volumeId, deps.host);
+      if (heldBy) return { removed: false, heldBy };
       try {
         await deps.libvirt.undefineSecret(authSecretUuid(input.volumeId));
         await deps.libvirt.undefineSecret(encryptionSecretUuid(input.volumeId));

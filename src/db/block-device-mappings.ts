@@ -208,3 +208,13 @@ export async function setBdmSwappedVolume(
   );
   return (rowCount ?? 0) > 0;
 }
+
+/** An instance on `host` (or on no host) with a live BDM of `volumeId`, if any: who still needs the volume's secrets there. */
+export async function instanceNeedingVolumeOnHost(db: Queryable, volumeId: string, host: string): Promise<string | null> {
+  const { rows } = await db.query<{ instance_uuid: string }>(
+    `SELECT b.instance_uuid FROM block_device_mappings b JOIN instances i ON i.uuid = b.instance_uuid
+     WHERE b.volume_id = $1 AND b.deleted_at IS NULL AND i.deleted_at IS NULL AND (i.host = $2 OR i.host IS NULL) LIMIT 1`,
+    [volumeId, host],
+  );
+  return rows[0]?.instance_uuid ?? null;
+}

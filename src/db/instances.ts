@@ -184,3 +184,33 @@ export async function forgetImportedInstance(db: Queryable, uuid: string): Promi
   await db.query('DELETE FROM instances WHERE uuid = $1', [uuid]);
   return true;
 }
+
+/** Instances of `host` at rest (no task) whose record says one of `states` (the power-state sync's candidates). */
+export async function instancesAtRest(db: Queryable, host: string, states: readonly VmState[]): Promise<Array<{ uuid: string; vmState: VmState }>> {
+  const { rows } = await db.query<{ uuid: string; vm_state: VmState }>(
+    `SELECT uuid, vm_state FROM instances
+      WHERE host = $1 AND deleted_at IS NULL AND task_state IS NULL AND vm_state = ANY($2::text[])`,
+    [host, states],
+  );
+  return rows.map((r) => ({ uuid: r.uuid, vmState: r.vm_state }));
+}
+
+/** Records `uuid` as stopped if it is still at rest on `host` in state `was`; whether it did. */
+export async function markStoppedIfAtRest(db: Queryable, uuid: string, host: string, was: VmState): Promise<boolean> {
+  const updated = await db.query(
+    `UPDATE instances SET vm_state = 'stopped', updated_at = now()
+      WHERE uuid = $1 AND host = $2 AND deleted_at IS NULL AND task_state IS NULL AND vm_state = $3`,
+    [uuid, host, was],
+  );
+  return (updated.rowCount ?? 0) > 0;
+}
+
+/** Deleted instances last on `host` that still have live volume BDMs (their domains should be gone). */
+export async function deletedInstancesWithLiveVolumeBdms(db: Queryable, host: string): Promise<string[]> {
+  const { rows } = await db.query<{ uuid: string }>(
+    `SELECT DISTINCT i.uuid FROM instances i JOIN block_device_mappings b ON b.instance_uuid = i.uuid
+     WHERE i.deleted_at IS NOT NULL AND i.host = $1 AND b.deleted_at IS NULL AND b.volume_id IS NOT NULL`,
+    [host],
+  );
+  return rows.map((r) => r.uuid);
+}

@@ -13,6 +13,7 @@
 import type { Queryable } from '../db/database.ts';
 import type { LibvirtConnection } from '../libvirt/binding.ts';
 import type { VmState } from '../domain/types.ts';
+import { instancesAtRest, markStoppedIfAtRest } from '../db/instances.ts';
 
 /** States whose record says the domain runs. */
 const RUNNING_STATES: readonly VmState[] = ['active', 'paused'];
@@ -31,22 +32,12 @@ export async function syncPowerStates(deps: {
   libvirt: Pick<LibvirtConnection, 'lookupDomain'>;
   host: string;
 }): Promise<PowerStateChange[]> {
-  const { rows } = await deps.db.query<{ uuid: string; vm_state: VmState }>(
-    `SELECT uuid, vm_state FROM instances
-      WHERE host = $1 AND deleted_at IS NULL AND task_state IS NULL AND vm_state = ANY($2::text[])`,
-    [deps.host, RUNNING_STATES],
-  );
   const changed: PowerStateChange[] = [];
-  for (const row of rows) {
+  for (const row of await instancesAtRest(deps.db, deps.host, RUNNING_STATES)) {
     const info = await deps.libvirt.lookupDomain(row.uuid);
     // No domain at all is the checker's missing-domain, for a person; a running one agrees.
     if (!info || info.active) continue;
-    const updated = await deps.db.query(
-      `UPDATE instances SET vm_state = 'stopped', updated_at = now()
-        WHERE uuid = $1 AND host = $2 AND deleted_at IS NULL AND task_state IS NULL AND vm_state = $3`,
-      [row.uuid, deps.host, row.vm_state],
-    );
-    if ((updated.rowCount ?? 0) > 0) changed.push({ uuid: row.uuid, was: row.vm_state, domainState: info.state });
+    if (await markStoppedIfAtRest(deps.db, row.uuid, deps.host, row.vmState)) changed.push({ uuid: row.uuid, was: row.vmState, domainState: info.state });
   }
   return changed;
 }
