@@ -58,10 +58,10 @@ function scale(render: (r: ScaleSimResults) => string): Render {
   };
 }
 
-function bench(render: (r: BenchResults) => string): Render {
+function bench(render: (r: BenchResults, root: string) => string): Render {
   return (root) => {
     const r = readJson<BenchResults>(root, BENCH_JSON);
-    return r ? render(r) : missing('npm run bench', BENCH_JSON);
+    return r ? render(r, root) : missing('npm run bench', BENCH_JSON);
   };
 }
 
@@ -135,7 +135,7 @@ export const REGIONS: Record<string, Render> = {
   'bench-scale': bench(scaleSection),
   'bench-neighbours': bench(neighboursSection),
   'bench-resources': bench(resourcesSection),
-  'bench-targets': bench((r) => `${runLine(r)}${r.cli ? ` The CLI's rows: its own run of ${r.cli.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}.` : ''}\n\n${targetsTable(r)}`),
+  'bench-targets': bench((r, root) => `${runLine(r)}${r.cli ? ` The CLI's rows: its own run of ${r.cli.date.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC')}.` : ''}\n\n${targetsTable(r, readJson<ScaleSimResults>(root, SCALE_JSON) ?? undefined)}`),
   'bench-nova': bench(novaRegion),
   'bench-cluster': bench(clusterRegion),
   'bench-cli': bench((r) => (r.cli ? cliTable(r.cli) : '_Not measured in this run: `npm run bench -- --only=cli` adds it._')),
