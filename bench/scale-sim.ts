@@ -32,7 +32,7 @@
  *                           use with --steps=<the burst's step>
  * PostgreSQL: DATABASE_URL when set, else an embedded one (max_connections raised to 2000).
  */
-import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -55,7 +55,8 @@ import { findFreePort } from '../stack/free-port.ts';
 import { pendingPolls, pollRequests, scrape, type Sample } from './metrics.ts';
 import { loadAverage, pidListeningOn, sample } from './procs.ts';
 import { percentile } from './stats.ts';
-import { tlsConfig, type SimChildConfig, type SimChildStats, type SimEndpoint, type SimParentMessage, type SimTls } from './scale-sim-config.ts';
+import { forkMeasuredChild, type MeasuredChild } from './measured-child.ts';
+import { tlsConfig, type SimChildConfig, type SimChildStats, type SimEndpoint, type SimTls } from './scale-sim-config.ts';
 import type { AttachBurst, ScaleSimResults, ScaleStep, ScaleTargetResult } from './scale-sim-report.ts';
 
 const argv = process.argv.slice(2);
@@ -82,52 +83,18 @@ const log = (s: string) => process.stdout.write(`[${Math.round((performance.now(
 
 // ---- processes -------------------------------------------------------------------------------
 
-interface SimChild {
-  pid: number;
-  stats(): Promise<SimChildStats>;
-  idleCpu(ms: number): Promise<{ cpuMs: number; stats: SimChildStats }>;
-  stop(): Promise<void>;
-}
+type SimChild = MeasuredChild<SimChildStats>;
 
-async function startSimChild(config: SimChildConfig, logFile: string): Promise<SimChild> {
-  const out = fs.openSync(logFile, 'a');
-  const child: ChildProcess = fork(childScript, [], {
+function startSimChild(config: SimChildConfig, logFile: string): Promise<SimChild> {
+  return forkMeasuredChild<SimChildConfig, SimChildStats>({
+    script: childScript,
     execArgv: ['--import', 'tsx', '--max-old-space-size=6144'],
     env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
-    stdio: ['ignore', out, out, 'ipc'],
+    logFile,
+    config,
+    label: `scale-sim child (${config.role})`,
+    stopTimeoutMs: 120_000,
   });
-  fs.closeSync(out);
-  let nextId = 1;
-  const pending = new Map<number, (m: unknown) => void>();
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const pid = await new Promise<number>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`scale-sim child (${config.role}) exited with ${code}; see ${logFile}`)));
-    child.on('message', (m: { type: string; id?: number; pid?: number }) => {
-      if (m.type === 'ready') resolve(m.pid!);
-      else if (m.id !== undefined) pending.get(m.id)?.(m);
-    });
-    child.send({ type: 'config', config } satisfies SimParentMessage);
-  });
-  const ask = <T>(msg: SimParentMessage & { id: number }): Promise<T> =>
-    new Promise((resolve) => {
-      pending.set(msg.id, (m) => {
-        pending.delete(msg.id);
-        resolve(m as T);
-      });
-      child.send(msg);
-    });
-  return {
-    pid,
-    stats: async () => (await ask<{ stats: SimChildStats }>({ type: 'stats', id: nextId++ })).stats,
-    idleCpu: (ms) => ask({ type: 'idle-cpu', id: nextId++, ms }),
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.send({ type: 'stop' } satisfies SimParentMessage);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, everyMs = 1000): Promise<void> {

@@ -12,9 +12,8 @@
  *     holds the service layer (TetherService), as the API server would.
  * Everything it creates (domains, volumes, database, temporary folders) is removed by cleanup().
  */
-import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -31,8 +30,9 @@ import type { TetherService } from '../src/service/tether-service.ts';
 import { ensureLibvirtd } from '../stack/libvirtd.ts';
 import { buildStack } from '../stack/builder.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
-import type { AgentVariant, ChildConfig, ChildStats, ControlVariant, ParentMessage } from './child.ts';
+import type { AgentVariant, ChildConfig, ChildStats, ControlVariant } from './child.ts';
 import { pidFromFile, pidListeningOn, withDescendants, type ProcGroup } from './procs.ts';
+import { forkMeasuredChild } from './measured-child.ts';
 
 const run = promisify(execFile);
 const childScript = fileURLToPath(new URL('./child.ts', import.meta.url));
@@ -65,47 +65,17 @@ export async function startChild(config: ChildConfig, logFile: string, env: Reco
 }
 
 async function startChildOnce(config: ChildConfig, logFile: string, extraEnv: Record<string, string>): Promise<ChildHandle> {
-  const out = fs.openSync(logFile, 'a');
-  const child: ChildProcess = fork(childScript, [], {
+  const child = await forkMeasuredChild<ChildConfig, ChildStats>({
+    script: childScript,
     // BENCH_CPU_PROF=<dir>: a V8 CPU profile of each child, written when it stops (for finding costs).
     execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
     env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16', ...extraEnv },
-    stdio: ['ignore', out, out, 'ipc'],
+    logFile,
+    config,
+    label: `bench child (${config.role})`,
+    stopTimeoutMs: 30_000,
   });
-  fs.closeSync(out);
-  let nextId = 1;
-  const pending = new Map<number, (m: unknown) => void>();
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const ready = new Promise<number>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`bench child (${config.role}) exited with ${code} before it was ready; see ${logFile}`)));
-    child.on('message', (m: { type: string; id?: number; pid?: number }) => {
-      if (m.type === 'ready') resolve(m.pid!);
-      else if (m.id !== undefined) pending.get(m.id)?.(m);
-    });
-  });
-  child.send({ type: 'config', config } satisfies ParentMessage);
-  const pid = await ready;
-  const ask = <T>(msg: ParentMessage & { id: number }): Promise<T> =>
-    new Promise((resolve) => {
-      pending.set(msg.id, (m) => {
-        pending.delete(msg.id);
-        resolve(m as T);
-      });
-      child.send(msg);
-    });
-  return {
-    role: config.role,
-    pid,
-    stats: async () => (await ask<{ stats: ChildStats }>({ type: 'stats', id: nextId++ })).stats,
-    idleCpu: (ms) => ask<{ cpuMs: number; stats: ChildStats }>({ type: 'idle-cpu', id: nextId++, ms }),
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.send({ type: 'stop' } satisfies ParentMessage);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  return { role: config.role, ...child };
 }
 
 export interface BenchStack {
