@@ -2,13 +2,10 @@
  * The `tether` CLI end to end, as a user runs it: a separate process talking to the stack
  * (here the in-process test stack: its database, Temporal, workers and compute host).
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { projectRoot } from '../src/config.ts';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
+import { runTetherCli, type CliRun } from './support/tether-cli.ts';
 
-const run = promisify(execFile);
 // Each CLI run is a new Node process (~2 s of start-up on these machines): allow for several per test.
 vi.setConfig({ testTimeout: 240_000 });
 let stack: TestStack;
@@ -21,17 +18,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function tether(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['bin/tether.js', ...args], {
-      cwd: projectRoot,
-      env: { ...process.env, ...stack.env },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function tether(...args: string[]): Promise<CliRun> {
+  return runTetherCli(stack.env, args);
 }
 
 describe('tether CLI', () => {

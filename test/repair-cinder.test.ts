@@ -10,10 +10,6 @@
  * attachment deleted; `tether check` clean.
  * Real Temporal dev server, PostgreSQL, libvirt + QEMU, Cinder.
  */
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asTestStack, startCinderStack, type CinderStack } from './support/cinder-stack.ts';
 import { cinderAvailability } from './support/cinder.ts';
@@ -23,22 +19,15 @@ import { liveBdm, bdmConnectionInfo } from '../src/db/block-device-mappings.ts';
 import { diskBySerial } from '../src/host/domain-disks.ts';
 import { formatDisagreements, inspectInvariants } from '../src/checker/invariants.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
+import { runTetherCli, type CliRun } from './support/tether-cli.ts';
 
 const availability = await cinderAvailability();
-const run = promisify(execFile);
-const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 let stack: CinderStack;
 let vm: Instance;
 
-async function tether(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['bin/tether.js', ...args], { cwd: projectRoot, env: { ...process.env, ...stack.env }, timeout: 240_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function tether(...args: string[]): Promise<CliRun> {
+  return runTetherCli(stack.env, args, { timeoutMs: 240_000 });
 }
 
 const inspect = () => inspectInvariants({ db: stack.db, blockStorage: stack.blockStorage, libvirt: stack.libvirt, client: stack.client, controlTaskQueue: stack.controlTaskQueue, host: stack.host });

@@ -6,12 +6,11 @@
  * defined for a volume nobody holds, an attachment nobody has — then `tether repair --dry-run`
  * (prints the plan, changes nothing), `tether repair` (each repair a saga), and `tether check` is clean.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { loadConfig } from '../src/config.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestStack, type TestStack } from './support/test-stack.ts';
 import { runningServer, volume } from './support/fixtures.ts';
@@ -21,8 +20,8 @@ import { buildDiskXml } from '../src/libvirt/disk-xml.ts';
 import { liveBdm } from '../src/db/block-device-mappings.ts';
 import { encryptionSecretUuid } from '../src/host/disk-secrets.ts';
 import type { Instance, Volume } from '../src/domain/types.ts';
+import { runTetherCli, type CliRun } from './support/tether-cli.ts';
 
-const run = promisify(execFile);
 const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 let stack: TestStack;
@@ -37,14 +36,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function tether(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['bin/tether.js', ...args], { cwd: projectRoot, env: { ...process.env, ...stack.env }, timeout: 240_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function tether(...args: string[]): Promise<CliRun> {
+  return runTetherCli(stack.env, args, { timeoutMs: 240_000 });
 }
 
 function inspect() {
